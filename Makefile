@@ -1,0 +1,43 @@
+# Two commands for a newcomer: `make demo` and `make test`. Both build everything they need.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+CHECKOV_VENV := .venv-checkov
+DUCKDB_HOME := .cache/duckdb-home
+
+.PHONY: venv demo test unit bench clean
+
+venv: $(STAMP) $(DUCKDB_HOME)/.installed $(CHECKOV_VENV)/.installed
+
+$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -r requirements-dev.txt
+	$(BIN)/pip install -q --no-deps -e .
+	touch $@
+
+# bqemulator needs DuckDB's spatial and avro extensions; offline they come from PyPI wheels and
+# are installed into a DuckDB home inside the project (the emulator is started with HOME there).
+$(DUCKDB_HOME)/.installed: $(STAMP)
+	$(BIN)/python -m ampbq.stack install-duckdb-extensions $(DUCKDB_HOME)
+	touch $@
+
+# checkov pins libraries that clash with the Google clients, so it lives in its own venv.
+$(CHECKOV_VENV)/.installed: requirements-checkov.txt
+	$(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/pip install -q --upgrade pip
+	$(CHECKOV_VENV)/bin/pip install -q -r requirements-checkov.txt
+	touch $@
+
+demo: $(STAMP) $(DUCKDB_HOME)/.installed
+	$(BIN)/ampbq demo
+
+test: venv
+	$(BIN)/python -m pytest -q
+
+unit: $(STAMP)
+	$(BIN)/python -m pytest -q tests/unit
+
+clean:
+	rm -rf $(VENV) $(CHECKOV_VENV) .cache .stack

@@ -1,0 +1,93 @@
+"""BigQuery adapter: client, tables, and jobs with deterministic ids.
+
+A job id is derived from the hour and the object generation, so a redelivered event asks
+BigQuery for a job that already exists (409) instead of running a second one; a job id that
+failed can never be reused, so a retry after a failure gets the next attempt suffix.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Callable
+
+from google.api_core import exceptions as gexc
+from google.api_core.client_options import ClientOptions
+from google.auth.credentials import AnonymousCredentials
+from google.cloud import bigquery
+
+from . import schema
+from .config import Config
+from .errors import PermanentError, TransientError
+
+log = logging.getLogger(__name__)
+MAX_ATTEMPTS = 20
+_TRANSIENT_REASONS = ("backendError", "rateLimitExceeded", "internalError", "jobRateLimitExceeded")
+_CONFLICT_TEXT = ("concurrent update", "could not serialize", "transaction is aborted", "conflict")
+
+
+def client(config: Config) -> bigquery.Client:
+    if config.bigquery_emulator_host:
+        return bigquery.Client(
+            project=config.project,
+            credentials=AnonymousCredentials(),
+            client_options=ClientOptions(api_endpoint=config.bigquery_emulator_host),
+        )
+    return bigquery.Client(project=config.project, location=config.bq_location)
+
+
+def schema_fields(path=schema.EVENTS_SCHEMA_FILE) -> list[bigquery.SchemaField]:
+    return [bigquery.SchemaField.from_api_repr(field) for field in schema.fields(path)]
+
+
+def ensure_tables(bq: bigquery.Client, config: Config) -> None:
+    """Create the dataset, the events table and the load ledger if missing (Terraform does in the cloud)."""
+    dataset = bigquery.Dataset(f"{config.project}.{config.dataset}")
+    dataset.location = config.bq_location
+    bq.create_dataset(dataset, exists_ok=True)
+    events = bigquery.Table(config.table_id, schema=schema_fields())
+    events.time_partitioning = bigquery.TimePartitioning(type_="DAY", field=schema.PARTITION_FIELD)
+    events.clustering_fields = list(schema.CLUSTERING_FIELDS)
+    bq.create_table(events, exists_ok=True)
+    bq.create_table(bigquery.Table(config.ledger_table_id, schema=schema_fields(schema.LEDGER_SCHEMA_FILE)), exists_ok=True)
+
+
+def classify(error: Exception) -> Exception:
+    """Map a BigQuery error to the package's taxonomy, in this one place."""
+    text = str(error).lower()
+    if isinstance(error, (gexc.TooManyRequests, gexc.ServerError)) or any(r.lower() in text for r in _TRANSIENT_REASONS):
+        return TransientError(f"BigQuery: {error}")
+    if any(marker in text for marker in _CONFLICT_TEXT):
+        return TransientError(f"BigQuery transaction conflict: {error}")
+    if isinstance(error, (gexc.BadRequest, gexc.NotFound, gexc.Forbidden)):
+        return PermanentError(f"BigQuery: {error}")
+    return error
+
+
+def run_job_once(bq: bigquery.Client, job_id: Callable[[int], str], submit: Callable[[str], bigquery.job._AsyncJob]):
+    """Run the job under its deterministic id, reusing a finished run of the same id.
+
+    Raises the classified error of the job when it fails.
+    """
+    for attempt in range(MAX_ATTEMPTS):
+        this_id = job_id(attempt)
+        try:
+            job = submit(this_id)
+        except gexc.Conflict:
+            job = bq.get_job(this_id)
+            log.info("job already exists", extra={"fields": {"job_id": this_id, "state": job.state}})
+            if job.state == "DONE" and job.error_result:
+                continue  # a failed id can never run again: take the next attempt's id
+        try:
+            job.result()
+        except gexc.GoogleAPICallError as error:
+            raise classify(error) from error
+        return job
+    raise PermanentError(f"job {job_id(0)} failed {MAX_ATTEMPTS} times")
+
+
+def query_rows(bq: bigquery.Client, sql: str, params: list | None = None) -> list[dict]:
+    config = bigquery.QueryJobConfig(query_parameters=params or [])
+    try:
+        return [dict(row) for row in bq.query(sql, job_config=config).result()]
+    except gexc.GoogleAPICallError as error:
+        raise classify(error) from error

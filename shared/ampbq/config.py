@@ -1,0 +1,62 @@
+"""Configuration, read from the environment once at the edge and passed down as a value."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Mapping
+
+from .errors import PermanentError
+
+AMPLITUDE_URLS = {"US": "https://amplitude.com", "EU": "https://analytics.eu.amplitude.com"}
+
+
+@dataclass(frozen=True)
+class Config:
+    bucket: str
+    project: str
+    dataset: str = "ops"
+    table: str = "all_user_events"
+    bq_location: str = "US"
+    amplitude_url: str = AMPLITUDE_URLS["US"]
+    amplitude_api_key: str = field(default="", repr=False)
+    amplitude_secret_key: str = field(default="", repr=False)
+    bigquery_emulator_host: str = ""
+    # Amplitude says data is exportable about 2 hours after the hour ends.
+    min_data_age_hours: float = 2.0
+    # Export API calls: attempts per range and the backoff multiplier (seconds) between them.
+    http_attempts: int = 5
+    http_backoff_seconds: float = 2.0
+
+    @property
+    def table_id(self) -> str:
+        return f"{self.project}.{self.dataset}.{self.table}"
+
+    @property
+    def ledger_table_id(self) -> str:
+        return f"{self.project}.{self.dataset}.{self.table}_loads"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "Config":
+        env = os.environ if env is None else env
+        bucket = env.get("AMPBQ_BUCKET", "")
+        project = env.get("AMPBQ_PROJECT") or env.get("GOOGLE_CLOUD_PROJECT", "")
+        if not bucket or not project:
+            raise PermanentError("AMPBQ_BUCKET and AMPBQ_PROJECT (or GOOGLE_CLOUD_PROJECT) must be set")
+        region = env.get("AMPLITUDE_REGION", "US").upper()
+        if region not in AMPLITUDE_URLS:
+            raise PermanentError(f"AMPLITUDE_REGION must be US or EU, not {region!r}")
+        return cls(
+            bucket=bucket,
+            project=project,
+            dataset=env.get("AMPBQ_DATASET", "ops"),
+            table=env.get("AMPBQ_TABLE", "all_user_events"),
+            bq_location=env.get("AMPBQ_BQ_LOCATION", "US"),
+            amplitude_url=(env.get("AMPLITUDE_URL") or AMPLITUDE_URLS[region]).rstrip("/"),
+            amplitude_api_key=env.get("AMPLITUDE_API_KEY", ""),
+            amplitude_secret_key=env.get("AMPLITUDE_SECRET_KEY", ""),
+            bigquery_emulator_host=env.get("BIGQUERY_EMULATOR_HOST", ""),
+            min_data_age_hours=float(env.get("AMPBQ_MIN_DATA_AGE_HOURS", "2")),
+            http_attempts=int(env.get("AMPBQ_HTTP_ATTEMPTS", "5")),
+            http_backoff_seconds=float(env.get("AMPBQ_HTTP_BACKOFF_SECONDS", "2")),
+        )

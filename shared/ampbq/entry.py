@@ -1,0 +1,106 @@
+"""What the three Cloud Function entry points call: decode the event, run one step, and map its
+outcome to the platform's retry policy (raise = retry, return = ack)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import datetime, timezone
+from functools import lru_cache
+from typing import Callable
+
+import requests
+
+from . import bigquery as bq_adapter
+from . import events, gcs, logs, steps
+from .config import Config
+from .errors import Ignored, PermanentError, TransientError
+
+log = logging.getLogger("ampbq.entry")
+
+
+@lru_cache(maxsize=4)
+def _clients(config: Config):
+    """One set of clients per warm instance (creating them costs more than most events)."""
+    storage_client = gcs.client(config.project)
+    return storage_client.bucket(config.bucket), bq_adapter.client(config), requests.Session()
+
+
+def _run(step: str, work: Callable[[dict], object]) -> object:
+    """Run `work(context)`; it fills `context` (object, generation, date...) for the log lines."""
+    started = time.monotonic()
+    context: dict = {"step": step}
+    try:
+        result = work(context)
+    except Ignored as why:
+        log.info(f"ignored: {why}", extra={"fields": context})
+        return None
+    except PermanentError as why:
+        # Acked on purpose: retrying cannot fix it, and one bad input must not spin for 24 hours.
+        log.error(f"{step} failed permanently: {why}", extra={"fields": context})
+        return None
+    except TransientError as why:
+        log.warning(f"{step} failed, will be retried: {why}", extra={"fields": context})
+        raise
+    except Exception:
+        log.exception(f"{step} failed unexpectedly, will be retried", extra={"fields": context})
+        raise
+    context["duration_s"] = round(time.monotonic() - started, 3)
+    log.info(f"{step} done", extra={"fields": context | _summary(result)})
+    return result
+
+
+def _summary(result: object) -> dict:
+    if isinstance(result, steps.ExportResult):
+        return {"range": str(result.requested), "hours": len(result.hours), "archives": result.archives,
+                "refused": len(result.refused)}
+    if isinstance(result, steps.LoadOutcome):
+        # "hour loaded" is what the monitoring counts; keep the message and the labels stable.
+        log.info("hour loaded", extra={"fields": {"step": "load", "date": f"{result.hour:%Y-%m-%d}",
+                 "hour": f"{result.hour:%H}", "generation": result.generation}})
+        return {"events": result.events, "rows": result.rows, "rejected": result.rejected, "loaded": result.loaded}
+    if result is not None and hasattr(result, "as_metadata"):
+        return result.as_metadata()
+    return {}
+
+
+def _object(cloud_event, context: dict) -> events.StorageObject:
+    obj = events.storage_object(cloud_event)
+    context.update(object=obj.name, generation=obj.generation, event_id=obj.event_id)
+    return obj
+
+
+def export(cloud_event) -> None:
+    logs.setup()
+
+    def work(context: dict):
+        config = Config.from_env()
+        bucket, _, session = _clients(config)
+        hours = events.run_request(cloud_event)
+        context.update(range=str(hours), date=f"{hours.start:%Y-%m-%d}")
+        return steps.export_range(hours, config, bucket, session, datetime.now(timezone.utc))
+
+    _run("export", work)
+
+
+def transform(cloud_event) -> None:
+    logs.setup()
+
+    def work(context: dict):
+        obj = _object(cloud_event, context)
+        bucket, _, _ = _clients(Config.from_env())
+        return steps.transform_hour(obj, bucket)
+
+    _run("transform", work)
+
+
+def load(cloud_event) -> None:
+    logs.setup()
+
+    def work(context: dict):
+        obj = _object(cloud_event, context)
+        config = Config.from_env()
+        bucket, bq, _ = _clients(config)
+        return steps.load_hour(obj, config, bucket, bq)
+
+    _run("load", work)

@@ -1,0 +1,71 @@
+"""Decode CloudEvents at the boundary into small frozen values; nothing further in sees dicts."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta, timezone
+
+from .errors import PermanentError
+from .naming import HourRange, utc_hour
+
+
+@dataclass(frozen=True)
+class StorageObject:
+    """A finalized GCS object, as the event names it."""
+
+    bucket: str
+    name: str
+    generation: int
+    event_id: str = ""
+
+
+def storage_object(cloud_event) -> StorageObject:
+    data = cloud_event.data or {}
+    try:
+        return StorageObject(
+            bucket=data["bucket"],
+            name=data["name"],
+            generation=int(data["generation"]),
+            event_id=str(cloud_event["id"]),
+        )
+    except (KeyError, TypeError, ValueError) as bad:
+        raise PermanentError(f"not a Cloud Storage object event: {bad!r}") from None
+
+
+def event_time(cloud_event) -> datetime:
+    """The time the event was published (so a retried event still means the same day)."""
+    try:
+        value = cloud_event["time"]
+    except KeyError:
+        value = None
+    if not value:
+        return datetime.now(timezone.utc)
+    return datetime.fromisoformat(str(value).replace("Z", "+00:00")).astimezone(timezone.utc)
+
+
+def run_request(cloud_event) -> HourRange:
+    """The hour range a `daily-runs` message asks for.
+
+    The message data is JSON: `{}` (the UTC day before the message was published),
+    `{"date": "YYYY-MM-DD"}`, or `{"start": "YYYYMMDDTHH", "end": "YYYYMMDDTHH"}`.
+    """
+    message = (cloud_event.data or {}).get("message", {})
+    try:
+        raw = base64.b64decode(message.get("data") or b"")
+        body = json.loads(raw) if raw.strip() else {}
+        return parse_run_request(body, event_time(cloud_event))
+    except (binascii.Error, UnicodeDecodeError, json.JSONDecodeError, ValueError, TypeError) as bad:
+        raise PermanentError(f"daily-runs message is not a valid run request: {bad}") from None
+
+
+def parse_run_request(body: dict, published: datetime) -> HourRange:
+    if not isinstance(body, dict):
+        raise ValueError("expected a JSON object")
+    if "start" in body or "end" in body:
+        return HourRange.parse(body["start"], body["end"])
+    if body.get("date"):
+        return HourRange.day(date.fromisoformat(body["date"]))
+    return HourRange.day((utc_hour(published) - timedelta(days=1)).date())

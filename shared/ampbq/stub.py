@@ -1,0 +1,157 @@
+"""A local stand-in for the Amplitude Export API, speaking its real wire protocol.
+
+`GET /api/2/export?start=YYYYMMDDTHH&end=YYYYMMDDTHH` with HTTP Basic auth; 401 on wrong keys;
+404 when the range has no data; 200 with a zip in Amplitude's layout otherwise. It serves either a
+generated `Dataset` or the entries of a given zip file that fall in the requested range. Tests
+can queue faults (a status and a body) that the next requests get instead.
+"""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import hmac
+import shutil
+import tempfile
+import threading
+import zipfile
+from collections import Counter, deque
+from dataclasses import dataclass
+from datetime import datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import BinaryIO
+from urllib.parse import parse_qs, urlparse
+
+from .naming import HourRange, parse_zip_entry
+from .synthetic import Dataset, write_export_zip
+
+STREAM_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class Fault:
+    status: int
+    body: bytes = b""
+
+
+class ZipSource:
+    """Serves the entries of an existing export zip that fall in the requested hours."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    def write(self, hours: HourRange, sink: BinaryIO) -> int:
+        count = 0
+        with zipfile.ZipFile(self.path) as source, zipfile.ZipFile(sink, "w", zipfile.ZIP_STORED) as target:
+            for info in source.infolist():
+                if info.is_dir() or parse_zip_entry(info.filename).hour not in hours:
+                    continue
+                with source.open(info) as member, target.open(info.filename, "w") as out:
+                    shutil.copyfileobj(member, out, STREAM_CHUNK)
+                count += 1
+        return count
+
+
+class DatasetSource:
+    def __init__(self, dataset: Dataset):
+        self.dataset = dataset
+
+    def write(self, hours: HourRange, sink: BinaryIO) -> int:
+        return write_export_zip(self.dataset, sink, hours)
+
+
+def events_per_hour(archive: Path | BinaryIO) -> Counter:
+    """Count the events (non-blank lines) per upload hour in an export zip: the source of truth."""
+    counts: Counter = Counter()
+    with zipfile.ZipFile(archive) as source:
+        for info in source.infolist():
+            if info.is_dir():
+                continue
+            hour = parse_zip_entry(info.filename).hour
+            with source.open(info) as member, gzip.open(member) as lines:
+                counts[hour] += sum(1 for line in lines if line.strip())
+    return counts
+
+
+class ExportApiStub:
+    """The stub server; start() binds 127.0.0.1 on a free port, stop() shuts it down."""
+
+    def __init__(self, source, api_key: str, secret_key: str, host: str = "127.0.0.1", port: int = 0):
+        self.source = source
+        self.faults: deque[Fault] = deque()
+        self.requests: list[tuple[str, str]] = []
+        expected = base64.b64encode(f"{api_key}:{secret_key}".encode()).decode()
+        self._server = ThreadingHTTPServer((host, port), _handler(self, f"Basic {expected}"))
+        self._thread = threading.Thread(target=self._server.serve_forever, name="amplitude-stub", daemon=True)
+
+    @property
+    def url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def start(self) -> "ExportApiStub":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def __enter__(self) -> "ExportApiStub":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def _handler(stub: ExportApiStub, expected_auth: str):
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args) -> None:  # keep test and demo output clean
+            pass
+
+        def _reply(self, status: int, body: bytes, content_type: str = "text/plain") -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_GET(self) -> None:
+            url = urlparse(self.path)
+            if url.path != "/api/2/export":
+                return self._reply(404, b"not found")
+            if not hmac.compare_digest(self.headers.get("Authorization", ""), expected_auth):
+                self.send_response(401)
+                self.send_header("WWW-Authenticate", 'Basic realm="Amplitude"')
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return None
+            query = parse_qs(url.query)
+            try:
+                hours = HourRange.parse(query["start"][0], query["end"][0])
+            except (KeyError, ValueError) as bad:
+                return self._reply(400, f"invalid start/end: {bad}".encode())
+            stub.requests.append((query["start"][0], query["end"][0]))
+            if stub.faults:
+                fault = stub.faults.popleft()
+                return self._reply(fault.status, fault.body)
+            self._send_archive(hours)
+
+        def _send_archive(self, hours: HourRange) -> None:
+            with tempfile.TemporaryFile() as archive:
+                if not stub.source.write(hours, archive):
+                    return self._reply(404, b"Raw data files were not found.")
+                size = archive.tell()
+                archive.seek(0)
+                self.send_response(200)
+                self.send_header("Content-Type", "application/zip")
+                self.send_header("Content-Length", str(size))
+                self.end_headers()
+                shutil.copyfileobj(archive, self.wfile, STREAM_CHUNK)
+
+    return Handler
+
+
+def hours_in(archive: Path) -> list[datetime]:
+    return sorted(events_per_hour(archive))
