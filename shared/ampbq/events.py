@@ -57,7 +57,7 @@ def run_request(cloud_event) -> HourRange:
         raw = base64.b64decode(message.get("data") or b"")
         body = json.loads(raw) if raw.strip() else {}
         return parse_run_request(body, event_time(cloud_event))
-    except (binascii.Error, UnicodeDecodeError, json.JSONDecodeError, ValueError, TypeError) as bad:
+    except (binascii.Error, UnicodeDecodeError, KeyError, ValueError, TypeError) as bad:
         raise PermanentError(f"daily-runs message is not a valid run request: {bad}") from None
 
 

@@ -83,7 +83,7 @@ class ExportApiStub:
         self.requests: list[tuple[str, str]] = []
         expected = base64.b64encode(f"{api_key}:{secret_key}".encode()).decode()
         self._server = ThreadingHTTPServer((host, port), _handler(self, f"Basic {expected}"))
-        self._thread = threading.Thread(target=self._server.serve_forever, name="amplitude-stub", daemon=True)
+        self._thread = threading.Thread(target=lambda: self._server.serve_forever(poll_interval=0.05), name="amplitude-stub", daemon=True)
 
     @property
     def url(self) -> str:

@@ -147,7 +147,7 @@ def make_event(rng: random.Random, app: int, hour: datetime, index: int) -> dict
         event.update({
             "$insert_key": f"{rng.getrandbits(136):034x}#{rng.randint(1, 999)}" if rng.random() < 0.7 else None,
             "data_type": "event",
-            "global_user_properties": {} if rng.random() < 0.7 else None,
+            "global_user_properties": rng.choice(({}, None, {"plan": "pro", "experiments": ["a", "b"]})),
             "partner_id": None,
             "plan": {"branch": "main", "source": "web", "version": str(rng.randint(1, 40))} if rng.random() < 0.3 else {},
             "source_id": None,

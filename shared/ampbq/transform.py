@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import zlib
 from dataclasses import dataclass
 from typing import BinaryIO, Iterator
 
 import orjson
-from isal import igzip
+from isal import isal_zlib
 
 from .shaping import Lineage, RejectedEvent, Shaper
 
@@ -58,9 +59,16 @@ def _strict_constant(name: str):
     raise ValueError(f"{name} is not valid JSON")
 
 
+# orjson reads integers beyond 64 bits as floats, silently losing digits; a line with a run of 20
+# digits may hold one, so it takes the exact (slower) stdlib path.
+_LONG_NUMBER = re.compile(rb"\d{20}")
+
+
 def decode(line: bytes):
-    """Parse one line; orjson first, the stdlib for what orjson refuses but JSON allows (huge ints)."""
+    """Parse one line; orjson first, the stdlib where JSON allows more than orjson keeps exactly."""
     try:
+        if _LONG_NUMBER.search(line):
+            raise orjson.JSONDecodeError("may hold an integer beyond 64 bits", "", 0)
         return orjson.loads(line)
     except orjson.JSONDecodeError as first:
         try:
@@ -109,7 +117,7 @@ def transform_stream(lines: BinaryIO, out: BinaryIO, rejects: BinaryIO, lineage:
             if len(batch) >= WRITE_BATCH:
                 out.write(b"".join(batch))
                 batch.clear()
-    except (EOFError, OSError, zlib.error) as broken:
+    except (EOFError, OSError, zlib.error, isal_zlib.error) as broken:
         # A truncated or corrupt gzip: the lines before the damage are kept; what follows it
         # cannot be read, so the damage itself is recorded as one rejected line.
         counts.events += 1
@@ -120,9 +128,38 @@ def transform_stream(lines: BinaryIO, out: BinaryIO, rejects: BinaryIO, lineage:
     return counts
 
 
-def open_gzip(fileobj: BinaryIO) -> BinaryIO:
-    """Decompress a (possibly multi-member) gzip stream with ISA-L, several times faster than zlib."""
-    return igzip.IGzipFile(fileobj=fileobj, mode="rb")
+class GzipStream:
+    """Decompress a gzip stream of one or more members, chunk by chunk, with ISA-L's zlib.
+
+    Unlike gzip.GzipFile it hands out everything that decompresses before a truncation, then
+    raises EOFError, so the lines before the damage are kept.
+    """
+
+    def __init__(self, fileobj: BinaryIO, chunk_size: int = READ_CHUNK):
+        self._source = fileobj
+        self._chunk_size = chunk_size
+        self._inflater = isal_zlib.decompressobj(31)
+        self._pending = b""
+        self._inside_member = False
+
+    def read(self, size: int = -1) -> bytes:
+        while True:
+            compressed, self._pending = self._pending or self._source.read(self._chunk_size), b""
+            if not compressed:
+                if self._inside_member:
+                    raise EOFError("gzip stream ends in the middle of a member (truncated)")
+                return b""
+            data = self._inflater.decompress(compressed)
+            self._inside_member = not self._inflater.eof
+            if self._inflater.eof:  # a member ended: the next one starts in unused_data
+                self._pending = self._inflater.unused_data
+                self._inflater = isal_zlib.decompressobj(31)
+            if data:
+                return data
+
+
+def open_gzip(fileobj: BinaryIO) -> GzipStream:
+    return GzipStream(fileobj)
 
 
 class LazyWriter:

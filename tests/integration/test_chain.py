@@ -1,0 +1,160 @@
+"""The whole chain through the emulators and the real handlers under functions-framework."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import time
+from datetime import date, datetime, timezone
+from pathlib import Path
+
+import orjson
+import pytest
+
+from ampbq import naming, schema
+from ampbq.stub import DatasetSource
+from ampbq.synthetic import Dataset
+from integration_helpers import drop_hour, hour_rows, ledger_entry, post_finalize, wait_loaded
+
+pytestmark = pytest.mark.integration
+REPO = Path(__file__).resolve().parents[2]
+
+
+def utc(*args) -> datetime:
+    return datetime(*args, tzinfo=timezone.utc)
+
+
+def event_line(uuid: str, hour: datetime, **extra) -> bytes:
+    moment = hour.strftime("%Y-%m-%d %H:%M:%S.000000")
+    return orjson.dumps({"uuid": uuid, "event_time": moment, "server_upload_time": moment, "event_type": "t"} | extra)
+
+
+def test_daily_run_message_lands_every_hour_of_the_day(stack, stub, bq, config):
+    day = date(2021, 3, 1)
+    dataset = Dataset.for_day(day, hours=24, events_per_hour=15, parts_per_hour=2)
+    stub.source.current = DatasetSource(dataset)
+    stack.publish_run({"date": f"{day}"})
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        rows = bq.query(f"SELECT COUNT(*) n, COUNT(DISTINCT _upload_hour) h FROM `{config.table_id}` "
+                        f"WHERE _upload_hour BETWEEN '{day} 00:00:00' AND '{day} 23:00:00'").result()
+        counts = list(rows)[0]
+        if counts["n"] == 24 * 15:
+            break
+        time.sleep(1)
+    assert (counts["n"], counts["h"]) == (24 * 15, 24)
+    uuids = {r["uuid"] for r in bq.query(f"SELECT uuid FROM `{config.table_id}` WHERE _upload_hour BETWEEN '{day} 00:00:00' AND '{day} 23:00:00'").result()}
+    assert uuids == {e["uuid"] for h in dataset.range.hours() for e in dataset.events(h)}
+
+
+def _expected(column: str, value):
+    """What BigQuery should hold for an exported value, derived here independently of the shaping code."""
+    kind = {f["name"]: (f["type"], f["mode"]) for f in schema.fields()}[column]
+    if kind == ("STRING", "REPEATED"):
+        return [] if value is None else value
+    if value is None:
+        return None
+    if kind[0] == "TIMESTAMP":
+        if "T" in value:
+            return datetime.fromisoformat(value).astimezone(timezone.utc)
+        return datetime.strptime(value, "%Y-%m-%d %H:%M:%S.%f").replace(tzinfo=timezone.utc)
+    return value
+
+
+def test_every_field_of_every_sample_arrives_with_its_type_and_value(samples, bucket, bq, config):
+    hour = utc(2021, 3, 2, 7)
+    generation = drop_hour(bucket, hour, [json.dumps(record).encode() for _, _, record in samples])
+    entry = wait_loaded(bq, config, hour, generation)
+    assert (entry["events"], entry["loaded"], entry["rejected"]) == (len(samples), len(samples), 0)
+    rows = {row["uuid"]: row for row in hour_rows(bq, config, hour)}
+    renamed = {"$insert_id": "insert_id", "$insert_key": "insert_key", "$schema": "schema_version"}
+    checked = 0
+    for name, number, record in samples:
+        row = rows[record["uuid"]]
+        for field, value in record.items():
+            column = renamed.get(field, field)
+            assert row[column] == _expected(column, value), f"{name}:{number} {field}"
+            checked += 1
+        assert row["_extra"] is None and row["_source_line"] == number + sum(1 for s in samples if s[0] < name)
+    assert checked >= 31 * 49
+    table = bq.get_table(config.table_id)
+    assert {f.name: f.field_type for f in table.schema}["event_properties"] == "JSON"
+    assert table.time_partitioning.field == "event_time" and table.time_partitioning.type_ == "DAY"
+
+
+def test_same_hour_loaded_twice_leaves_one_copy(stack, bucket, bq, config):
+    hour = utc(2021, 3, 3, 1)
+    generation = drop_hour(bucket, hour, [event_line(f"twice-{i}", hour) for i in range(10)])
+    wait_loaded(bq, config, hour, generation)
+    import_blob = bucket.get_blob(naming.import_object_name(hour))
+    for _ in range(2):  # at-least-once delivery: the same finalize event again
+        assert post_finalize(stack, "load", bucket.name, import_blob.name, import_blob.generation) == 200
+    rows = hour_rows(bq, config, hour)
+    assert len(rows) == 10 and len({r["uuid"] for r in rows}) == 10
+    assert ledger_entry(bq, config, hour)["loaded"] == 10
+
+
+def test_redropped_hour_with_fewer_events_replaces_the_old_rows(bucket, bq, config):
+    hour = utc(2021, 3, 3, 2)
+    first = drop_hour(bucket, hour, [event_line(f"old-{i}", hour) for i in range(8)])
+    wait_loaded(bq, config, hour, first)
+    second = drop_hour(bucket, hour, [event_line(f"new-{i}", hour) for i in range(3)])
+    entry = wait_loaded(bq, config, hour, second)
+    assert sorted(r["uuid"] for r in hour_rows(bq, config, hour)) == ["new-0", "new-1", "new-2"]
+    assert entry["loaded"] == 3
+
+
+def test_malformed_lines_go_to_rejects_and_the_rest_of_the_hour_loads(bucket, bq, config):
+    hour = utc(2021, 3, 3, 3)
+    lines = [event_line("ok-1", hour), b'{"uuid": "broken", ', event_line("ok-2", hour),
+             event_line("bad-int", hour, event_id="twelve"), event_line("ok-3", hour)]
+    generation = drop_hour(bucket, hour, lines)
+    entry = wait_loaded(bq, config, hour, generation)
+    assert [r["uuid"] for r in hour_rows(bq, config, hour)] == ["ok-1", "ok-2", "ok-3"]
+    assert (entry["events"], entry["loaded"], entry["rejected"]) == (5, 3, 2)
+    rejects = [json.loads(line) for line in bucket.blob(naming.rejects_object_name(hour)).download_as_bytes().splitlines()]
+    assert [(r["line"], r["source_object"]) for r in rejects] == [(2, f"gs://{bucket.name}/{naming.hour_object_name(hour)}")] * 1 + [
+        (4, f"gs://{bucket.name}/{naming.hour_object_name(hour)}")]
+    assert "event_id" in rejects[1]["reason"] and rejects[0]["raw"] == '{"uuid": "broken", '
+
+
+@pytest.mark.parametrize("function, name", [
+    ("transform", "export/raw/2021-03-04/20210304T00-20210304T23.zip"),
+    ("transform", "import/2021-03-04/05.json"),
+    ("transform", "rejects/2021-03-04/05.json"),
+    ("transform", "somewhere/else/05.json.gz"),
+    ("load", "export/2021-03-04/05.json.gz"),
+    ("load", "import/2021-03-04/05.json.partial"),
+    ("load", "rejects/2021-03-04/05.json"),
+])
+def test_objects_outside_a_handlers_prefix_are_ignored(stack, bucket, function, name):
+    bucket.blob(name).upload_from_string(b"PK\x03\x04 not for you\n")
+    generation = bucket.get_blob(name).generation
+    before = sorted(b.name for b in bucket.list_blobs(prefix="import/2021-03-04/")) + sorted(
+        b.name for b in bucket.list_blobs(prefix="rejects/2021-03-04/"))
+    assert post_finalize(stack, function, bucket.name, name, generation) == 200
+    after = sorted(b.name for b in bucket.list_blobs(prefix="import/2021-03-04/")) + sorted(
+        b.name for b in bucket.list_blobs(prefix="rejects/2021-03-04/"))
+    assert after == before
+    log = (stack.workdir / "logs" / f"{function}.log").read_text()
+    assert re.search(rf'"ignored: [^"]*{re.escape(name)}', log)
+
+
+def test_stale_generation_event_changes_nothing(stack, bucket, bq, config):
+    hour = utc(2021, 3, 3, 4)
+    old = drop_hour(bucket, hour, [event_line("gen-old", hour)])
+    wait_loaded(bq, config, hour, old)
+    new = drop_hour(bucket, hour, [event_line("gen-new", hour)])
+    wait_loaded(bq, config, hour, new)
+    assert post_finalize(stack, "transform", bucket.name, naming.hour_object_name(hour), old) == 200
+    assert [r["uuid"] for r in hour_rows(bq, config, hour)] == ["gen-new"]
+    assert bucket.get_blob(naming.import_object_name(hour)).metadata["source_generation"] == str(new)
+
+
+def test_ampbq_demo_command_prints_the_summary_line(tmp_path):
+    result = subprocess.run([str(Path(sys.executable).parent / "ampbq"), "demo", "--date", "2021-04-01",
+                             "--events-per-hour", "10"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "demo: date=2021-04-01 hours=24 events=240 loaded=240 rejected=0"

@@ -1,0 +1,52 @@
+"""Helpers for integration tests: drop objects, deliver events, read the table and the ledger."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import datetime
+
+import requests
+from google.cloud import storage
+
+from ampbq import bigquery as bq_adapter
+from ampbq import naming
+from ampbq.config import Config
+from ampbq.stack import Stack, storage_cloud_event
+from helpers import gzip_ndjson
+
+
+def drop_hour(bucket: storage.Bucket, hour: datetime, lines: list[bytes]) -> int:
+    """Put an hour object under export/ (as the export step would) and return its generation."""
+    blob = bucket.blob(naming.hour_object_name(hour))
+    blob.upload_from_string(gzip_ndjson(lines), content_type="application/gzip")
+    return blob.generation
+
+
+def ledger_entry(bq, config: Config, hour: datetime) -> dict | None:
+    sql = f"SELECT * FROM `{config.ledger_table_id}` WHERE upload_hour = TIMESTAMP '{hour:%Y-%m-%d %H}:00:00+00'"
+    rows = bq_adapter.query_rows(bq, sql)
+    return rows[0] if rows else None
+
+
+def wait_loaded(bq, config: Config, hour: datetime, source_generation: int, timeout: float = 90) -> dict:
+    """Wait until the ledger says this generation of the hour object is loaded."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        entry = ledger_entry(bq, config, hour)
+        if entry and entry["source_generation"] == source_generation:
+            return entry
+        time.sleep(0.3)
+    raise AssertionError(f"hour {hour:%Y-%m-%dT%H} generation {source_generation} not loaded within {timeout} s")
+
+
+def hour_rows(bq, config: Config, hour: datetime) -> list[dict]:
+    sql = f"SELECT * FROM `{config.table_id}` WHERE _upload_hour = TIMESTAMP '{hour:%Y-%m-%d %H}:00:00+00' ORDER BY _source_line"
+    return bq_adapter.query_rows(bq, sql)
+
+
+def post_finalize(stack: Stack, function: str, bucket: str, name: str, generation: int) -> int:
+    """Deliver one finalize event straight to a function, as Eventarc does (e.g. a duplicate)."""
+    body = {"bucket": bucket, "name": name, "generation": str(generation)}
+    headers, data = storage_cloud_event({"objectId": name, "bucketId": bucket}, json.dumps(body).encode(), f"manual-{time.time_ns()}", bucket)
+    return requests.post(stack.function_url(function), headers=headers, data=data, timeout=120).status_code

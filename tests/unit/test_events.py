@@ -1,0 +1,44 @@
+import base64
+import json
+from datetime import date, datetime, timezone
+
+import pytest
+from cloudevents.http import CloudEvent
+
+from ampbq import events
+from ampbq.errors import PermanentError
+from ampbq.naming import HourRange
+
+
+def pubsub_event(body, time="2024-02-01T03:00:00Z"):
+    data = {"message": {"data": base64.b64encode(body if isinstance(body, bytes) else json.dumps(body).encode()).decode(),
+                        "messageId": "1"}}
+    return CloudEvent({"type": "google.cloud.pubsub.topic.v1.messagePublished", "source": "//pubsub", "time": time}, data)
+
+
+def test_empty_message_means_the_utc_day_before_it_was_published():
+    assert events.run_request(pubsub_event({})) == HourRange.day(date(2024, 1, 31))
+    assert events.run_request(pubsub_event(b"")) == HourRange.day(date(2024, 1, 31))
+
+
+def test_message_can_name_a_date_or_an_hour_range():
+    assert events.run_request(pubsub_event({"date": "2023-05-06"})) == HourRange.day(date(2023, 5, 6))
+    assert events.run_request(pubsub_event({"start": "20230506T05", "end": "20230506T07"})) == HourRange.parse("20230506T05", "20230506T07")
+
+
+@pytest.mark.parametrize("body", [b"not json", {"date": "2023-13-01"}, {"start": "20230506T05"}, [1], {"start": "20230506T07", "end": "20230506T05"}])
+def test_bad_run_request_is_a_permanent_error(body):
+    with pytest.raises(PermanentError):
+        events.run_request(pubsub_event(body))
+
+
+def test_storage_event_decodes_to_bucket_name_and_generation():
+    event = CloudEvent({"type": "google.cloud.storage.object.v1.finalized", "source": "//storage", "id": "e-1"},
+                       {"bucket": "b", "name": "export/2024-01-31/05.json.gz", "generation": "1700000000000001"})
+    assert events.storage_object(event) == events.StorageObject("b", "export/2024-01-31/05.json.gz", 1700000000000001, "e-1")
+
+
+def test_storage_event_without_generation_is_permanent():
+    event = CloudEvent({"type": "google.cloud.storage.object.v1.finalized", "source": "//storage"}, {"bucket": "b", "name": "x"})
+    with pytest.raises(PermanentError):
+        events.storage_object(event)

@@ -1,0 +1,101 @@
+import gzip
+import io
+import json
+from datetime import datetime, timezone
+
+import orjson
+
+from ampbq import transform
+from ampbq.shaping import Lineage
+from helpers import gzip_ndjson
+
+LINEAGE = Lineage(datetime(2024, 1, 31, 5, tzinfo=timezone.utc), "gs://b/export/2024-01-31/05.json.gz", 9)
+
+
+def good(uuid: str) -> bytes:
+    return orjson.dumps({"uuid": uuid, "event_time": "2024-01-31 04:00:00.000000",
+                         "server_upload_time": "2024-01-31 05:00:00.000000", "event_type": "x"})
+
+
+def run(raw: bytes):
+    out, rejects = io.BytesIO(), io.BytesIO()
+    counts = transform.transform_stream(transform.open_gzip(io.BytesIO(raw)), out, rejects, LINEAGE)
+    rows = [orjson.loads(line) for line in out.getvalue().splitlines()]
+    rejected = [orjson.loads(line) for line in rejects.getvalue().splitlines()]
+    return counts, rows, rejected
+
+
+def test_good_lines_become_rows_in_order():
+    counts, rows, rejected = run(gzip_ndjson([good("a"), good("b")]))
+    assert (counts.events, counts.rows, counts.rejected) == (2, 2, 0)
+    assert [r["uuid"] for r in rows] == ["a", "b"] and [r["_source_line"] for r in rows] == [1, 2]
+    assert rejected == []
+
+
+def test_bad_lines_are_quarantined_with_line_number_and_reason_and_the_rest_loads():
+    lines = [good("a"), b"{not json", b"[1,2]", b'{"uuid":"c"}', b"\xff\xfe garbage", good("d")]
+    counts, rows, rejected = run(gzip_ndjson(lines))
+    assert (counts.events, counts.rows, counts.rejected) == (6, 2, 4)
+    assert [r["uuid"] for r in rows] == ["a", "d"]
+    assert [r["line"] for r in rejected] == [2, 3, 4, 5]
+    assert "not valid JSON" in rejected[0]["reason"] and rejected[0]["raw"] == "{not json"
+    assert "not an object" in rejected[1]["reason"]
+    assert "event_time" in rejected[2]["reason"]
+    assert "UTF-8" in rejected[3]["reason"] and "raw_base64" in rejected[3]
+    assert all(r["source_object"] == LINEAGE.source_object for r in rejected)
+
+
+def test_blank_lines_and_crlf_are_not_events():
+    counts, rows, _ = run(gzip_ndjson([good("a") + b"\r", b"", b"   ", good("b")]))
+    assert (counts.events, counts.rows) == (2, 2)
+    assert [r["_source_line"] for r in rows] == [1, 4]
+
+
+def test_concatenated_gzip_members_read_as_one_hour():
+    raw = gzip_ndjson([good("a")]) + gzip_ndjson([good("b"), good("c")])
+    counts, rows, _ = run(raw)
+    assert counts.rows == 3 and [r["_source_line"] for r in rows] == [1, 2, 3]
+
+
+def test_truncated_gzip_keeps_the_lines_before_the_damage_and_records_it():
+    raw = gzip_ndjson([good(str(i)) for i in range(2000)])
+    counts, rows, rejected = run(raw[: len(raw) // 2])
+    assert 0 < counts.rows < 2000
+    assert counts.rejected == 1 and counts.rows + counts.rejected == counts.events
+    assert "damaged" in rejected[-1]["reason"]
+
+
+def test_huge_integer_inside_properties_survives_and_is_exact():
+    line = good("a")[:-1] + b',"event_properties":{"big":123456789012345678901234567890}}'
+    out = io.BytesIO()
+    counts = transform.transform_stream(transform.open_gzip(io.BytesIO(gzip_ndjson([line]))), out, io.BytesIO(), LINEAGE)
+    assert counts.rows == 1
+    assert json.loads(out.getvalue())["event_properties"]["big"] == 123456789012345678901234567890
+
+
+def test_line_over_the_limit_is_rejected_whole(monkeypatch):
+    monkeypatch.setattr(transform, "MAX_LINE_BYTES", 300)
+    long_line = good("a")[:-1] + b',"pad":"' + b"x" * 400 + b'"}'
+    counts, rows, rejected = run(gzip_ndjson([long_line, good("b")]))
+    assert (counts.rows, counts.rejected) == (1, 1)
+    assert "byte limit" in rejected[0]["reason"] and rejected[0]["raw"] == long_line.decode()
+
+
+def test_lines_split_across_read_chunks_are_reassembled():
+    data = b"".join(good(str(i)) + b"\n" for i in range(50))
+    lines = list(transform.iter_lines(io.BytesIO(data), chunk_size=7))
+    assert [number for number, _ in lines] == list(range(1, 51))
+    assert lines[10][1] == good("10")
+
+
+def test_lazy_writer_opens_nothing_when_nothing_is_written():
+    opened = []
+    with transform.LazyWriter(lambda: opened.append(1) or io.BytesIO()):
+        pass
+    assert opened == []
+
+
+def test_samples_transform_with_every_record_kept(samples, tmp_path):
+    raw = gzip.compress(b"".join(orjson.dumps(record) + b"\n" for _, _, record in samples))
+    counts, rows, rejected = run(raw)
+    assert (counts.events, counts.rows, counts.rejected) == (len(samples), len(samples), 0)
