@@ -45,8 +45,18 @@ def hour_rows(bq, config: Config, hour: datetime) -> list[dict]:
     return bq_adapter.query_rows(bq, sql)
 
 
-def post_finalize(stack: Stack, function: str, bucket: str, name: str, generation: int) -> int:
+def post_finalize(stack: Stack, function: str, bucket: str, name: str, generation: int, event_id: str = "") -> int:
     """Deliver one finalize event straight to a function, as Eventarc does (e.g. a duplicate)."""
     body = {"bucket": bucket, "name": name, "generation": str(generation)}
-    headers, data = storage_cloud_event({"objectId": name, "bucketId": bucket}, json.dumps(body).encode(), f"manual-{time.time_ns()}", bucket)
+    event_id = event_id or f"manual-{time.time_ns()}"
+    headers, data = storage_cloud_event({"objectId": name, "bucketId": bucket}, json.dumps(body).encode(), event_id, bucket)
     return requests.post(stack.function_url(function), headers=headers, data=data, timeout=120).status_code
+
+
+def log_lines(stack: Stack, function: str, event_id: str) -> list[dict]:
+    """The JSON log lines a function wrote while handling one event."""
+    lines = []
+    for text in (stack.workdir / "logs" / f"{function}.log").read_text().splitlines():
+        if text.startswith("{") and f'"{event_id}"' in text:
+            lines.append(json.loads(text))
+    return lines

@@ -3,6 +3,7 @@ outcome to the platform's retry policy (raise = retry, return = ack)."""
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from datetime import datetime, timezone
@@ -12,7 +13,7 @@ from typing import Callable
 import requests
 
 from . import bigquery as bq_adapter
-from . import events, gcs, logs, steps
+from . import events, gcs, logs, naming, steps
 from .config import Config
 from .errors import Ignored, PermanentError, TransientError
 
@@ -38,6 +39,7 @@ def _run(step: str, work: Callable[[dict], object]) -> object:
     except PermanentError as why:
         # Acked on purpose: retrying cannot fix it, and one bad input must not spin for 24 hours.
         log.error(f"{step} failed permanently: {why}", extra={"fields": context})
+        _record_dead_letter(step, context, why)
         return None
     except TransientError as why:
         log.warning(f"{step} failed, will be retried: {why}", extra={"fields": context})
@@ -48,6 +50,17 @@ def _run(step: str, work: Callable[[dict], object]) -> object:
     context["duration_s"] = round(time.monotonic() - started, 3)
     log.info(f"{step} done", extra={"fields": context | _summary(result)})
     return result
+
+
+def _record_dead_letter(step: str, context: dict, error: Exception) -> None:
+    """Keep a record of what was acked without being done, for `ampbq status` and a human."""
+    subject = f"{context['object']}#{context['generation']}" if "object" in context else context.get("range", "unknown")
+    record = {"step": step, "error": str(error), "at": datetime.now(timezone.utc).isoformat(), **context}
+    try:
+        bucket = _clients(Config.from_env())[0]
+        bucket.blob(naming.dead_letter_name(step, subject)).upload_from_string(json.dumps(record, default=str), "application/json")
+    except Exception:  # the ERROR line above is the record of last resort
+        log.exception("could not write the dead-letter record", extra={"fields": context})
 
 
 def _summary(result: object) -> dict:

@@ -16,6 +16,7 @@ EXPORT_PREFIX = "export/"
 IMPORT_PREFIX = "import/"
 REJECTS_PREFIX = "rejects/"
 RAW_PREFIX = "export/raw/"
+DEAD_LETTER_PREFIX = "deadletter/"
 
 _HOUR_OBJECT = re.compile(r"^export/(\d{4}-\d{2}-\d{2})/(\d{2})\.json\.gz$")
 _IMPORT_OBJECT = re.compile(r"^import/(\d{4}-\d{2}-\d{2})/(\d{2})\.json$")
@@ -94,6 +95,15 @@ def _hour_path(hour: datetime) -> str:
 
 def raw_zip_name(hours: HourRange) -> str:
     return f"{RAW_PREFIX}{hours.start:%Y-%m-%d}/{api_hour(hours.start)}-{api_hour(hours.end)}.zip"
+
+
+def manifest_name(hours: HourRange) -> str:
+    """What one export run wrote (archives, hours, refused entries); written last."""
+    return raw_zip_name(hours).removesuffix(".zip") + ".manifest.json"
+
+
+def dead_letter_name(step: str, subject: str) -> str:
+    return f"{DEAD_LETTER_PREFIX}{step}/{subject}.json"
 
 
 def hour_object_name(hour: datetime) -> str:

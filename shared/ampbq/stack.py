@@ -104,6 +104,7 @@ class Stack:
         self.processes: dict[str, subprocess.Popen] = {}
         self.ports: dict[str, int] = {}
         self._relay: "Relay | None" = None
+        self._commands: dict[str, tuple[list[str], dict[str, str] | None]] = {}
 
     # ------------------------------------------------------------ endpoints
     @property
@@ -190,8 +191,21 @@ class Stack:
             wait_for_port(self.ports[name], name, process=self.processes[name])
         self._subscribe()
 
+    def kill(self, name: str) -> None:
+        """Kill one process at once (SIGKILL), as a crashed instance dies: no cleanup runs."""
+        process = self.processes[name]
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)
+
+    def restart(self, name: str) -> None:
+        """Start a killed function again on the same port, as the platform starts a new instance."""
+        argv, env = self._commands[name]
+        self._spawn(name, argv, env)
+        wait_for_port(self.ports[name], name, process=self.processes[name])
+
     def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
-        logfile = open(self.workdir / "logs" / f"{name}.log", "wb")
+        self._commands[name] = (argv, env)
+        logfile = open(self.workdir / "logs" / f"{name}.log", "ab")
         self.processes[name] = subprocess.Popen(
             argv, stdout=logfile, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             env={**os.environ, **(env or {})}, cwd=self.workdir, start_new_session=True,

@@ -5,6 +5,7 @@ export (Export API → raw zip → hour objects) → transform (hour object → 
 
 from __future__ import annotations
 
+import json
 import logging
 import zipfile
 from dataclasses import dataclass, field
@@ -49,6 +50,9 @@ def export_range(
     for part, raw_name in fetch_archives(hours, config, bucket, session):
         result.archives.append(raw_name)
         unpack_archive(bucket, raw_name, part, result)
+    manifest = {"range": str(hours), "archives": result.archives, "hours": result.hours, "refused": result.refused,
+                "finished_at": datetime.now(timezone.utc).isoformat()}
+    bucket.blob(naming.manifest_name(hours)).upload_from_string(json.dumps(manifest, indent=1), "application/json")
     return result
 
 
@@ -180,8 +184,9 @@ def _hour_load(obj: StorageObject, blob: storage.Blob, hour: datetime) -> load.H
         raise PermanentError(f"{obj.name} was not written by the transform step (metadata {missing} missing)") from None
 
 
-def _labels(hour: datetime, generation: int) -> dict[str, str]:
-    return {"ampbq_step": "load", "upload_date": f"{hour:%Y-%m-%d}", "upload_hour": f"{hour:%H}", "generation": str(generation)}
+def _labels(hour: datetime, generation: int, function: str = "load") -> dict[str, str]:
+    """Job labels, so every job of an hour can be found in INFORMATION_SCHEMA.JOBS."""
+    return {"function": function, "date": f"{hour:%Y-%m-%d}", "hour": f"{hour:%H}", "generation": str(generation)}
 
 
 def load_hour(obj: StorageObject, config: Config, bucket: storage.Bucket, bq: bigquery.Client) -> LoadOutcome:
@@ -226,7 +231,7 @@ def load_hour(obj: StorageObject, config: Config, bucket: storage.Bucket, bq: bi
 def _commit(bq: bigquery.Client, config: Config, stage_id: str, hour_load: load.HourLoad) -> None:
     """Run the replace transaction; concurrent transactions on the table abort, so retry those."""
     sql = load.replace_hour_script(config.table_id, config.ledger_table_id, stage_id, hour_load)
-    job_config = bigquery.QueryJobConfig(labels=_labels(hour_load.hour, hour_load.import_generation) | {"ampbq_step": "commit"})
+    job_config = bigquery.QueryJobConfig(labels=_labels(hour_load.hour, hour_load.import_generation) | {"step": "commit"})
     retrying = Retrying(
         retry=retry_if_exception_type(TransientError),
         stop=stop_after_attempt(8),

@@ -12,12 +12,12 @@ import base64
 import gzip
 import hmac
 import shutil
+import socket
 import tempfile
 import threading
 import zipfile
 from collections import Counter, deque
 from dataclasses import dataclass
-from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import BinaryIO
@@ -31,8 +31,17 @@ STREAM_CHUNK = 1 << 20
 
 @dataclass(frozen=True)
 class Fault:
-    status: int
+    """What the next request gets instead of the archive.
+
+    `status` and `body` are sent as they are; `truncate` sends a correct Content-Length but
+    closes the connection halfway through the real archive; `reset` closes the connection
+    before any response.
+    """
+
+    status: int = 200
     body: bytes = b""
+    truncate: bool = False
+    reset: bool = False
 
 
 class ZipSource:
@@ -45,7 +54,7 @@ class ZipSource:
         count = 0
         with zipfile.ZipFile(self.path) as source, zipfile.ZipFile(sink, "w", zipfile.ZIP_STORED) as target:
             for info in source.infolist():
-                if info.is_dir() or parse_zip_entry(info.filename).hour not in hours:
+                if info.is_dir() or not _in_range(info.filename, hours):
                     continue
                 with source.open(info) as member, target.open(info.filename, "w") as out:
                     shutil.copyfileobj(member, out, STREAM_CHUNK)
@@ -61,14 +70,23 @@ class DatasetSource:
         return write_export_zip(self.dataset, sink, hours)
 
 
+def _in_range(name: str, hours: HourRange) -> bool:
+    """Whether to serve an entry; odd names are served as they are, for the export step to refuse."""
+    try:
+        return parse_zip_entry(name).hour in hours
+    except ValueError:
+        return True
+
+
 def events_per_hour(archive: Path | BinaryIO) -> Counter:
     """Count the events (non-blank lines) per upload hour in an export zip: the source of truth."""
     counts: Counter = Counter()
     with zipfile.ZipFile(archive) as source:
         for info in source.infolist():
-            if info.is_dir():
-                continue
-            hour = parse_zip_entry(info.filename).hour
+            try:
+                hour = parse_zip_entry(info.filename).hour
+            except ValueError:
+                continue  # not an hour file: the export step refuses it
             with source.open(info) as member, gzip.open(member) as lines:
                 counts[hour] += sum(1 for line in lines if line.strip())
     return counts
@@ -81,9 +99,16 @@ class ExportApiStub:
         self.source = source
         self.faults: deque[Fault] = deque()
         self.requests: list[tuple[str, str]] = []
-        expected = base64.b64encode(f"{api_key}:{secret_key}".encode()).decode()
-        self._server = ThreadingHTTPServer((host, port), _handler(self, f"Basic {expected}"))
+        # Ranges longer than this many hours get 400 ("over 4 GB") or 504 (timed out), as a big
+        # project's would; None serves any range.
+        self.max_hours: int | None = None
+        self.too_long_status = 400
+        self.set_credentials(api_key, secret_key)
+        self._server = ThreadingHTTPServer((host, port), _handler(self))
         self._thread = threading.Thread(target=lambda: self._server.serve_forever(poll_interval=0.05), name="amplitude-stub", daemon=True)
+
+    def set_credentials(self, api_key: str, secret_key: str) -> None:
+        self.expected_auth = "Basic " + base64.b64encode(f"{api_key}:{secret_key}".encode()).decode()
 
     @property
     def url(self) -> str:
@@ -105,7 +130,7 @@ class ExportApiStub:
         self.stop()
 
 
-def _handler(stub: ExportApiStub, expected_auth: str):
+def _handler(stub: ExportApiStub):
     class Handler(BaseHTTPRequestHandler):
         def log_message(self, *args) -> None:  # keep test and demo output clean
             pass
@@ -121,7 +146,7 @@ def _handler(stub: ExportApiStub, expected_auth: str):
             url = urlparse(self.path)
             if url.path != "/api/2/export":
                 return self._reply(404, b"not found")
-            if not hmac.compare_digest(self.headers.get("Authorization", ""), expected_auth):
+            if not hmac.compare_digest(self.headers.get("Authorization", ""), stub.expected_auth):
                 self.send_response(401)
                 self.send_header("WWW-Authenticate", 'Basic realm="Amplitude"')
                 self.send_header("Content-Length", "0")
@@ -133,12 +158,18 @@ def _handler(stub: ExportApiStub, expected_auth: str):
             except (KeyError, ValueError) as bad:
                 return self._reply(400, f"invalid start/end: {bad}".encode())
             stub.requests.append((query["start"][0], query["end"][0]))
-            if stub.faults:
-                fault = stub.faults.popleft()
+            fault = stub.faults.popleft() if stub.faults else Fault()
+            if fault.reset:
+                self.close_connection = True
+                self.connection.shutdown(socket.SHUT_RDWR)
+                return None
+            if fault.status != 200 or fault.body:
                 return self._reply(fault.status, fault.body)
-            self._send_archive(hours)
+            if stub.max_hours is not None and len(hours) > stub.max_hours:
+                return self._reply(stub.too_long_status, b"The file size of the exported data is too large.")
+            self._send_archive(hours, fault.truncate)
 
-        def _send_archive(self, hours: HourRange) -> None:
+        def _send_archive(self, hours: HourRange, truncate: bool) -> None:
             with tempfile.TemporaryFile() as archive:
                 if not stub.source.write(hours, archive):
                     return self._reply(404, b"Raw data files were not found.")
@@ -148,10 +179,13 @@ def _handler(stub: ExportApiStub, expected_auth: str):
                 self.send_header("Content-Type", "application/zip")
                 self.send_header("Content-Length", str(size))
                 self.end_headers()
+                if truncate:
+                    self.wfile.write(archive.read(size // 2))
+                    self.wfile.flush()
+                    self.close_connection = True
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    return None
                 shutil.copyfileobj(archive, self.wfile, STREAM_CHUNK)
 
     return Handler
 
-
-def hours_in(archive: Path) -> list[datetime]:
-    return sorted(events_per_hour(archive))

@@ -1,0 +1,49 @@
+# Both schemas are read from the same files the Python code validates and loads with, so the
+# table and the code cannot drift apart. Keep those files in BigQuery's canonical form
+# (name/type/mode/description): any textual difference shows up as a plan diff.
+
+resource "google_bigquery_dataset" "ops" {
+  #checkov:skip=CKV_GCP_81:Google-managed encryption at rest; a customer-managed key needs a KMS key ring and a BigQuery service-agent grant to operate. Add default_encryption_configuration if your policy requires CMEK.
+  dataset_id                 = var.dataset_id
+  project                    = var.project_id
+  location                   = var.bq_location
+  description                = "Amplitude events copied daily by ampbq (${var.env}), with the per-hour load ledger."
+  delete_contents_on_destroy = false
+  labels                     = local.labels
+
+  depends_on = [google_project_service.this]
+}
+
+resource "google_bigquery_table" "events" {
+  #checkov:skip=CKV_GCP_80:Google-managed encryption at rest, as for the dataset (CKV_GCP_81).
+  dataset_id  = google_bigquery_dataset.ops.dataset_id
+  project     = var.project_id
+  table_id    = var.table_id
+  description = "One row per Amplitude event. Each upload hour (_upload_hour) is replaced as a whole by the load function."
+  schema      = file("${local.schema_dir}/all_user_events.json")
+  labels      = local.labels
+
+  # Analysts filter on event time; the load function deletes and re-inserts one upload hour,
+  # which clustering on _upload_hour keeps cheap.
+  time_partitioning {
+    type  = "DAY"
+    field = "event_time"
+  }
+  clustering               = ["_upload_hour", "event_type", "user_id"]
+  require_partition_filter = false
+
+  deletion_protection = var.deletion_protection
+}
+
+# The load ledger: one row per loaded upload hour, with the generations and counts behind it.
+resource "google_bigquery_table" "loads" {
+  #checkov:skip=CKV_GCP_80:Google-managed encryption at rest, as for the dataset (CKV_GCP_81).
+  dataset_id  = google_bigquery_dataset.ops.dataset_id
+  project     = var.project_id
+  table_id    = "${var.table_id}_loads"
+  description = "Per-hour load ledger written by the load function in the same transaction as the events."
+  schema      = file("${local.schema_dir}/all_user_events_loads.json")
+  labels      = local.labels
+
+  deletion_protection = var.deletion_protection
+}

@@ -1,0 +1,33 @@
+# A run starts with a message on the daily-runs topic. The body is JSON:
+#   {}                                            the previous UTC day (what the schedule sends)
+#   {"date": "2024-01-31"}                        one UTC day (backfill)
+#   {"start": "20240131T00", "end": "20240131T23"} an hour range, as the Amplitude Export API takes it
+resource "google_pubsub_topic" "daily_runs" {
+  #checkov:skip=CKV_GCP_83:Messages carry only a date or hour range, never event data or secrets; Google-managed encryption is enough and CMEK would add a KMS key to operate.
+  name    = var.topic_name
+  project = var.project_id
+  labels  = local.labels
+
+  depends_on = [google_project_service.this]
+}
+
+# 03:00 UTC: Amplitude makes an hour exportable about two hours after it ends, so by then the
+# whole previous UTC day is available. Cloud Scheduler publishes with its Google-managed service
+# agent, whose roles/cloudscheduler.serviceAgent (granted on the project when the API is
+# enabled) includes pubsub.topics.publish, so no extra grant is needed here.
+resource "google_cloud_scheduler_job" "daily" {
+  name        = var.scheduler_job_name
+  project     = var.project_id
+  region      = var.region
+  description = "Starts the Amplitude to BigQuery sync of the previous UTC day (${var.env})."
+  schedule    = "0 3 * * *"
+  time_zone   = "Etc/UTC"
+  paused      = var.scheduler_paused
+
+  pubsub_target {
+    topic_name = google_pubsub_topic.daily_runs.id
+    data       = base64encode("{}")
+  }
+
+  depends_on = [google_project_service.this]
+}

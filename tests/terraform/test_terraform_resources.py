@@ -1,0 +1,278 @@
+"""Static checks of terraform/: environments, providers, buckets, BigQuery, monitoring and CI.
+
+Parsed with python-hcl2 (see terraform_hcl.py); no Terraform CLI, providers or credentials.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from terraform_hcl import (
+    ENVS,
+    FUNCTIONS,
+    MODULE,
+    REPO,
+    SCHEMA_DIR,
+    TERRAFORM,
+    all_tf_text,
+    file_call_path,
+    module_locals,
+    named_blocks,
+    parse_hcl,
+    parsed,
+    quoted_strings,
+    resource,
+    shared_python_text,
+    single,
+    terraform_block,
+    tf_files,
+    variable_default,
+)
+
+pytestmark = pytest.mark.terraform
+
+
+@pytest.mark.parametrize("path", tf_files(), ids=lambda p: str(p.relative_to(TERRAFORM)))
+def test_tf_file_parses_as_hcl2(path):
+    assert parse_hcl(path.read_text())
+
+
+def test_layout_module_and_both_envs_present():
+    assert (MODULE / "variables.tf").is_file()
+    for env in ENVS:
+        assert (TERRAFORM / "envs" / env / "main.tf").is_file()
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_env_module_call_uses_shared_module_and_own_name(env):
+    env_dir = TERRAFORM / "envs" / env
+    call = named_blocks(env_dir, "module")["pipeline"]
+    assert call["source"] == "../../modules/pipeline"
+    assert (env_dir / call["source"]).resolve() == MODULE.resolve()
+    assert call["env"] == env
+
+
+def test_envs_differ_only_in_module_arguments():
+    staging, production = (TERRAFORM / "envs" / env for env in ENVS)
+    for name in ("variables.tf", "outputs.tf"):
+        assert (staging / name).read_text() == (production / name).read_text(), name
+    versions = [(TERRAFORM / "envs" / env / "versions.tf").read_text().replace(env, "ENV") for env in ENVS]
+    assert versions[0] == versions[1]
+    for env_dir in (staging, production):
+        assert set(parsed(env_dir)) == {"terraform", "provider", "module", "variable", "output"}
+        assert list(named_blocks(env_dir, "module")) == ["pipeline"]
+    calls = [named_blocks(d, "module")["pipeline"] for d in (staging, production)]
+    assert calls[0].keys() == calls[1].keys()
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_env_backend_gcs_uses_its_own_prefix(env):
+    backend = single(terraform_block(TERRAFORM / "envs" / env)["backend"])
+    assert list(backend) == ["gcs"]
+    assert backend["gcs"]["prefix"] == f"ampbq/{env}"
+
+
+def test_terraform_workspaces_not_used():
+    assert "terraform.workspace" not in all_tf_text()
+
+
+@pytest.mark.parametrize("directory", [MODULE] + [TERRAFORM / "envs" / e for e in ENVS], ids=lambda d: d.name)
+def test_providers_google_6_and_archive_pinned(directory):
+    providers = single(terraform_block(directory)["required_providers"])
+    assert providers["google"]["source"] == "hashicorp/google"
+    assert re.fullmatch(r"~> 6\.\d+|>= 6\.\d+, < 7\.0", providers["google"]["version"])
+    assert providers["archive"]["source"] == "hashicorp/archive"
+    assert re.fullmatch(r"~> 2\.\d+|>= 2\.\d+, < 3\.0", providers["archive"]["version"])
+
+
+# --- BigQuery -------------------------------------------------------------------------------
+
+
+def load_schema(path: Path) -> list[dict]:
+    assert path.is_file(), f"{path} is missing"
+    fields = json.loads(path.read_text())
+    assert isinstance(fields, list) and fields
+    for field in fields:
+        assert {"name", "type"} <= field.keys(), field
+    return fields
+
+
+def test_events_table_schema_is_the_file_the_code_uses():
+    path = file_call_path(resource("google_bigquery_table", "events")["schema"])
+    assert path == (SCHEMA_DIR / "all_user_events.json").resolve()
+    columns = {f["name"]: f for f in load_schema(path)}
+    assert columns["event_time"]["type"] == "TIMESTAMP"
+    for name in ("_upload_hour", "event_type", "user_id"):
+        assert name in columns, f"clustering column {name} is not in the schema"
+
+
+def test_loads_table_schema_is_the_ledger_file():
+    table = resource("google_bigquery_table", "loads")
+    assert file_call_path(table["schema"]) == (SCHEMA_DIR / "all_user_events_loads.json").resolve()
+    load_schema(SCHEMA_DIR / "all_user_events_loads.json")
+    assert table["table_id"] == "${var.table_id}_loads"
+
+
+def test_events_table_partitioned_by_event_day_and_clustered():
+    table = resource("google_bigquery_table", "events")
+    assert single(table["time_partitioning"]) == {"type": "DAY", "field": "event_time"}
+    assert table["clustering"] == ["_upload_hour", "event_type", "user_id"]
+    assert table["require_partition_filter"] is False
+
+
+def test_events_table_layout_matches_code_constants():
+    tree = ast.parse((REPO / "shared" / "ampbq" / "schema.py").read_text())
+    constants = {
+        target.id: ast.literal_eval(node.value)
+        for node in tree.body
+        if isinstance(node, ast.Assign)
+        for target in node.targets
+        if isinstance(target, ast.Name) and target.id in ("PARTITION_FIELD", "CLUSTERING_FIELDS")
+    }
+    table = resource("google_bigquery_table", "events")
+    assert constants["PARTITION_FIELD"] == single(table["time_partitioning"])["field"]
+    assert list(constants["CLUSTERING_FIELDS"]) == table["clustering"]
+
+
+def test_tables_deletion_protected_in_every_env():
+    for name in ("events", "loads"):
+        assert resource("google_bigquery_table", name)["deletion_protection"] == "${var.deletion_protection}"
+    assert variable_default("deletion_protection") is True
+    for env in ENVS:
+        assert "deletion_protection" not in named_blocks(TERRAFORM / "envs" / env, "module")["pipeline"]
+
+
+def test_dataset_default_is_ops_in_configured_location():
+    dataset = resource("google_bigquery_dataset", "ops")
+    assert dataset["dataset_id"] == "${var.dataset_id}"
+    assert dataset["location"] == "${var.bq_location}"
+
+
+# --- buckets --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["data", "source"])
+def test_bucket_uniform_access_public_prevention_versioning(name):
+    bucket = resource("google_storage_bucket", name)
+    assert bucket["uniform_bucket_level_access"] is True
+    assert bucket["public_access_prevention"] == "enforced"
+    assert single(bucket["versioning"]) == {"enabled": True}
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_data_bucket_default_name_follows_seed(env):
+    expression = module_locals()["bucket_name"]
+    template = re.search(r'"(\$\{var\.env\}-[a-z0-9-]+)"', expression).group(1)
+    assert template.replace("${var.env}", env) == f"{env}-sync-amplitude-data-to-big-query-bucket"
+    assert variable_default("bucket_name") is None
+    env_vars = named_blocks(TERRAFORM / "envs" / env, "variable")
+    assert env_vars["bucket_name"]["default"] is None
+
+
+def test_data_bucket_lifecycle_expires_each_prefix_by_variable():
+    rules = resource("google_storage_bucket", "data")["lifecycle_rule"]
+    deletes = {}
+    for rule in rules:
+        condition, action = single(rule["condition"]), single(rule["action"])
+        if action["type"] == "Delete" and "matches_prefix" in condition:
+            deletes[tuple(condition["matches_prefix"])] = condition["age"]
+    assert deletes == {
+        ("export/",): "${var.export_retention_days}",
+        ("import/",): "${var.import_retention_days}",
+        ("rejects/",): "${var.rejects_retention_days}",
+    }
+    conditions = [single(rule["condition"]) for rule in rules]
+    noncurrent = [c for c in conditions if "days_since_noncurrent_time" in c]
+    assert noncurrent == [
+        {"days_since_noncurrent_time": "${var.noncurrent_version_retention_days}", "with_state": "ARCHIVED"}
+    ]
+
+
+# --- APIs, monitoring, outputs, CI ------------------------------------------------------------
+
+
+def test_project_services_enable_every_api_used():
+    services = set(quoted_strings(resource("google_project_service", "this")["for_each"]))
+    expected = {
+        f"{api}.googleapis.com"
+        for api in (
+            "cloudfunctions", "run", "eventarc", "pubsub", "cloudscheduler", "cloudbuild",
+            "artifactregistry", "secretmanager", "bigquery", "storage", "logging", "monitoring", "iam",
+        )
+    }
+    assert expected <= services
+    assert resource("google_project_service", "this")["disable_on_destroy"] is False
+
+
+def test_error_alert_matches_error_logs_of_all_three_functions():
+    policy = resource("google_monitoring_alert_policy", "function_errors")
+    condition = single(single(policy["conditions"])["condition_matched_log"])
+    assert condition["filter"] == (
+        "severity>=ERROR AND ${local.function_log_filter} AND NOT httpRequest.status=429"
+    )
+    log_filter = module_locals()["function_log_filter"]
+    assert 'resource.type=\\"cloud_run_revision\\"' in log_filter
+    assert "values(local.function_names)" in log_filter
+    assert set(module_locals()["function_names"]) == set(FUNCTIONS)
+    assert policy["notification_channels"] == "${var.notification_channels}"
+
+
+def test_hours_loaded_metric_counts_load_hour_loaded_lines_by_date_and_hour():
+    metric = resource("google_logging_metric", "hours_loaded")
+    log_filter = module_locals()["hour_loaded_filter"]
+    assert 'jsonPayload.message=\\"hour loaded\\"' in log_filter
+    assert "${local.function_names.load}" in log_filter
+    assert metric["label_extractors"] == {"date": "EXTRACT(labels.date)", "hour": "EXTRACT(labels.hour)"}
+
+
+def test_hour_loaded_log_line_is_what_the_code_writes():
+    load_code = [p.read_text() for p in sorted((REPO / "functions" / "load").rglob("*.py"))]
+    code = "\n".join([shared_python_text(), *load_code])
+    assert '"hour loaded"' in code, "the load step never logs the message the completeness alert counts"
+    logs_module = (REPO / "shared" / "ampbq" / "logs.py").read_text()
+    label_keys = re.search(r"LABEL_KEYS = \(([^)]*)\)", logs_module)
+    assert label_keys and {'"date"', '"hour"'} <= set(re.findall(r'"\w+"', label_keys.group(1)))
+
+
+def test_completeness_alert_fires_in_deadline_hour_when_hours_missing():
+    policy = resource("google_monitoring_alert_policy", "day_incomplete")
+    condition = single(single(policy["conditions"])["condition_prometheus_query_language"])
+    assert condition["query"] == "${local.completeness_query}"
+    query = module_locals()["completeness_query"]
+    assert "logging_googleapis_com:user_${local.hours_loaded_metric}" in query
+    assert "< ${var.completeness_expected_hours}" in query
+    assert "hour() == ${var.completeness_deadline_hour_utc}" in query
+    assert "or vector(0)" in query
+    assert variable_default("completeness_deadline_hour_utc") == 5
+    assert variable_default("completeness_expected_hours") == 24
+    assert policy["notification_channels"] == "${var.notification_channels}"
+
+
+def test_notification_channels_variable_is_a_list_of_ids():
+    assert named_blocks(MODULE, "variable")["notification_channels"]["type"] == "${list(string)}"
+    assert variable_default("notification_channels") == []
+
+
+def test_outputs_expose_names_a_user_needs():
+    outputs = named_blocks(MODULE, "output")
+    wanted = {
+        "bucket_name", "topic_name", "scheduler_job_name", "function_names", "function_uris",
+        "events_table_id", "loads_table_id", "service_account_emails", "secret_ids",
+    }
+    assert wanted <= outputs.keys()
+    for env in ENVS:
+        assert wanted <= named_blocks(TERRAFORM / "envs" / env, "output").keys()
+
+
+def test_ci_workflow_runs_fmt_init_validate_for_both_envs():
+    workflow = (REPO / ".github" / "workflows" / "terraform.yml").read_text()
+    assert "terraform fmt -check -recursive" in workflow
+    assert "init -backend=false" in workflow
+    assert "validate" in workflow
+    for env in ENVS:
+        assert env in workflow
