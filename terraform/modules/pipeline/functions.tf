@@ -130,7 +130,7 @@ resource "google_cloudfunctions2_function" "export" {
 
 # transform and load both trigger on every object finalized in the data bucket (direct events
 # cannot filter on a prefix) and ignore, with one log line, objects outside their own prefix.
-# See DEPLOY.md, "Why both functions see every object".
+# See README.md, "Deploy" / "Why both functions see every object".
 
 resource "google_cloudfunctions2_function" "transform" {
   name        = local.function_names.transform

@@ -74,7 +74,7 @@ resource "google_monitoring_alert_policy" "function_errors" {
       A pipeline function logged at ERROR or above. Transient errors are retried for up to 24 h;
       a permanent error (bad credentials, unparseable input) is logged once and acknowledged.
       Find the entries in Logs Explorer with `severity>=ERROR AND ${local.function_log_filter}`,
-      fix the cause, then re-run the day (see DEPLOY.md, "Backfill").
+      fix the cause, then re-run the day (see README.md, "Deploy" / "Backfill").
     EOT
   }
 
@@ -139,7 +139,7 @@ resource "google_monitoring_alert_policy" "day_incomplete" {
     content   = <<-EOT
       By the deadline hour, no date has all of its ${var.completeness_expected_hours} hours logged as
       "hour loaded" by the load function since the 03:00 UTC run. Check the function-errors alert and
-      the logs of export, transform and load, then re-run the day (see DEPLOY.md, "Backfill").
+      the logs of export, transform and load, then re-run the day (see README.md, "Deploy" / "Backfill").
     EOT
   }
 
