@@ -60,3 +60,34 @@ def log_lines(stack: Stack, function: str, event_id: str) -> list[dict]:
         if text.startswith("{") and f'"{event_id}"' in text:
             lines.append(json.loads(text))
     return lines
+
+
+def wait_for(predicate, what: str, timeout: float = 60, interval: float = 0.3):
+    """Poll until `predicate()` returns something truthy; fail naming `what` after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def manifest(bucket: storage.Bucket, hours: naming.HourRange) -> dict | None:
+    blob = bucket.get_blob(naming.manifest_name(hours))
+    return json.loads(blob.download_as_bytes()) if blob else None
+
+
+def day_rows(bq, config: Config, day) -> dict:
+    """Rows, distinct uuids and distinct upload hours in the table for one upload day."""
+    sql = (f"SELECT COUNT(*) AS n, COUNT(DISTINCT uuid) AS uuids, COUNT(DISTINCT _upload_hour) AS hours "
+           f"FROM `{config.table_id}` WHERE _upload_hour BETWEEN TIMESTAMP '{day} 00:00:00+00' AND TIMESTAMP '{day} 23:00:00+00'")
+    return bq_adapter.query_rows(bq, sql)[0]
+
+
+def function_log(stack: Stack, function: str) -> list[dict]:
+    lines = []
+    for text in (stack.workdir / "logs" / f"{function}.log").read_text().splitlines():
+        if text.startswith("{"):
+            lines.append(json.loads(text))
+    return lines

@@ -45,16 +45,18 @@ class Fault:
 
 
 class ZipSource:
-    """Serves the entries of an existing export zip that fall in the requested hours."""
+    """Serves the entries of an existing export zip that fall in the requested hours
+    (or, with `whole=True`, every entry, as a misbehaving API might)."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, whole: bool = False):
         self.path = Path(path)
+        self.whole = whole
 
     def write(self, hours: HourRange, sink: BinaryIO) -> int:
         count = 0
         with zipfile.ZipFile(self.path) as source, zipfile.ZipFile(sink, "w", zipfile.ZIP_STORED) as target:
             for info in source.infolist():
-                if info.is_dir() or not _in_range(info.filename, hours):
+                if info.is_dir() or not (self.whole or _in_range(info.filename, hours)):
                     continue
                 with source.open(info) as member, target.open(info.filename, "w") as out:
                     shutil.copyfileobj(member, out, STREAM_CHUNK)
