@@ -7,6 +7,8 @@ run fails unless loaded + rejected == exported for every hour.
 
 from __future__ import annotations
 
+import json
+import os
 import tempfile
 import time
 from collections import Counter
@@ -15,8 +17,9 @@ from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
 from . import bigquery as bq_adapter
+from . import gcs, naming
 from .config import Config
-from .naming import utc_hour
+from .naming import HourRange, utc_hour
 from .stack import REPO, Stack, StackSettings
 from .stub import DatasetSource, ExportApiStub, ZipSource, events_per_hour
 from .synthetic import Dataset, write_export_zip
@@ -67,9 +70,12 @@ def previous_utc_day(now: datetime | None = None) -> date:
 
 
 def run_demo(day: date | None = None, zip_path: Path | None = None, events_per_hour: int = 100,
-             parts_per_hour: int = 2, timeout: float = 600, workdir: Path | None = None, progress=None) -> DemoReport:
+             parts_per_hour: int = 2, timeout: float = 600, workdir: Path | None = None, progress=None,
+             amplitude_url: str | None = None) -> DemoReport:
     """Start the stack, publish one daily-runs message, wait for every hour, and account for it."""
     workdir = Path(workdir or REPO / ".stack" / "demo")
+    if amplitude_url:
+        return run_external(amplitude_url, day or previous_utc_day(), timeout, workdir, progress)
     explicit = day is not None or zip_path is not None
     with tempfile.TemporaryDirectory(prefix="ampbq-demo-") as scratch:
         if zip_path is None:
@@ -90,6 +96,49 @@ def run_demo(day: date | None = None, zip_path: Path | None = None, events_per_h
                 report = wait_for_hours(stack, first.date(), expected, timeout, progress)
                 report.seconds = time.monotonic() - started
     return report
+
+
+def run_external(amplitude_url: str, day: date, timeout: float, workdir: Path, progress=None) -> DemoReport:
+    """The local stack against another Export API server (a real one, or a test double of it).
+
+    The keys come from AMPLITUDE_API_KEY / AMPLITUDE_SECRET_KEY, as in the cloud. What was exported
+    is counted from the raw archives the export step stored, so the check does not trust the
+    pipeline's own counts.
+    """
+    api_key, secret_key = os.environ.get("AMPLITUDE_API_KEY", ""), os.environ.get("AMPLITUDE_SECRET_KEY", "")
+    if not api_key or not secret_key:
+        raise ValueError("--amplitude-url needs AMPLITUDE_API_KEY and AMPLITUDE_SECRET_KEY in the environment")
+    settings = StackSettings(workdir=workdir, amplitude_url=amplitude_url, api_key=api_key, secret_key=secret_key)
+    with Stack(settings) as stack:
+        started = time.monotonic()
+        stack.publish_run({"date": f"{day}"})
+        os.environ["STORAGE_EMULATOR_HOST"] = stack.storage_host
+        config = stack_config(stack)
+        bucket = gcs.client(config.project).bucket(config.bucket)
+        record = wait_for_manifest(stack, bucket, HourRange.day(day), timeout)
+        if record is None:
+            return DemoReport(day, timed_out=True, seconds=time.monotonic() - started)
+        expected: Counter = Counter()
+        for archive in record["archives"]:
+            with gcs.reader(bucket, archive) as raw:
+                expected.update(events_per_hour(raw))
+        report = wait_for_hours(stack, day, expected, timeout, progress) if expected else DemoReport(day)
+        report.seconds = time.monotonic() - started
+    return report
+
+
+def wait_for_manifest(stack: Stack, bucket, hours: HourRange, timeout: float) -> dict | None:
+    """The export run's manifest, or None if the export failed for good or never finished."""
+    deadline = time.monotonic() + timeout
+    log_path = stack.workdir / "logs" / "export.log"
+    while time.monotonic() < deadline:
+        blob = bucket.get_blob(naming.manifest_name(hours))
+        if blob is not None:
+            return json.loads(blob.download_as_bytes())
+        if log_path.exists() and '"severity":"ERROR"' in log_path.read_text(errors="replace"):
+            return None  # refused or failed permanently: the export log says why
+        time.sleep(0.5)
+    return None
 
 
 def events_per_hour_in(zip_path: Path) -> Counter:
@@ -123,6 +172,8 @@ def wait_for_hours(stack: Stack, day: date, expected: Counter, timeout: float, p
 
 def account(bq, config: Config, expected: Counter) -> list[HourReport]:
     """Rows in BigQuery and rejected lines in the ledger, per expected upload hour."""
+    if not expected:
+        return []
     first, last = min(expected), max(expected)
     bounds = f"TIMESTAMP '{first:%Y-%m-%d %H}:00:00+00' AND TIMESTAMP '{last:%Y-%m-%d %H}:00:00+00'"
     try:

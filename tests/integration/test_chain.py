@@ -150,6 +150,41 @@ def test_stale_generation_event_changes_nothing(stack, bucket, bq, config):
 
 def test_ampbq_demo_command_prints_the_summary_line(tmp_path):
     result = subprocess.run([str(Path(sys.executable).parent / "ampbq"), "demo", "--date", "2021-04-01",
-                             "--events-per-hour", "10"], capture_output=True, text=True, timeout=300)
+                             "--events-per-hour", "10", "--workdir", str(tmp_path / "stack")],
+                            capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.strip().splitlines()[-1] == "demo: date=2021-04-01 hours=24 events=240 loaded=240 rejected=0"
+
+
+def _external_stub(tmp_path, extra_entry: bool):
+    """Another process's Export API: our stub, serving a zip, reached only by its URL."""
+    from ampbq.stub import ExportApiStub, ZipSource
+    from ampbq.synthetic import entry_name, gzip_lines, write_export_zip
+
+    archive = tmp_path / "external.zip"
+    with open(archive, "wb") as sink:
+        write_export_zip(Dataset.for_day(date(2021, 8, 1), hours=3, events_per_hour=7), sink)
+    if extra_entry:  # an hour outside the requested day: refused, so the counts cannot reconcile
+        import zipfile
+
+        with zipfile.ZipFile(archive, "a") as out:
+            out.writestr(entry_name(203138, utc(2021, 8, 3, 1), 5), gzip_lines([event_line("stray", utc(2021, 8, 3, 1))]))
+    return ExportApiStub(ZipSource(archive, whole=True), "ext-key", "ext-secret")
+
+
+@pytest.mark.parametrize("extra_entry, code, last_line", [
+    (False, 0, "demo: date=2021-08-01 hours=3 events=21 loaded=21 rejected=0"),
+    (True, 1, "demo: date=2021-08-01 hours=4 events=22 loaded=21 rejected=0"),
+])
+def test_demo_against_an_external_export_api_reconciles_or_fails(tmp_path, extra_entry, code, last_line):
+    import os
+
+    with _external_stub(tmp_path, extra_entry) as external:
+        env = {**os.environ, "AMPLITUDE_API_KEY": "ext-key", "AMPLITUDE_SECRET_KEY": "ext-secret"}
+        for name in ("STORAGE_EMULATOR_HOST", "BIGQUERY_EMULATOR_HOST", "PUBSUB_EMULATOR_HOST"):
+            env.pop(name, None)
+        result = subprocess.run([str(Path(sys.executable).parent / "ampbq"), "demo", "--amplitude-url", external.url,
+                                 "--date", "2021-08-01", "--timeout", "20", "--workdir", str(tmp_path / "stack")], capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == code, result.stdout + result.stderr
+    assert result.stdout.strip().splitlines()[-1] == last_line
+    assert "ext-secret" not in result.stdout + result.stderr
