@@ -39,8 +39,27 @@ def schema_fields(path=schema.EVENTS_SCHEMA_FILE) -> list[bigquery.SchemaField]:
     return [bigquery.SchemaField.from_api_repr(field) for field in schema.fields(path)]
 
 
+_READY: set[str] = set()
+
+
 def ensure_tables(bq: bigquery.Client, config: Config) -> None:
-    """Create the dataset, the events table and the load ledger if missing (Terraform does in the cloud)."""
+    """Create the dataset, the events table and the load ledger if missing (Terraform does in the cloud).
+
+    Existence is checked with reads first: the load function's service account may read and
+    write tables but not create datasets, and BigQuery answers a create without that right with
+    403 even when the dataset exists. Checked once per warm instance.
+    """
+    if config.table_id in _READY:
+        return
+    try:
+        bq.get_table(config.table_id)
+        bq.get_table(config.ledger_table_id)
+    except gexc.NotFound:
+        _create_tables(bq, config)
+    _READY.add(config.table_id)
+
+
+def _create_tables(bq: bigquery.Client, config: Config) -> None:
     dataset = bigquery.Dataset(f"{config.project}.{config.dataset}")
     dataset.location = config.bq_location
     bq.create_dataset(dataset, exists_ok=True)
