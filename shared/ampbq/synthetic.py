@@ -163,11 +163,11 @@ def _event_properties(rng: random.Random, event_type: str) -> dict:
         "split": [{"account": str(uuidlib.UUID(int=rng.getrandbits(128)))}],
         "value": rng.choice((rng.randint(0, 10**6), round(rng.uniform(0, 999), 2), "größe", True, None)),
         "items": [{"sku": f"SKU-{rng.randint(1, 999)}", "qty": rng.randint(1, 5), "price": round(rng.uniform(1, 200), 2)}
-                  for _ in range(rng.randint(0, 4))],
+                  for _ in range(rng.randint(0, 2))],
         "page": {"path": rng.choice(("/", "/pricing", "/docs/ünïcödé")), "referrer": "https://example.com/?q=a%20b",
                  "title": "Welcome — “quoted”"},
     }
-    for i in range(rng.randint(4, 12)):
+    for i in range(rng.randint(0, 3)):
         props[f"custom_{i}"] = rng.choice((f"v{rng.randint(0, 99)}", rng.randint(-5, 10**9), rng.random(), False))
     return props
 
@@ -185,7 +185,7 @@ def _user_properties(rng: random.Random, user: int) -> dict:
         "user_id": str(user),
         "[Segment] Group": str(uuidlib.UUID(int=rng.getrandbits(128))),
     }
-    for i in range(rng.randint(6, 16)):
+    for i in range(rng.randint(0, 4)):
         props[f"trait_{i}"] = rng.choice((f"t{rng.randint(0, 999)}", rng.randint(0, 10**6), None, ["a", "b"], {"k": i}))
     return props
 

@@ -99,3 +99,28 @@ def test_samples_transform_with_every_record_kept(samples, tmp_path):
     raw = gzip.compress(b"".join(orjson.dumps(record) + b"\n" for _, _, record in samples))
     counts, rows, rejected = run(raw)
     assert (counts.events, counts.rows, counts.rejected) == (len(samples), len(samples), 0)
+
+
+def test_a_string_column_holding_an_object_with_a_huge_integer_keeps_it_exactly():
+    line = good("a")[:-1] + b',"device_model":{"n":123456789012345678901234567890}}'
+    out = io.BytesIO()
+    counts = transform.transform_stream(transform.open_gzip(io.BytesIO(gzip_ndjson([line]))), out, io.BytesIO(), LINEAGE)
+    assert counts.rows == 1
+    assert json.loads(out.getvalue())["device_model"] == '{"n":123456789012345678901234567890}'
+
+
+def test_nesting_deeper_than_the_parsers_allow_is_quarantined_not_fatal():
+    line = good("a")[:-1] + b',"event_properties":' + b"[" * 100000 + b"]" * 100000 + b"}"
+    counts, rows, rejected = run(gzip_ndjson([line, good("b")]))
+    assert (counts.rows, counts.rejected) == (1, 1) and rows[0]["uuid"] == "b"
+
+
+def test_a_failed_read_of_the_source_is_raised_not_recorded_as_damage():
+    class Broken(io.BytesIO):
+        def read(self, size=-1):
+            raise ConnectionError("network went away")
+
+    import pytest
+
+    with pytest.raises(ConnectionError):
+        transform.transform_stream(transform.open_gzip(Broken()), io.BytesIO(), io.BytesIO(), LINEAGE)

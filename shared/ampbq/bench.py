@@ -1,0 +1,665 @@
+"""`ampbq bench`: how fast and how lean the transform is, measured beside what bounds it.
+
+On one generated upload hour (`ampbq.synthetic`, every field populated as in the real samples,
+gzip level 6, cached under .cache/bench), three variants run, each in a fresh process so that
+its peak RSS (VmHWM) is its own:
+
+  bare       ISA-L gunzip -> parse -> serialize -> write plain NDJSON, no shaping: the floor for
+             any transform built on these libraries; once with orjson, once with msgspec (the
+             transform's fast path decodes and encodes with msgspec), and the faster one counts
+  transform  ampbq.transform.transform_stream on local files: the code the transform function runs
+  naive      stdlib gzip + json + datetime.strptime per timestamp field, as typical scripts do it
+
+It also writes the import object gzip-compressed (to choose the import format on numbers), runs
+the transform on several hour sizes (peak RSS must stay flat as the hour grows), and on request
+unpacks a large export zip through the GCS emulator (--export-gb) and runs the whole demo day
+(--e2e). Throughput is in MB = 10^6 bytes of uncompressed NDJSON per second; RSS in MB = 10^6
+bytes. The last line is
+
+  bench: events=N transform_vs_bare=X.XX naive_vs_transform=Y.Y transform_peak_mb=M
+
+with transform_vs_bare = transform time / the faster bare loop's time, naive_vs_transform = naive time / transform
+time, and M the largest peak RSS of any transform run. Times are the CPU time (user + system) of
+the measured section, the best of --repeat runs for the bare loops and the transform; wall times
+are printed beside them. On a machine shared with other work, CPU time is the steadier measure.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import math
+import os
+import platform
+import queue
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import zipfile
+from dataclasses import asdict, dataclass
+from datetime import date, datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+import click
+import orjson
+
+from . import transform as core
+from .shaping import RENAMED, Lineage
+
+REPO = Path(__file__).resolve().parents[2]
+DEFAULT_CACHE = REPO / ".cache" / "bench"
+BENCH_DAY = date(2024, 1, 31)
+BENCH_HOUR = datetime(2024, 1, 31, 5, tzinfo=timezone.utc)
+SOURCE_OBJECT = "gs://bench/export/2024-01-31/05.json.gz"
+MB = 1_000_000
+# Amplitude's files are ordinary gzip; level 6 is zlib's default and what ampbq.synthetic writes.
+GZIP_LEVEL = 6
+
+
+def _lineage() -> Lineage:
+    return Lineage(BENCH_HOUR, SOURCE_OBJECT, 1)
+
+
+# ------------------------------------------------------------------------------------ data
+@dataclass(frozen=True)
+class HourFile:
+    path: Path
+    events: int
+    ndjson_bytes: int
+    gzip_bytes: int
+
+
+def generator_tag() -> str:
+    """Changes when the generator changes, so cached hour files are rebuilt."""
+    from . import synthetic
+
+    return hashlib.sha1(Path(synthetic.__file__).read_bytes()).hexdigest()[:10]
+
+
+def _hour_path(cache: Path, events: int) -> Path:
+    return cache / f"hour-{events}-{generator_tag()}.json.gz"
+
+
+class _GzipSink:
+    """A gzip file written by a thread of its own: zlib releases the GIL while it compresses, so
+    compressing overlaps with generating the next events."""
+
+    def __init__(self, path: Path, level: int):
+        self.path = path
+        self.ndjson_bytes = 0
+        self._tmp = path.with_suffix(".partial")
+        self._queue: queue.Queue = queue.Queue(maxsize=8)
+        self._file = gzip.GzipFile(self._tmp, "wb", compresslevel=level, mtime=0)
+        self._thread = threading.Thread(target=self._drain, daemon=True)
+        self._thread.start()
+
+    def _drain(self) -> None:
+        while (data := self._queue.get()) is not None:
+            self._file.write(data)
+        self._file.close()
+
+    def write(self, data: bytes) -> None:
+        self.ndjson_bytes += len(data)
+        self._queue.put(data)
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join()
+        os.replace(self._tmp, self.path)
+
+
+def hour_files(cache: Path, sizes: list[int], level: int = GZIP_LEVEL, echo: Callable[[str], None] = print) -> dict[int, HourFile]:
+    """One gzip NDJSON hour per size, generated once and cached. A smaller hour is the first
+    events of a larger one (the generator is seeded per hour), so one pass writes them all."""
+    from .synthetic import Dataset
+
+    cache.mkdir(parents=True, exist_ok=True)
+    files: dict[int, HourFile] = {}
+    missing = []
+    for events in sorted(set(sizes)):
+        path = _hour_path(cache, events)
+        meta = path.with_suffix(".meta.json")
+        if path.exists() and meta.exists():
+            files[events] = HourFile(path, **json.loads(meta.read_text()))
+        else:
+            missing.append(events)
+    if missing:
+        started = time.monotonic()
+        echo(f"generating {', '.join(f'{n:,}' for n in missing)} events with ampbq.synthetic (once; cached in {cache}) ...")
+        dataset = Dataset(BENCH_HOUR, hours=1, events_per_hour=max(missing))
+        sinks = {events: _GzipSink(_hour_path(cache, events), level) for events in missing}
+        batch: list[bytes] = []
+        written = 0
+        for line in dataset.lines(BENCH_HOUR):
+            batch.append(line)
+            batch.append(b"\n")
+            if len(batch) >= 2000:
+                written = _feed(sinks, batch, written)
+        _feed(sinks, batch, written)
+        for events, sink in sinks.items():
+            sink.close()
+            hour = HourFile(sink.path, events, sink.ndjson_bytes, sink.path.stat().st_size)
+            sink.path.with_suffix(".meta.json").write_text(json.dumps({k: v for k, v in asdict(hour).items() if k != "path"}))
+            files[events] = hour
+        echo(f"generated in {time.monotonic() - started:.0f} s")
+    return files
+
+
+def _feed(sinks: dict[int, _GzipSink], batch: list[bytes], written: int) -> int:
+    lines = len(batch) // 2
+    for events, sink in sinks.items():
+        take = min(lines, events - written)
+        if take > 0:
+            sink.write(b"".join(batch[: 2 * take]))
+    batch.clear()
+    return written + lines
+
+
+# ------------------------------------------------------------------------------------ variants
+def bare_loop(src: Path, dst: Path) -> int:
+    """Decompress, parse each line, serialize it, write: the transform's libraries and I/O, no shaping."""
+    loads, dumps, newline = orjson.loads, orjson.dumps, orjson.OPT_APPEND_NEWLINE
+    events = 0
+    tail = b""
+    with open(src, "rb") as raw, open(dst, "wb") as out:
+        stream = core.open_gzip(raw)
+        while chunk := stream.read(core.READ_CHUNK):
+            lines = (tail + chunk).split(b"\n")
+            tail = lines.pop()
+            rows = [dumps(loads(line), option=newline) for line in lines if line]
+            out.write(b"".join(rows))
+            events += len(rows)
+        if tail:
+            out.write(dumps(loads(tail), option=newline))
+            events += 1
+    return events
+
+
+def bare_loop_msgspec(src: Path, dst: Path) -> int:
+    """The bare loop with msgspec, the library of the transform's fast path (generic decode/encode)."""
+    import msgspec
+
+    loads, dumps = msgspec.json.Decoder().decode, msgspec.json.Encoder().encode
+    events = 0
+    tail = b""
+    with open(src, "rb") as raw, open(dst, "wb") as out:
+        stream = core.open_gzip(raw)
+        while chunk := stream.read(core.READ_CHUNK):
+            lines = (tail + chunk).split(b"\n")
+            tail = lines.pop()
+            rows = [dumps(loads(line)) + b"\n" for line in lines if line]
+            out.write(b"".join(rows))
+            events += len(rows)
+        if tail:
+            out.write(dumps(loads(tail)) + b"\n")
+            events += 1
+    return events
+
+
+def _transform_into(src: Path, out, dst: Path) -> int:
+    rejects_path = dst.with_name(dst.name + ".rejects")
+    with open(src, "rb") as raw, core.LazyWriter(lambda: open(rejects_path, "wb")) as rejects:
+        counts = core.transform_stream(core.open_gzip(raw), out, rejects, _lineage())
+    if counts.rejected:
+        raise RuntimeError(f"{counts.rejected} generated events were rejected; see {rejects_path}")
+    return counts.events
+
+
+def real_transform(src: Path, dst: Path) -> int:
+    """ampbq.transform.transform_stream, writing the plain NDJSON import object the load step reads."""
+    with open(dst, "wb") as out:
+        return _transform_into(src, out, dst)
+
+
+def transform_gzip_isal(src: Path, dst: Path) -> int:
+    """The transform writing a gzip import object with ISA-L (level 1, its fast default)."""
+    from isal import igzip
+
+    with igzip.open(dst, "wb", compresslevel=1) as out:
+        return _transform_into(src, out, dst)
+
+
+def transform_gzip_zlib(src: Path, dst: Path) -> int:
+    """The transform writing a gzip import object with zlib level 6 (smaller, slower)."""
+    with gzip.open(dst, "wb", compresslevel=6) as out:
+        return _transform_into(src, out, dst)
+
+
+_NAIVE_FORMAT = "%Y-%m-%d %H:%M:%S.%f"
+
+
+def naive_transform(src: Path, dst: Path) -> int:
+    """What a typical script does: stdlib gzip and json, and strptime for every timestamp field."""
+    from . import schema
+
+    timestamps = {f["name"] for f in schema.fields() if f["type"] == "TIMESTAMP"}
+    lineage = _lineage()
+    events = 0
+    with gzip.open(src, "rt", encoding="utf-8") as lines, open(dst, "w", encoding="utf-8") as out:
+        for number, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            event = json.loads(line)
+            row = {}
+            for key, value in event.items():
+                if value is None:
+                    continue
+                if key in timestamps and value != "":
+                    value = datetime.strptime(value, _NAIVE_FORMAT).strftime(_NAIVE_FORMAT)
+                row[RENAMED.get(key, key)] = value
+            row["_upload_hour"] = lineage.upload_hour_text
+            row["_source_object"] = lineage.source_object
+            row["_source_generation"] = lineage.source_generation
+            row["_source_line"] = number
+            out.write(json.dumps(row) + "\n")
+            events += 1
+    return events
+
+
+VARIANTS: dict[str, tuple[str, Callable[[Path, Path], int]]] = {
+    "bare": ("bare loop (isal + orjson)", bare_loop),
+    "bare-msgspec": ("bare loop (isal + msgspec)", bare_loop_msgspec),
+    "transform": ("transform (plain NDJSON out)", real_transform),
+    "naive": ("naive (gzip + json + strptime)", naive_transform),
+    "transform-gzip-isal": ("transform, gzip out (ISA-L level 1)", transform_gzip_isal),
+    "transform-gzip-zlib": ("transform, gzip out (zlib level 6)", transform_gzip_zlib),
+}
+
+
+# ------------------------------------------------------------------------------------ child processes
+def peak_rss_bytes() -> int:
+    """This process's peak resident set size (VmHWM)."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # kB on Linux
+
+
+@dataclass
+class Run:
+    variant: str
+    events: int
+    seconds: float
+    peak_rss: int
+    bytes_out: int = 0
+    extra: dict | None = None
+    cpu_seconds: float = 0.0  # user + system CPU time of the measured section
+
+    @property
+    def busy(self) -> float:
+        """The time the figures use: CPU time, which other processes on a shared machine disturb
+        far less than wall time (each variant runs on one thread, so the two agree on an idle one)."""
+        return self.cpu_seconds or self.seconds
+
+    def events_per_s(self) -> float:
+        return self.events / self.busy
+
+
+def _child(spec_json: str) -> None:
+    """Entry point of a measuring child process: run one variant, print its Run as JSON."""
+    spec = json.loads(spec_json)
+    if spec["variant"] == "profile":
+        _profile_child(spec)
+        return
+    if spec["variant"] == "export":
+        run = _export_child(spec)
+    else:
+        src, dst = Path(spec["src"]), Path(spec["dst"])
+        _, work = VARIANTS[spec["variant"]]
+        started, cpu_started = time.perf_counter(), time.process_time()
+        events = work(src, dst)
+        seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
+        run = Run(spec["variant"], events, seconds, peak_rss_bytes(), dst.stat().st_size, cpu_seconds=cpu_seconds)
+    print(json.dumps(asdict(run)))
+
+
+_CHILD = "import sys; from ampbq.bench import _child; _child(sys.argv[1])"
+
+
+def run_child(spec: dict, env: dict | None = None) -> Run:
+    """Run one measurement in a fresh interpreter, so its peak RSS is its own."""
+    done = subprocess.run([sys.executable, "-c", _CHILD, json.dumps(spec)], capture_output=True, text=True,
+                          env={**os.environ, **(env or {})})
+    if done.returncode != 0:
+        raise click.ClickException(f"{spec['variant']} failed:\n{done.stderr[-3000:]}")
+    return Run(**json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+def measure(variant: str, hour: HourFile, scratch: Path) -> Run:
+    dst = scratch / f"{variant}-{hour.events}.out"
+    try:
+        return run_child({"variant": variant, "src": str(hour.path), "dst": str(dst)})
+    finally:
+        dst.unlink(missing_ok=True)
+        dst.with_name(dst.name + ".rejects").unlink(missing_ok=True)
+
+
+def _profile_child(spec: dict) -> None:
+    import cProfile
+    import io
+    import pstats
+
+    profile = cProfile.Profile()
+    profile.enable()
+    real_transform(Path(spec["src"]), Path(spec["dst"]))
+    profile.disable()
+    text = io.StringIO()
+    pstats.Stats(profile, stream=text).sort_stats("tottime").print_stats(spec.get("top", 12))
+    Path(spec["dst"]).unlink(missing_ok=True)
+    print(json.dumps({"profile": text.getvalue()}))
+
+
+# ------------------------------------------------------------------------------------ export unpack
+def export_zip(cache: Path, gigabytes: float, part: HourFile, echo: Callable[[str], None] = print) -> tuple[Path, int]:
+    """An Export API zip of about `gigabytes` GB for BENCH_DAY: 24 hours, each of several `#n` parts.
+    The unpack copies parts without decompressing them, so every part reuses one generated gzip
+    hour (real gzip NDJSON, the bytes are just repeated)."""
+    from .synthetic import PARTITION_IDS, entry_name
+
+    parts_per_hour = max(1, math.ceil(gigabytes * 1e9 / (24 * part.gzip_bytes)))  # at least the size asked for
+    path = cache / f"export-{parts_per_hour}x{part.events}-{generator_tag()}.zip"
+    if not path.exists():
+        echo(f"writing a {24 * parts_per_hour * part.gzip_bytes / 1e9:.2f} GB export zip (once; cached) ...")
+        tmp = path.with_suffix(".partial")
+        app = 203138
+        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as archive:
+            for hour in range(24):
+                moment = datetime(BENCH_DAY.year, BENCH_DAY.month, BENCH_DAY.day, hour, tzinfo=timezone.utc)
+                for index in range(parts_per_hour):
+                    partition = PARTITION_IDS[index % len(PARTITION_IDS)] + 1000 * (index // len(PARTITION_IDS))
+                    with open(part.path, "rb") as source, archive.open(entry_name(app, moment, partition), "w") as member:
+                        shutil.copyfileobj(source, member, 8 << 20)
+        os.replace(tmp, path)
+    return path, parts_per_hour
+
+
+def _export_child(spec: dict) -> Run:
+    from . import gcs, steps
+    from .naming import HourRange
+
+    bucket = gcs.client("ampbq-bench").bucket(spec["bucket"])
+    result = steps.ExportResult(HourRange.day(date.fromisoformat(spec["day"])))
+    started = time.perf_counter()
+    steps.unpack_archive(bucket, spec["raw"], result.requested, result)
+    seconds = time.perf_counter() - started
+    return Run("export", sum(result.hours.values()), seconds, peak_rss_bytes(), 0,
+               {"hour_objects": len(result.hours), "refused": len(result.refused)})
+
+
+def bench_export(cache: Path, gigabytes: float, part: HourFile, echo: Callable[[str], None] = print) -> tuple[Run, dict]:
+    """steps.unpack_archive (the export step's unpack) on a large zip held by fake-gcs-server."""
+    import requests
+
+    from .stack import _stop_process, fake_gcs_binary, free_port, wait_for_port
+
+    zip_path, parts_per_hour = export_zip(cache, gigabytes, part, echo)
+    zip_bytes = zip_path.stat().st_size
+    bucket, raw = "ampbq-bench", "export/raw/20240131T00-20240131T23.zip"
+    with tempfile.TemporaryDirectory(prefix="ampbq-bench-gcs-", dir=cache) as scratch:
+        root, temp = Path(scratch) / "gcs", Path(scratch) / "tmp"
+        temp.mkdir()
+        port = free_port()
+        host = f"http://127.0.0.1:{port}"
+        with open(Path(scratch) / "fake-gcs.log", "wb") as log:
+            server = subprocess.Popen(
+                [str(fake_gcs_binary()), "-scheme", "http", "-host", "127.0.0.1", "-port", str(port), "-backend", "filesystem",
+                 "-filesystem-root", str(root), "-external-url", host, "-log-level", "warn"],
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+        try:
+            wait_for_port(port, "fake-gcs-server", process=server)
+            requests.post(f"{host}/storage/v1/b", params={"project": "ampbq-bench"}, json={"name": bucket}, timeout=30).raise_for_status()
+            echo(f"uploading the {zip_bytes / 1e9:.2f} GB zip to fake-gcs-server ...")
+            with open(zip_path, "rb") as body:  # one streamed media upload: the raw archive as the export step leaves it
+                requests.post(f"{host}/upload/storage/v1/b/{bucket}/o", params={"uploadType": "media", "name": raw},
+                              data=body, headers={"Content-Type": "application/zip"}, timeout=3600).raise_for_status()
+            biggest_temp = [0]
+            stop = threading.Event()
+
+            def watch_temp() -> None:
+                while not stop.wait(0.1):
+                    for entry in os.scandir(temp):
+                        try:
+                            biggest_temp[0] = max(biggest_temp[0], entry.stat().st_size)
+                        except OSError:
+                            pass
+
+            watcher = threading.Thread(target=watch_temp, daemon=True)
+            watcher.start()
+            try:
+                run = run_child({"variant": "export", "bucket": bucket, "raw": raw, "day": BENCH_DAY.isoformat()},
+                                env={"STORAGE_EMULATOR_HOST": host, "TMPDIR": str(temp)})
+            finally:
+                stop.set()
+                watcher.join()
+            emulator_peak = _vm_hwm(server.pid)
+        finally:
+            _stop_process(server)
+    from .gcs import CHUNK
+
+    return run, {"zip_bytes": zip_bytes, "parts_per_hour": parts_per_hour, "biggest_temp_file": biggest_temp[0],
+                 "chunk": CHUNK, "emulator_peak_rss": emulator_peak}
+
+
+def _vm_hwm(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+# ------------------------------------------------------------------------------------ end to end
+def step_durations(logs_dir: Path) -> dict[str, list[float]]:
+    """`duration_s` of every "<step> done" line in the functions' JSON logs."""
+    found: dict[str, list[float]] = {}
+    for step in ("export", "transform", "load"):
+        path = logs_dir / f"{step}.log"
+        if not path.exists():
+            continue
+        for line in path.read_text(errors="replace").splitlines():
+            if not line.startswith("{"):
+                continue
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if record.get("message") == f"{step} done" and "duration_s" in record:
+                found.setdefault(step, []).append(float(record["duration_s"]))
+    return found
+
+
+def _function_peaks(workdir: Path, peaks: dict[str, int]) -> None:
+    """Peak RSS of the stack's function processes (found by their working directory)."""
+    from .stack import FUNCTIONS
+
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            if os.readlink(f"/proc/{entry.name}/cwd") != str(workdir):
+                continue
+            cmdline = Path(f"/proc/{entry.name}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        for name, target in FUNCTIONS.items():
+            if target.encode() in cmdline:
+                peaks[name] = max(peaks.get(name, 0), _vm_hwm(int(entry.name)))
+
+
+def bench_e2e(cache: Path, events_per_hour: int, timeout: float, echo: Callable[[str], None] = print) -> dict:
+    from .demo import run_demo
+
+    workdir = (cache / "e2e-stack").resolve()
+    peaks: dict[str, int] = {}
+    started = time.monotonic()
+    echo(f"running the demo day: 24 hours x {events_per_hour:,} events through the local stack ...")
+    report = run_demo(BENCH_DAY, events_per_hour=events_per_hour, timeout=timeout, workdir=workdir,
+                      progress=lambda done, total: _function_peaks(workdir, peaks))
+    return {"report": report, "total_s": time.monotonic() - started, "durations": step_durations(workdir / "logs"),
+            "peaks": peaks}
+
+
+# ------------------------------------------------------------------------------------ report
+def machine() -> str:
+    model = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    import isal
+    import msgspec
+
+    return (f"{os.cpu_count()} CPUs ({model}), {ram / 2**30:.1f} GiB RAM, Python {platform.python_version()}, "
+            f"orjson {orjson.__version__}, msgspec {msgspec.__version__}, isal {isal.__version__}")
+
+
+def summary_line(events: int, transform_s: float, bare_s: float, naive_s: float, transform_peak: int) -> str:
+    return (f"bench: events={events} transform_vs_bare={transform_s / bare_s:.2f} "
+            f"naive_vs_transform={naive_s / transform_s:.1f} transform_peak_mb={round(transform_peak / MB)}")
+
+
+def _row(label: str, run: Run, hour: HourFile) -> str:
+    return (f"  {label:<38} {run.seconds:7.2f} {run.busy:7.2f} {run.events_per_s():>10,.0f} {hour.ndjson_bytes / MB / run.busy:7.1f}"
+            f" {run.peak_rss / MB:11.1f} {run.bytes_out / MB:8.1f}")
+
+
+_HEADER = (f"  {'variant':<38} {'wall s':>7} {'CPU s':>7} {'events/s':>10} {'MB/s':>7} {'peak RSS MB':>11} {'out MB':>8}"
+           "\n  (events/s and MB/s per CPU second; MB = 10^6 bytes of uncompressed NDJSON in)")
+
+
+def _sizes(text: str) -> list[int]:
+    return [int(part.replace("_", "")) for part in text.split(",") if part.strip()]
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--events", default=200_000, show_default=True, help="Events in the hour the variants are compared on.")
+@click.option("--sizes", default="100000,200000,400000", show_default=True,
+              help="Hour sizes for the transform's peak-RSS scaling, comma separated ('' to skip).")
+@click.option("--repeat", default=3, show_default=True, help="Runs of the bare loops and the transform; the best counts.")
+@click.option("--naive/--no-naive", default=True, show_default=True, help="Run the naive reference (the slowest part).")
+@click.option("--formats/--no-formats", default=True, show_default=True, help="Also write the import object gzip-compressed.")
+@click.option("--profile", is_flag=True, help="Print the transform's top functions (cProfile, tottime).")
+@click.option("--export-gb", default=0.0, show_default=True, help="Also unpack an export zip of this many GB through fake-gcs-server.")
+@click.option("--e2e", is_flag=True, help="Also run the demo day end to end on the local stack.")
+@click.option("--e2e-events-per-hour", default=20_000, show_default=True, help="Events per hour of the --e2e day.")
+@click.option("--e2e-timeout", default=3600, show_default=True, help="Seconds to wait for the --e2e day to land.")
+@click.option("--cache", "cache", type=click.Path(file_okay=False, path_type=Path), default=DEFAULT_CACHE, show_default=True,
+              help="Where generated hours and zips are kept between runs.")
+def bench(events, sizes, repeat, naive, formats, profile, export_gb, e2e, e2e_events_per_hour, e2e_timeout, cache) -> None:
+    """Measure the transform against a bare parse/serialize loop and a naive script, on one generated hour.
+
+    Each variant runs in a fresh process; it prints events/s, MB/s and peak RSS for each, the
+    ratios, the import format's cost, and the transform's peak RSS as the hour grows. Ends with
+    `bench: events=N transform_vs_bare=X.XX naive_vs_transform=Y.Y transform_peak_mb=M`.
+
+    Example:
+
+        ampbq bench --events 200000 --sizes 100000,200000,400000 --export-gb 2
+    """
+    echo = click.echo
+    scaling = _sizes(sizes)
+    cache = cache.resolve()
+    part_events = min(scaling or [events])
+    files = hour_files(cache, sorted({events, *scaling, *([part_events] if export_gb else [])}), echo=echo)
+    hour = files[events]
+    echo(f"machine: {machine()}")
+    echo(f"hour: {hour.events:,} events, {hour.ndjson_bytes / MB:.1f} MB NDJSON ({hour.ndjson_bytes / hour.events:,.0f} B/event), "
+         f"{hour.gzip_bytes / MB:.1f} MB gzip level {GZIP_LEVEL}; generated by ampbq.synthetic")
+    with tempfile.TemporaryDirectory(prefix="ampbq-bench-", dir=cache) as tmp:
+        scratch = Path(tmp)
+        best: dict[str, Run] = {}
+        transform_peak = 0
+        for _ in range(max(1, repeat)):
+            for variant in ("bare", "bare-msgspec", "transform"):
+                run = measure(variant, hour, scratch)
+                if variant not in best or run.busy < best[variant].busy:
+                    best[variant] = run
+                if variant == "transform":
+                    transform_peak = max(transform_peak, run.peak_rss)
+        if naive:
+            best["naive"] = measure("naive", hour, scratch)
+        counts = {variant: run.events for variant, run in best.items()}
+        if len(set(counts.values())) != 1 or hour.events not in counts.values():
+            raise click.ClickException(f"the variants counted different events: {counts} (hour has {hour.events})")
+
+        echo(f"\nvariants, each in a fresh process (bare loops and transform: best of {max(1, repeat)}):")
+        echo(_HEADER)
+        for variant, run in best.items():
+            echo(_row(VARIANTS[variant][0], run, hour))
+        # The transform decodes and encodes with msgspec (orjson on its general path); it is held
+        # to the faster of the two bare loops.
+        bare = min(best["bare"], best["bare-msgspec"], key=lambda run: run.busy)
+        transform = best["transform"]
+        echo(f"  transform throughput = {bare.busy / transform.busy:.2f}x the faster bare loop's, "
+             f"{VARIANTS[bare.variant][0]} (time ratio {transform.busy / bare.busy:.2f}; target: time <= 1.50x)")
+        if naive:
+            echo(f"  transform throughput = {best['naive'].busy / transform.busy:.1f}x the naive reference's (target: >= 10x)")
+
+        if formats:
+            echo("\nimport format (BigQuery reads plain NDJSON in parallel, a gzip file serially; GCS bytes cost money):")
+            echo(_HEADER)
+            echo(_row("plain NDJSON (the current choice)", transform, hour))
+            for variant in ("transform-gzip-isal", "transform-gzip-zlib"):
+                run = measure(variant, hour, scratch)
+                transform_peak = max(transform_peak, run.peak_rss)
+                echo(_row(VARIANTS[variant][0], run, hour))
+
+        if scaling:
+            echo("\ntransform peak RSS as the hour grows:")
+            echo(f"  {'events':>9} {'NDJSON MB':>10} {'wall s':>7} {'CPU s':>7} {'events/s':>10} {'peak RSS MB':>11}")
+            for size in scaling:
+                run = transform if size == events else measure("transform", files[size], scratch)
+                transform_peak = max(transform_peak, run.peak_rss)
+                echo(f"  {size:>9,} {files[size].ndjson_bytes / MB:>10.1f} {run.seconds:7.2f} {run.busy:7.2f} {run.events_per_s():>10,.0f}"
+                     f" {run.peak_rss / MB:11.1f}")
+
+        if profile:
+            dst = scratch / "profile.out"
+            done = subprocess.run([sys.executable, "-c", _CHILD, json.dumps({"variant": "profile", "src": str(hour.path), "dst": str(dst)})],
+                                  capture_output=True, text=True, check=True)
+            echo("\ntransform profile (cProfile adds overhead to every call; top functions by own time):")
+            echo(json.loads(done.stdout.strip().splitlines()[-1])["profile"])
+
+    if export_gb:
+        run, info = bench_export(cache, export_gb, files[part_events], echo)
+        echo(f"\nexport unpack (ampbq.steps.unpack_archive, the export step's own code, against fake-gcs-server; "
+             f"the zip is read through GCS ranged reads of {info['chunk'] >> 20} MiB, hour objects written by resumable upload):")
+        echo(f"  zip {info['zip_bytes'] / 1e9:.2f} GB, {run.extra['hour_objects']} hour objects of {info['parts_per_hour']} parts: "
+             f"{run.seconds:.1f} s ({info['zip_bytes'] / MB / run.seconds:.0f} MB/s), peak RSS {run.peak_rss / MB:.0f} MB "
+             f"(target <= 300 MB); biggest temp file {info['biggest_temp_file']} bytes (limit: one chunk, {info['chunk']} bytes)")
+        echo(f"  (fake-gcs-server itself peaked at {info['emulator_peak_rss'] / MB:,.0f} MB: it buffers uploads in RAM; not part of the step)")
+
+    if e2e:
+        result = bench_e2e(cache, e2e_events_per_hour, e2e_timeout, echo)
+        report, durations, peaks = result["report"], result["durations"], result["peaks"]
+        echo(f"\nend to end: the demo day, 24 hours x {e2e_events_per_hour:,} events, through the emulators")
+        echo(f"  {report.summary_line()}{' (TIMED OUT)' if report.timed_out else ''}")
+        echo(f"  wall time after publishing: {report.seconds:.1f} s (with generating the day and starting the stack: {result['total_s']:.0f} s)")
+        for step in ("export", "transform", "load"):
+            values = durations.get(step, [])
+            if values:
+                echo(f"  {step:<9} runs={len(values):<3} slowest={max(values):7.2f} s  total={sum(values):8.2f} s"
+                     f"  peak RSS {peaks.get(step, 0) / MB:6.0f} MB")
+
+    echo(summary_line(events, transform.busy, bare.busy, best["naive"].busy if naive else float("nan"), transform_peak))
+
+
+if __name__ == "__main__":
+    bench()

@@ -1,0 +1,178 @@
+"""The bench's pieces at tiny sizes (no timing asserts), and the transform's fast path checked
+against the general path it must agree with."""
+
+import gzip
+import json
+import random
+import re
+import zipfile
+from datetime import date, datetime, timezone
+
+import orjson
+import pytest
+from click.testing import CliRunner
+
+from ampbq import bench, transform, unpack
+from ampbq.naming import HourRange
+from ampbq.shaping import Lineage, RejectedEvent, Shaper, is_amplitude_timestamp, to_timestamp
+from ampbq.synthetic import Dataset
+
+SUMMARY = re.compile(r"^bench: events=\d+ transform_vs_bare=\d+\.\d\d naive_vs_transform=\d+\.\d transform_peak_mb=\d+$")
+
+
+@pytest.fixture(scope="module")
+def hours(tmp_path_factory):
+    return bench.hour_files(tmp_path_factory.mktemp("bench-cache"), [60, 150], echo=lambda _: None)
+
+
+def read_rows(path):
+    return [orjson.loads(line) for line in path.read_bytes().splitlines()]
+
+
+def test_summary_line_has_the_agreed_format():
+    line = bench.summary_line(200000, transform_s=7.0, bare_s=6.0, naive_s=70.0, transform_peak=61_400_000)
+    assert SUMMARY.match(line)
+    assert line == "bench: events=200000 transform_vs_bare=1.17 naive_vs_transform=10.0 transform_peak_mb=61"
+
+
+def test_smaller_hours_are_the_first_events_of_larger_ones(hours):
+    small, large = hours[60], hours[150]
+    assert (small.events, large.events) == (60, 150)
+    small_lines = gzip.decompress(small.path.read_bytes()).splitlines()
+    large_lines = gzip.decompress(large.path.read_bytes()).splitlines()
+    assert len(small_lines) == 60 and small_lines == large_lines[:60]
+    assert small.ndjson_bytes == sum(len(line) + 1 for line in small_lines)
+    assert small.gzip_bytes == small.path.stat().st_size
+
+
+def test_cached_hours_are_reused(hours, tmp_path_factory):
+    cache = hours[60].path.parent
+    before = hours[60].path.stat().st_mtime_ns
+    again = bench.hour_files(cache, [60], echo=lambda _: pytest.fail("regenerated a cached hour"))
+    assert again[60] == hours[60] and again[60].path.stat().st_mtime_ns == before
+
+
+@pytest.mark.parametrize("variant", sorted(bench.VARIANTS))
+def test_every_variant_counts_every_event(hours, tmp_path, variant):
+    _, work = bench.VARIANTS[variant]
+    dst = tmp_path / "out"
+    assert work(hours[150].path, dst) == 150
+    data = dst.read_bytes()
+    lines = (gzip.decompress(data) if variant.startswith("transform-gzip") else data).splitlines()
+    assert len(lines) == 150
+
+
+def test_transform_and_naive_write_the_same_rows_for_generated_events(hours, tmp_path):
+    bench.real_transform(hours[150].path, tmp_path / "t")
+    bench.naive_transform(hours[150].path, tmp_path / "n")
+    assert read_rows(tmp_path / "t") == read_rows(tmp_path / "n")
+
+
+def test_a_child_process_reports_its_run_with_its_peak_rss(hours, tmp_path):
+    run = bench.measure("transform", hours[60], tmp_path)
+    assert (run.variant, run.events) == ("transform", 60)
+    assert run.seconds > 0 and run.peak_rss > 10_000_000 and run.bytes_out > 0
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_step_durations_come_from_the_done_lines(tmp_path):
+    (tmp_path / "transform.log").write_text("\n".join([
+        json.dumps({"message": "transform done", "duration_s": 1.5}),
+        "some framework line",
+        json.dumps({"message": "hour object written", "duration_s": 9}),
+        json.dumps({"message": "transform done", "duration_s": 0.25}),
+    ]))
+    (tmp_path / "load.log").write_text(json.dumps({"message": "load done", "duration_s": 3}) + "\n")
+    assert bench.step_durations(tmp_path) == {"transform": [1.5, 0.25], "load": [3.0]}
+
+
+def test_export_zip_has_amplitude_layout_for_every_hour_of_the_day(hours, tmp_path):
+    path, parts = bench.export_zip(tmp_path, hours[60].gzip_bytes * 24 * 1.5 / 1e9, hours[60], echo=lambda _: None)
+    assert parts == 2
+    with zipfile.ZipFile(path) as archive:
+        plan = unpack.plan(archive.namelist(), HourRange.day(bench.BENCH_DAY))
+        assert plan.refused == [] and len(plan.hours) == 24
+        assert all(len(entries) == 2 for entries in plan.hours.values())
+        first = archive.read(archive.namelist()[0])
+    assert first == hours[60].path.read_bytes()
+
+
+def test_bench_command_ends_with_the_summary_line(tmp_path):
+    result = CliRunner().invoke(bench.bench, ["--events", "120", "--sizes", "60,120", "--repeat", "1", "--no-formats",
+                                              "--cache", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    lines = result.output.strip().splitlines()
+    assert SUMMARY.match(lines[-1]) and lines[-1].startswith("bench: events=120 ")
+    assert any("naive" in line for line in lines) and any("peak RSS" in line for line in lines)
+
+
+# ---------------------------------------------------------------- the transform's fast path
+LINEAGE = Lineage(datetime(2024, 1, 31, 5, tzinfo=timezone.utc), "gs://b/export/2024-01-31/05.json.gz", 3)
+ODD_VALUES = [
+    None, "", " ", "42", "-7", "4.5", "true", "TRUE", 0, 1, -1, 2, 2**63 - 1, 2**63, -(2**63), -(2**63) - 1, 2**64, 10**30,
+    1.0, 129.0, 1.5, -0.0, 1e16, 1e300, True, False, [], ["a"], ["a", None], [1, "b"], {}, {"k": 10**25}, {"a": [1, {"b": None}]},
+    "2024-01-31 04:59:01.008000", "2024-01-31T04:59:01.008000", "2024-01-31 04:59:01", "2024-01-31 04:59:01.008",
+    "2023-08-24T09:00:00+02:00", "2024-01-31 04:59:01.008000Z", "2022-13-45 00:00:00.000000", "2023-02-29 10:00:00.000000",
+    "2024-01-31 24:00:00.000000", "2024-W05-3 04:59:01.008000", "2024-01-31 04:59:01.0080000", "x" * 26, "ü", "\u0660" * 4,
+    "2024-01-31 04:59:01,008000", "2024-01-31 04:59:01.00800+0",
+]
+
+
+def general_path(shaper, raw, number):
+    try:
+        return orjson.loads(transform.encode(shaper.shape(transform.decode(raw), number)))
+    except RejectedEvent:
+        return None
+
+
+def typed(value) -> str:
+    return json.dumps(value, sort_keys=True)  # 1 and 1.0 differ here, as they do in the rows
+
+
+def test_fast_path_gives_the_general_paths_row_or_declines():
+    rng = random.Random(5)
+    shaper = Shaper(LINEAGE)
+    events = [*Dataset.for_day(date(2020, 6, 1), hours=1, events_per_hour=150).events(datetime(2020, 6, 1, tzinfo=timezone.utc)),
+              *Dataset.for_day(date(2024, 6, 1), hours=1, events_per_hour=150).events(datetime(2024, 6, 1, tzinfo=timezone.utc))]
+    taken = 0
+    for number in range(4000):
+        event = dict(rng.choice(events))
+        for _ in range(rng.choice((0, 1, 1, 2, 3))):
+            key = rng.choice([*event, "brand_new", "uuid", "event_time"])
+            if rng.random() < 0.85:
+                event[key] = rng.choice(ODD_VALUES)
+            else:
+                event.pop(key, None)
+        try:
+            raw = orjson.dumps(event)
+        except TypeError:  # an integer beyond 64 bits
+            raw = json.dumps(event).encode()
+        cut = rng.random()
+        if cut < 0.03:
+            raw = raw[:-1] + b',"uuid":"duplicate"}'
+        elif cut < 0.05:
+            raw = raw[: rng.randrange(len(raw))]
+        elif cut < 0.06:
+            raw = b"\xef\xbb\xbf" + raw
+        fast = shaper.shape_line(raw, number)
+        if fast is None:
+            continue
+        taken += 1
+        expected = general_path(shaper, raw, number)
+        assert expected is not None, raw
+        assert typed(orjson.loads(fast)) == typed(expected), raw
+    assert 1000 < taken < 4000  # both paths were exercised
+
+
+def test_fast_timestamp_check_accepts_only_what_passes_through_unchanged():
+    rng = random.Random(11)
+    chars = "0123456789-: .T+Z,W\n\u0660\uff10x"
+    for _ in range(20000):
+        value = list(rng.choice(["2024-01-31 04:59:01.008000", "2024-02-29 23:59:59.999999", "0001-01-01 00:00:00.000000"]))
+        for _ in range(rng.randint(1, 3)):
+            value[rng.randrange(len(value))] = rng.choice(chars)
+        text = "".join(value)
+        if is_amplitude_timestamp(text):
+            assert to_timestamp("event_time", text) == text
+    assert not is_amplitude_timestamp("2022-13-45 00:00:00.000000")
+    assert not is_amplitude_timestamp("2023-02-29 00:00:00.000000")
