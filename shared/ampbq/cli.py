@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import re
 import sys
-from datetime import date, datetime, timezone
+from datetime import datetime, timezone
 from pathlib import Path
 
 import click
 
-from . import naming, transform as core
+from . import backfill as backfills
+from . import inventory, naming, rejects as quarantine, render, reprocess as redrops, status as states
+from . import transform as core
+from .cli_options import Ops, cloud_command, range_options, span, wait_options
+from .naming import HourRange
 from .shaping import Lineage
 
 
@@ -25,7 +30,11 @@ def main() -> None:
 @click.option("--events-per-hour", default=100, show_default=True, help="Generated events per hour.")
 @click.option("--parts-per-hour", default=2, show_default=True, help="Generated files (#n parts) per hour.")
 @click.option("--timeout", default=600, show_default=True, help="Seconds to wait for every hour to land.")
-def demo(day, zip_path, events_per_hour, parts_per_hour, timeout) -> None:
+@click.option("--amplitude-url", help="Use this Export API server instead of the built-in stub "
+              "(keys from AMPLITUDE_API_KEY and AMPLITUDE_SECRET_KEY).")
+@click.option("--workdir", type=click.Path(file_okay=False, path_type=Path),
+              help="Where the stack keeps its data and logs (default: .stack/demo; emptied at start).")
+def demo(day, zip_path, events_per_hour, parts_per_hour, timeout, amplitude_url, workdir) -> None:
     """Run a whole day end to end on the local stack and print what landed.
 
     Starts the emulators, a stub Export API and the three functions on 127.0.0.1, publishes a
@@ -35,6 +44,8 @@ def demo(day, zip_path, events_per_hour, parts_per_hour, timeout) -> None:
     Example:
 
         ampbq demo --date 2024-01-31 --events-per-hour 500
+
+        AMPLITUDE_API_KEY=… AMPLITUDE_SECRET_KEY=… ampbq demo --amplitude-url http://127.0.0.1:8080
     """
     from rich.console import Console
     from rich.table import Table
@@ -43,8 +54,12 @@ def demo(day, zip_path, events_per_hour, parts_per_hour, timeout) -> None:
 
     console = Console(stderr=True)
     with console.status("starting the local stack…") as status:
-        report = run_demo(day.date() if day else None, zip_path, events_per_hour, parts_per_hour, timeout,
-                          progress=lambda done, total: status.update(f"hours landed: {done}/{total}"))
+        try:
+            report = run_demo(day.date() if day else None, zip_path, events_per_hour, parts_per_hour, timeout,
+                              workdir, progress=lambda done, total: status.update(f"hours landed: {done}/{total}"),
+                              amplitude_url=amplitude_url)
+        except ValueError as why:
+            raise click.ClickException(str(why)) from None
     table = Table(title=f"upload hours of {report.day:%Y-%m-%d}")
     for column in ("hour", "events exported", "rows loaded", "rejected", "state"):
         table.add_column(column, justify="right" if column != "state" else "left")
@@ -96,3 +111,203 @@ def transform_command(src: Path, dst: Path, hour) -> None:
     else:
         click.echo(f"rejected lines: {rejects_path}", err=True)
     click.echo(f"transform: events={counts.events} rows={counts.rows} rejected={counts.rejected}")
+
+
+# ------------------------------------------------------------------ operating it
+# These commands work against the cloud (application default credentials) and the local stack
+# alike: the clients honour STORAGE_EMULATOR_HOST, BIGQUERY_EMULATOR_HOST, PUBSUB_EMULATOR_HOST.
+def show_statuses(ops: Ops, hours: HourRange, only: set | None = None) -> int:
+    """Print the status table of `hours` (or of the `only` hours among them); return the exit code."""
+    found = inventory.read(ops.bucket, ops.bq, ops.config, hours)
+    statuses = [states.classify(e) for e in found.hours if only is None or e.hour in only]
+    render.console().print(render.status_table(statuses, render.span_label(hours)))
+    for warning in found.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    click.echo(states.summary_line(statuses, str(hours)))
+    return states.exit_code(statuses)
+
+
+def after_redrop(ops: Ops, done: list, stage: str, wait: bool, timeout: float, poll: float, stderr: bool = False) -> int:
+    """Show what was re-dropped, wait for those hours to settle, show them; return the exit code."""
+    render.console(stderr=stderr).print(render.redrop_table(done, stage))
+    dropped = [r.hour for r in done if not r.error]
+    code = states.EXIT_PROBLEM if len(dropped) < len(done) else states.EXIT_COMPLETE
+    if wait and dropped:
+        with render.progress("hours settled") as update:
+            settled = redrops.wait(dropped, ops.bucket, ops.bq, ops.config, timeout, poll, update)
+        shown = show_statuses(ops, HourRange(min(dropped), max(dropped)), set(dropped))
+        code = max(code, shown if settled is not None else states.EXIT_PENDING)
+    return code
+
+
+@main.command()
+@cloud_command
+@click.option("--start", type=click.DateTime(["%Y-%m-%d"]), required=True, help="First UTC upload day.")
+@click.option("--end", type=click.DateTime(["%Y-%m-%d"]), help="Last UTC upload day (default: --start).")
+@click.option("--hours", help="Only these hours of each day: HH or HH-HH (inclusive).")
+@click.option("--local", is_flag=True, help="Run export, transform and load in this process instead of publishing.")
+@click.option("--topic", default="daily-runs", show_default=True, envvar="AMPBQ_RUNS_TOPIC", help="The run topic.")
+@wait_options(5.0)
+def backfill(ops: Ops, start, end, hours, local, topic, wait, timeout, poll) -> None:
+    """Export a range of days from Amplitude into BigQuery: one run request per day.
+
+    Publishes {"date": ...} (or, with --hours, {"start": ..., "end": ...}) per day to the run
+    topic, so the deployed chain does the days in parallel, then shows a progress bar until
+    every day has landed. Refuses hours that are not over yet. Exit status: 0 all landed,
+    1 a day or hour failed, 3 still running at --timeout.
+
+    Example:
+
+        ampbq backfill --start 2024-01-01 --end 2024-01-31
+        ampbq backfill --start 2024-02-01 --hours 05-07 --local
+    """
+    try:
+        span_hours = backfills.parse_hours(hours) if hours else None
+    except ValueError as why:
+        raise click.BadParameter(str(why), param_hint="--hours") from None
+    plan = backfills.plan(start.date(), (end or start).date(), span_hours, datetime.now(timezone.utc),
+                          ops.config.min_data_age_hours)
+    for warning in plan.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    runs = backfills.snapshot(ops.bucket, plan.ranges)
+    if local:
+        with render.progress("days run here") as update:
+            for n, run in enumerate(runs, 1):
+                backfills.run_locally(run, ops.config, ops.bucket, ops.bq)
+                update(n, len(runs))
+    else:
+        ids = backfills.publish(ops.config.project, topic, plan.bodies())
+        click.echo(f"published {len(ids)} run request(s) to {topic}: {', '.join(map(str, plan.ranges))}")
+    if not wait:
+        return
+    with render.progress("days landed") as update:
+        finished = backfills.wait(runs, ops.bucket, ops.bq, ops.config, timeout, poll, update)
+    click.echo("\n".join(run.line() for run in runs))
+    click.echo(backfills.summary_line(runs))
+    failed = any(run.done and not run.ok for run in runs)
+    if failed or not finished:
+        click.echo("see `ampbq status --start ... --end ...` for each hour", err=True)
+        sys.exit(states.EXIT_PROBLEM if failed else states.EXIT_PENDING)
+
+
+@main.command()
+@cloud_command
+@click.option("--hour", "hour_list", multiple=True, type=click.DateTime(["%Y-%m-%dT%H"]), help="An upload hour (repeatable).")
+@click.option("--date", "day", type=click.DateTime(["%Y-%m-%d"]), help="Every hour of this UTC day that has an object.")
+@click.option("--from", "stage", type=click.Choice(sorted(redrops.STAGES)), default="export", show_default=True,
+              help="export: transform and load again; import: load again.")
+@wait_options(2.0)
+def reprocess(ops: Ops, hour_list, day, stage, wait, timeout, poll) -> None:
+    """Run the chain again for exactly these hours, replacing their rows.
+
+    Rewrites each hour's object under export/ (or import/) onto itself: a new generation, which
+    the chain processes like a new object. An hour without an object under export/ cannot be
+    reprocessed: re-export it with `ampbq backfill --hours`.
+
+    Example:
+
+        ampbq reprocess --hour 2024-01-31T05
+        ampbq reprocess --date 2024-01-31 --from import
+    """
+    if bool(hour_list) == bool(day):
+        raise click.UsageError("pass --hour (one or more) or --date")
+    if day:
+        hours = redrops.existing_hours(ops.bucket, HourRange.day(day.date()), stage)
+        if not hours:
+            raise click.ClickException(f"no objects under {stage}/{day:%Y-%m-%d}/; re-export the day with ampbq backfill")
+    else:
+        hours = sorted({h.replace(tzinfo=timezone.utc) for h in hour_list})
+    sys.exit(after_redrop(ops, redrops.reprocess(ops.bucket, hours, stage), stage, wait, timeout, poll))
+
+
+@main.command()
+@cloud_command
+@range_options
+@click.option("--json", "as_json", is_flag=True, help="One JSON document: every hour and the summary.")
+def status(ops: Ops, day, start, end, as_json) -> None:
+    """Show, per upload hour, what is in GCS and BigQuery and whether the hour is complete.
+
+    States: loaded, no data (Amplitude had nothing for the hour), pending (the chain is on it),
+    MISSING, FAILED (a step gave up; see deadletter/), MISMATCH (counts disagree). Exit status:
+    0 every hour loaded or no data, 1 any MISSING/FAILED/MISMATCH, 3 only pending remain.
+
+    Example:
+
+        ampbq status --date 2024-01-31
+        ampbq status --start 2024-01-01 --end 2024-01-31 --json
+    """
+    hours = span(day, start, end)
+    if not as_json:
+        sys.exit(show_statuses(ops, hours))
+    found = inventory.read(ops.bucket, ops.bq, ops.config, hours)
+    statuses = [states.classify(e) for e in found.hours]
+    click.echo(json.dumps(states.document(str(hours), statuses, found.warnings), indent=1, default=str))
+    sys.exit(states.exit_code(statuses))
+
+
+@main.command()
+@cloud_command
+@range_options
+@click.option("--json", "as_json", is_flag=True, help="Every record as one JSON line.")
+@click.option("--limit", default=50, show_default=True, help="Lines to show in the table.")
+@click.option("--replay", is_flag=True, help="Reprocess the hours that have rejects, from export/, with the code deployed now.")
+@wait_options(2.0)
+def rejects(ops: Ops, day, start, end, as_json, limit, replay, wait, timeout, poll) -> None:
+    """List the lines transform quarantined, with the reason for each; replay them after a fix.
+
+    Replay reprocesses each hour that has rejects from its export object: the load replaces
+    an hour as a whole, so re-feeding only the rejected lines would drop the hour's good rows.
+    Deploy the fix first; lines the new code still refuses stay in rejects/.
+
+    Example:
+
+        ampbq rejects --date 2024-01-31
+        ampbq rejects --date 2024-01-31 --replay
+    """
+    hours = span(day, start, end)
+    records = quarantine.read(ops.bucket, hours)
+    if as_json:
+        for record in records:
+            click.echo(json.dumps(record.as_json()))
+    else:
+        render.console().print(render.rejects_table(records, limit))
+        for kind, n in quarantine.by_kind(records).most_common():
+            click.echo(f"{n:>8}  {kind}")
+    click.echo(f"rejects: {hours} hours={len({r.hour for r in records})} lines={len(records)}", err=as_json)
+    if replay and records:
+        sys.exit(after_redrop(ops, quarantine.replay(ops.bucket, records), "export", wait, timeout, poll, stderr=as_json))
+
+
+@main.command()
+@click.option("--events-per-hour", default=20, show_default=True, help="Events the stub project has per hour.")
+@click.option("--quiet-hours", default="", help="Hours of the day with no data, e.g. 03,04.")
+@click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), help="Where the emulators keep their data.")
+def stack(events_per_hour, quiet_hours, workdir) -> None:
+    """Start the local stack with a stub Amplitude project and keep it running until Ctrl-C.
+
+    Prints the environment that points `ampbq` at it; paste it into another shell and try
+    backfill, status, reprocess and rejects. Everything it started stops when it stops.
+
+    Example:
+
+        ampbq stack --quiet-hours 03,04
+        # in another shell: eval "$(...printed exports...)"; ampbq backfill --start 2024-01-30
+    """
+    from . import sandbox
+
+    def announce(running) -> None:
+        click.echo("\n".join(sandbox.exports(running)))
+        click.echo(f"# local stack up (logs in {running.workdir / 'logs'}); Ctrl-C stops it", err=True)
+
+    quiet = frozenset(int(h) for h in quiet_hours.split(",") if h.strip())
+    with render.console(stderr=True).status("starting the local stack…") as spinner:
+        sandbox.serve(sandbox.GeneratedSource(events_per_hour, quiet_hours=quiet), workdir, announce, spinner.stop)
+
+
+def _register_bench() -> None:
+    from .bench import bench
+
+    main.add_command(bench, "bench")
+
+
+_register_bench()

@@ -1,0 +1,214 @@
+"""Read what GCS and BigQuery say about a range of upload hours, as `status.HourEvidence`.
+
+Object listings (one per day and prefix) carry generations and metadata, so no object is read
+except small JSON records (export manifests, dead letters) and, for an archive without a
+manifest, the zip's central directory. BigQuery is asked one query per range: the ledger joined
+with COUNT(*) per `_upload_hour` (the table is clustered on it, so the count prunes blocks).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import zipfile
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta, timezone
+
+from google.api_core import exceptions as gexc
+from google.cloud import bigquery, storage
+
+from . import bigquery as bq_adapter
+from . import gcs, naming
+from .config import Config
+from .load import timestamp_literal
+from .naming import HourRange
+from .status import HourEvidence, LedgerEntry, ObjectInfo
+
+# export/raw/YYYY-MM-DD/START-END.zip and its .manifest.json (names from naming.raw_zip_name).
+_RAW = re.compile(r"^export/raw/\d{4}-\d{2}-\d{2}/(\d{8}T\d{2})-(\d{8}T\d{2})\.(zip|manifest\.json)$")
+# deadletter/<step>/<object>#<generation>.json, or deadletter/export/<START..END>.json
+_DEAD = re.compile(r"^deadletter/(transform|load)/(.+)#(\d+)\.json$")
+_DEAD_EXPORT = re.compile(r"^deadletter/export/(\d{8}T\d{2})\.\.(\d{8}T\d{2})\.json$")
+
+
+@dataclass
+class Inventory:
+    hours: list[HourEvidence]
+    warnings: list[str] = field(default_factory=list)
+
+
+def days_of(hours: HourRange) -> list[date]:
+    first, last = hours.start.date(), hours.end.date()
+    return [first + timedelta(days=n) for n in range((last - first).days + 1)]
+
+
+def object_info(blob: storage.Blob) -> ObjectInfo:
+    return ObjectInfo(blob.name, int(blob.generation), int(blob.size or 0), dict(blob.metadata or {}), blob.updated)
+
+
+def read(bucket: storage.Bucket, bq: bigquery.Client, config: Config, hours: HourRange, counts: bool = True) -> Inventory:
+    """The evidence for every hour of `hours`; `counts=False` skips COUNT(*) (the ledger is enough)."""
+    warnings: list[str] = []
+    days = days_of(hours)
+    sources = _listed(bucket, [f"{naming.EXPORT_PREFIX}{d}/" for d in days], naming.parse_hour_object)
+    imports = _listed(bucket, [f"{naming.IMPORT_PREFIX}{d}/" for d in days], naming.parse_import_object)
+    coverage = ExportCoverage.read(bucket, hours, needed=[h for h in hours.hours() if h not in sources])
+    failures = _step_failures(bucket, days, sources, imports)
+    ledger, table_rows = _bigquery(bq, config, hours, counts, warnings)
+    evidence = []
+    for hour in hours.hours():
+        failed = failures.get(hour, ()) or (() if hour in sources else coverage.failures(hour))
+        evidence.append(HourEvidence(
+            hour=hour, hour_object=sources.get(hour), import_object=imports.get(hour), ledger=ledger.get(hour),
+            table_rows=table_rows.get(hour, 0) if counts else None, archives=coverage.archives(hour),
+            exported=True if hour in sources else coverage.exported(hour), failures=failed,
+        ))
+    return Inventory(evidence, warnings)
+
+
+def _listed(bucket: storage.Bucket, prefixes: list[str], parse) -> dict[datetime, ObjectInfo]:
+    found = {}
+    for prefix in prefixes:
+        for blob in bucket.list_blobs(prefix=prefix):
+            hour = parse(blob.name)
+            if hour is not None:
+                found[hour] = object_info(blob)
+    return found
+
+
+@dataclass
+class ExportCoverage:
+    """What the export runs around a range wrote: raw archives, manifests, dead letters."""
+
+    bucket: storage.Bucket
+    archives_by_range: dict[HourRange, ObjectInfo] = field(default_factory=dict)
+    manifests: list[tuple[HourRange, ObjectInfo, frozenset]] = field(default_factory=list)
+    dead: list[tuple[HourRange, ObjectInfo, str]] = field(default_factory=list)
+    _entries: dict[str, frozenset] = field(default_factory=dict)
+
+    @classmethod
+    def read(cls, bucket: storage.Bucket, hours: HourRange, needed: list[datetime]) -> "ExportCoverage":
+        coverage = cls(bucket)
+        # A run's archives sit under its first day; a range may start the day before.
+        for day in [hours.start.date() - timedelta(days=1), *days_of(hours)]:
+            for blob in bucket.list_blobs(prefix=f"{naming.RAW_PREFIX}{day}/"):
+                coverage._add_raw(blob, hours)
+        if needed:
+            for day in [hours.start.date() - timedelta(days=1), *days_of(hours)]:
+                for blob in bucket.list_blobs(prefix=f"{naming.DEAD_LETTER_PREFIX}export/{day:%Y%m%d}"):
+                    coverage._add_dead_letter(blob, hours)
+        return coverage
+
+    def _add_raw(self, blob: storage.Blob, hours: HourRange) -> None:
+        match = _RAW.match(blob.name)
+        if not match:
+            return
+        span = HourRange.parse(match.group(1), match.group(2))
+        if span.end < hours.start or span.start > hours.end:
+            return
+        if match.group(3) == "zip":
+            self.archives_by_range[span] = object_info(blob)
+            return
+        written = json.loads(blob.download_as_bytes()).get("hours", {})
+        with_data = frozenset(h for h in map(naming.parse_hour_object, written) if h is not None)
+        self.manifests.append((span, object_info(blob), with_data))
+
+    def _add_dead_letter(self, blob: storage.Blob, hours: HourRange) -> None:
+        match = _DEAD_EXPORT.match(blob.name)
+        if match:
+            span = HourRange.parse(match.group(1), match.group(2))
+            if not (span.end < hours.start or span.start > hours.end):
+                self.dead.append((span, object_info(blob), error_text(blob)))
+
+    def archives(self, hour: datetime) -> tuple[str, ...]:
+        return tuple(sorted(info.name for span, info in self.archives_by_range.items() if hour in span))
+
+    def _latest_manifest(self, hour: datetime):
+        covering = [m for m in self.manifests if hour in m[0]]
+        return max(covering, key=lambda m: m[1].updated or datetime.min.replace(tzinfo=timezone.utc), default=None)
+
+    def exported(self, hour: datetime) -> bool | None:
+        """Whether a finished export found data for the hour (None: no finished export says)."""
+        manifest = self._latest_manifest(hour)
+        if manifest is not None:
+            return hour in manifest[2]
+        archives = [info for span, info in self.archives_by_range.items() if hour in span]
+        if not archives:
+            return None
+        return any(hour in self._zip_hours(info.name) for info in archives)
+
+    def failures(self, hour: datetime) -> tuple[str, ...]:
+        """Export dead letters for the hour's range newer than the last finished export of it."""
+        manifest = self._latest_manifest(hour)
+        after = manifest[1].updated if manifest else None
+        return tuple(f"export: {error}" for span, info, error in self.dead
+                     if hour in span and (after is None or (info.updated and info.updated > after)))
+
+    def _zip_hours(self, name: str) -> frozenset:
+        """The hours an archive has entries for (its central directory only; ranged reads)."""
+        if name not in self._entries:
+            hours = set()
+            with gcs.reader(self.bucket, name) as raw:
+                for entry in zipfile.ZipFile(raw).namelist():
+                    try:
+                        hours.add(naming.parse_zip_entry(entry).hour)
+                    except ValueError:
+                        continue  # refused by the export step; not an hour's data
+            self._entries[name] = frozenset(hours)
+        return self._entries[name]
+
+
+def error_text(blob: storage.Blob) -> str:
+    """The `error` of a dead-letter record (entry._record_dead_letter writes them)."""
+    try:
+        return str(json.loads(blob.download_as_bytes()).get("error", "see the dead-letter record"))
+    except (ValueError, gexc.NotFound):
+        return f"see {blob.name}"
+
+
+def _step_failures(bucket, days, sources: dict, imports: dict) -> dict[datetime, tuple[str, ...]]:
+    """Dead letters of transform/load for exactly the live generation of an hour's object."""
+    live = {(o.name, o.generation): hour for objects in (sources, imports) for hour, o in objects.items()}
+    found: dict[datetime, tuple[str, ...]] = {}
+    for step, prefix in (("transform", naming.EXPORT_PREFIX), ("load", naming.IMPORT_PREFIX)):
+        for day in days:
+            for blob in bucket.list_blobs(prefix=f"{naming.DEAD_LETTER_PREFIX}{step}/{prefix}{day}/"):
+                match = _DEAD.match(blob.name)
+                hour = live.get((match.group(2), int(match.group(3)))) if match else None
+                if hour is not None:
+                    found[hour] = found.get(hour, ()) + (f"{step}: {error_text(blob)}",)
+    return found
+
+
+def ledger_sql(config: Config, hours: HourRange, counts: bool) -> str:
+    bounds = f"BETWEEN {timestamp_literal(hours.start)} AND {timestamp_literal(hours.end)}"
+    ledger = (f"SELECT upload_hour, import_generation, source_generation, events, rows_written, rejected, loaded "
+              f"FROM `{config.ledger_table_id}` WHERE upload_hour {bounds}")
+    if not counts:
+        return ledger + " ORDER BY upload_hour"
+    return f"""
+WITH ledger AS ({ledger}),
+counts AS (SELECT _upload_hour AS upload_hour, COUNT(*) AS table_rows FROM `{config.table_id}`
+           WHERE _upload_hour {bounds} GROUP BY _upload_hour)
+SELECT COALESCE(l.upload_hour, c.upload_hour) AS hour, c.table_rows, l.import_generation, l.source_generation,
+       l.events, l.rows_written, l.rejected, l.loaded
+FROM ledger AS l FULL OUTER JOIN counts AS c ON l.upload_hour = c.upload_hour
+ORDER BY hour"""
+
+
+def _bigquery(bq, config: Config, hours: HourRange, counts: bool, warnings: list[str]):
+    try:
+        rows = [dict(row) for row in bq.query(ledger_sql(config, hours, counts)).result()]
+    except gexc.NotFound as missing:
+        warnings.append(f"BigQuery tables not found ({missing.message}); nothing has been loaded yet")
+        return {}, {}
+    except gexc.GoogleAPICallError as error:
+        raise bq_adapter.classify(error) from error
+    ledger, table_rows = {}, {}
+    for row in rows:
+        hour = naming.utc_hour(row.get("hour") or row["upload_hour"])
+        if row.get("import_generation") is not None:
+            ledger[hour] = LedgerEntry(*(int(row[k]) for k in (
+                "import_generation", "source_generation", "events", "rows_written", "rejected", "loaded")))
+        table_rows[hour] = int(row.get("table_rows") or 0)
+    return ledger, table_rows

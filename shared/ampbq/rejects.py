@@ -1,0 +1,99 @@
+"""Rejects: the lines transform quarantined (`rejects/YYYY-MM-DD/HH.json`), and how to replay them.
+
+Replaying means reprocessing the whole hour from its export object, not re-feeding the rejected
+lines: the load replaces an upload hour as a unit, so loading only the fixed lines would delete
+the hour's good rows. Re-running the hour with the fixed code reads every line again, loads the
+lines it can now shape together with the rest, and rewrites (or deletes) the rejects object.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections import Counter
+from dataclasses import dataclass
+from datetime import datetime
+
+from google.cloud import storage
+
+from . import naming
+from .naming import HourRange
+from .reprocess import Redrop, reprocess
+
+_REJECTS_HOUR = naming.parse_import_object  # same YYYY-MM-DD/HH layout, different prefix and suffix
+
+
+@dataclass(frozen=True)
+class Reject:
+    hour: datetime
+    line: int
+    reason: str
+    source_object: str
+    raw: bytes
+    source_generation: str = ""
+
+    def preview(self, width: int = 60) -> str:
+        """The raw line as a person can read it in a table: printable, one line, cut at `width`."""
+        try:
+            text = self.raw.decode("utf-8")
+        except UnicodeDecodeError:
+            return f"<{len(self.raw)} bytes, not UTF-8>"
+        text = text.encode("unicode_escape").decode("ascii") if not text.isprintable() else text
+        return text if len(text) <= width else text[: width - 1] + "…"
+
+    def as_json(self) -> dict:
+        record = {"hour": f"{self.hour:%Y-%m-%dT%H}", "line": self.line, "reason": self.reason,
+                  "source_object": self.source_object, "source_generation": self.source_generation}
+        try:
+            record["raw"] = self.raw.decode("utf-8")
+        except UnicodeDecodeError:
+            record["raw_base64"] = base64.b64encode(self.raw).decode()
+        return record
+
+
+def parse_hour(name: str) -> datetime | None:
+    """The hour of a `rejects/YYYY-MM-DD/HH.json` object, or None."""
+    if not name.startswith(naming.REJECTS_PREFIX):
+        return None
+    return _REJECTS_HOUR(naming.IMPORT_PREFIX + name.removeprefix(naming.REJECTS_PREFIX))
+
+
+def parse_records(hour: datetime, data: bytes, source_generation: str = "") -> list[Reject]:
+    """The NDJSON reject records transform writes (transform.reject_record)."""
+    found = []
+    for line in data.splitlines():
+        if not line.strip():
+            continue
+        record = json.loads(line)
+        raw = base64.b64decode(record["raw_base64"]) if "raw_base64" in record else record.get("raw", "").encode()
+        found.append(Reject(hour, int(record["line"]), record["reason"], record.get("source_object", ""), raw,
+                            source_generation))
+    return found
+
+
+def read(bucket: storage.Bucket, hours: HourRange) -> list[Reject]:
+    """Every reject record of the range's hours, in hour and line order."""
+    found = []
+    for day in sorted({h.date() for h in hours.hours()}):
+        for blob in bucket.list_blobs(prefix=f"{naming.REJECTS_PREFIX}{day}/"):
+            hour = parse_hour(blob.name)
+            if hour is None or hour not in hours:
+                continue
+            generation = (blob.metadata or {}).get("source_generation", "")
+            found.extend(parse_records(hour, blob.download_as_bytes(), generation))
+    return sorted(found, key=lambda r: (r.hour, r.line))
+
+
+def reason_kind(reason: str) -> str:
+    """A reason without its particulars, to count alike reasons together."""
+    head = reason.split(":", 1)[0]
+    return head if len(head) <= 60 else head[:59] + "…"
+
+
+def by_kind(records: list[Reject]) -> Counter:
+    return Counter(reason_kind(r.reason) for r in records)
+
+
+def replay(bucket: storage.Bucket, records: list[Reject]) -> list[Redrop]:
+    """Reprocess, from export/, every hour that has rejects (see the module's docstring for why)."""
+    return reprocess(bucket, sorted({r.hour for r in records}), "export")

@@ -1,0 +1,217 @@
+"""Where an upload hour stands, decided from what GCS and BigQuery say about it (pure, no I/O).
+
+`inventory` gathers one `HourEvidence` per hour; `classify` turns it into a state:
+
+- loaded    the ledger records a load of the live import object, which was made from the live
+            hour object, and every count agrees (events = rows + rejected, rows in the table =
+            rows the load wrote = rows transform wrote).
+- no data   no hour object, and the export run that covered the hour found nothing for it
+            (Amplitude answered 404, or its archive has no entry for the hour).
+- pending   the chain is working on it: the import object or the ledger entry is for an older
+            generation than the live object upstream of it.
+- MISSING   no hour object and nothing says the hour had no data: the export never ran for it,
+            or it ran but did not write the hour object.
+- FAILED    a step gave up on the live generation (a dead-letter record exists for it).
+- MISMATCH  the counts disagree, or BigQuery holds rows nothing accounts for.
+
+An hour whose objects are gone (the bucket's lifecycle rules delete export/ and import/ after a
+while) but whose load is in the ledger is judged by the ledger and the table alone.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import Enum
+
+
+class State(str, Enum):
+    LOADED = "loaded"
+    NO_DATA = "no_data"
+    PENDING = "pending"
+    MISSING = "missing"
+    FAILED = "failed"
+    MISMATCH = "mismatch"
+
+    @property
+    def label(self) -> str:
+        """How a person reads it: problems shout."""
+        if self in PROBLEMS:
+            return self.value.upper()
+        return self.value.replace("_", " ")
+
+
+PROBLEMS = frozenset({State.MISSING, State.FAILED, State.MISMATCH})
+COMPLETE = frozenset({State.LOADED, State.NO_DATA})
+# States that will not change until a person (or a new run) acts: what the waits wait for.
+SETTLED = COMPLETE | PROBLEMS
+
+EXIT_COMPLETE, EXIT_PROBLEM, EXIT_PENDING = 0, 1, 3
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    """A live GCS object: what its listing entry says."""
+
+    name: str
+    generation: int
+    size: int = 0
+    metadata: dict[str, str] = field(default_factory=dict)
+    updated: datetime | None = None
+
+    def count(self, key: str) -> int | None:
+        try:
+            return int(self.metadata[key])
+        except (KeyError, ValueError):
+            return None
+
+
+@dataclass(frozen=True)
+class LedgerEntry:
+    """The load ledger's row for an hour (schema/all_user_events_loads.json)."""
+
+    import_generation: int
+    source_generation: int
+    events: int
+    rows_written: int
+    rejected: int
+    loaded: int
+
+
+@dataclass(frozen=True)
+class HourEvidence:
+    hour: datetime
+    hour_object: ObjectInfo | None = None
+    import_object: ObjectInfo | None = None
+    ledger: LedgerEntry | None = None
+    table_rows: int | None = None  # rows with this _upload_hour; None when not counted
+    archives: tuple[str, ...] = ()  # raw archives whose range holds the hour
+    exported: bool | None = None  # did a finished export find data for the hour? None: unknown
+    failures: tuple[str, ...] = ()  # dead-letter errors for the live generations (or the export)
+
+
+@dataclass(frozen=True)
+class HourStatus:
+    evidence: HourEvidence
+    state: State
+    reason: str = ""
+
+    @property
+    def hour(self) -> datetime:
+        return self.evidence.hour
+
+    @property
+    def events(self) -> int | None:
+        imp, led = self.evidence.import_object, self.evidence.ledger
+        return imp.count("events") if imp else (led.events if led else None)
+
+    @property
+    def rejected(self) -> int | None:
+        imp, led = self.evidence.import_object, self.evidence.ledger
+        return imp.count("rejected") if imp else (led.rejected if led else None)
+
+    def as_json(self) -> dict:
+        e = self.evidence
+        return {
+            "hour": f"{e.hour:%Y-%m-%dT%H}",
+            "state": self.state.value,
+            "reason": self.reason,
+            "raw_archives": list(e.archives),
+            "hour_object": _object_json(e.hour_object),
+            "import_object": _object_json(e.import_object),
+            "events": self.events,
+            "rejected": self.rejected,
+            "rows_in_bigquery": e.table_rows,
+            "ledger": vars(e.ledger) if e.ledger else None,
+        }
+
+
+def _object_json(obj: ObjectInfo | None) -> dict | None:
+    if obj is None:
+        return None
+    return {"name": obj.name, "generation": obj.generation, "size": obj.size, "metadata": dict(obj.metadata)}
+
+
+def classify(evidence: HourEvidence) -> HourStatus:
+    state, reason = _decide(evidence)
+    return HourStatus(evidence, state, reason)
+
+
+def _decide(e: HourEvidence) -> tuple[State, str]:
+    src, imp, led = e.hour_object, e.import_object, e.ledger
+    if src is None:
+        return _without_hour_object(e)
+    if imp is None or imp.metadata.get("source_generation") != str(src.generation):
+        if e.failures:
+            return State.FAILED, e.failures[0]
+        return State.PENDING, f"transform has not written generation {src.generation} yet"
+    if led is None or led.import_generation < imp.generation:
+        if e.failures:
+            return State.FAILED, e.failures[0]
+        return State.PENDING, f"load of import generation {imp.generation} not recorded yet"
+    if led.import_generation > imp.generation:
+        return State.MISMATCH, f"the ledger records import generation {led.import_generation}, newer than the live {imp.generation}"
+    problems = count_problems(led, e.table_rows, imp)
+    return (State.MISMATCH, "; ".join(problems)) if problems else (State.LOADED, "")
+
+
+def _without_hour_object(e: HourEvidence) -> tuple[State, str]:
+    if e.ledger is not None:
+        problems = count_problems(e.ledger, e.table_rows, e.import_object)
+        if problems:
+            return State.MISMATCH, "; ".join(problems)
+        return State.LOADED, "hour object gone (lifecycle?); judged by the ledger"
+    if e.table_rows:
+        return State.MISMATCH, f"{e.table_rows} rows in BigQuery but no hour object and no load recorded"
+    if e.exported is False:
+        return State.NO_DATA, "the export found no events for this hour"
+    if e.failures:
+        return State.FAILED, e.failures[0]
+    if e.exported:
+        return State.MISSING, "the raw archive has this hour but no hour object was written"
+    return State.MISSING, "no finished export covers this hour"
+
+
+def count_problems(led: LedgerEntry, table_rows: int | None, imp: ObjectInfo | None = None) -> list[str]:
+    """Every way the counts of a loaded hour disagree, in words (empty when they all agree)."""
+    problems = []
+    if imp is not None and imp.metadata.get("source_generation") == str(led.source_generation):
+        for key, recorded in (("events", led.events), ("rows", led.rows_written), ("rejected", led.rejected)):
+            if imp.count(key) != recorded:
+                problems.append(f"import object says {key}={imp.count(key)}, the ledger {recorded}")
+    if led.events != led.rows_written + led.rejected:
+        problems.append(f"events {led.events} != rows {led.rows_written} + rejected {led.rejected}")
+    if led.loaded != led.rows_written:
+        problems.append(f"the load counted {led.loaded} rows after writing {led.rows_written}")
+    if table_rows is not None and table_rows != led.loaded:
+        problems.append(f"BigQuery holds {table_rows} rows, the load recorded {led.loaded}")
+    return problems
+
+
+def summary(statuses: list[HourStatus]) -> Counter:
+    return Counter(s.state for s in statuses)
+
+
+def exit_code(statuses: list[HourStatus]) -> int:
+    """0: every hour complete; 1: a person must act; 3: only work in progress remains."""
+    states = {s.state for s in statuses}
+    if states & PROBLEMS:
+        return EXIT_PROBLEM
+    return EXIT_COMPLETE if states <= COMPLETE else EXIT_PENDING
+
+
+def document(label: str, statuses: list[HourStatus], warnings: list[str]) -> dict:
+    """What `ampbq status --json` prints."""
+    return {"range": label, "summary": {s.value: n for s, n in summary(statuses).items()},
+            "exit_code": exit_code(statuses), "warnings": warnings, "hours": [s.as_json() for s in statuses]}
+
+
+def summary_line(statuses: list[HourStatus], label: str) -> str:
+    """e.g. `status: 20240131T00..20240131T23 hours=24 loaded=23 no_data=1 events=2300 rejected=0 rows=2300`."""
+    counts = summary(statuses)
+    states = " ".join(f"{state.value}={counts[state]}" for state in State if counts[state])
+    events = sum(s.events or 0 for s in statuses)
+    rejected = sum(s.rejected or 0 for s in statuses)
+    rows = sum(s.evidence.table_rows or 0 for s in statuses)
+    return f"status: {label} hours={len(statuses)} {states} events={events} rejected={rejected} rows={rows}"

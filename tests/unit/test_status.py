@@ -1,0 +1,149 @@
+"""The per-hour state: what GCS and BigQuery say about an hour, decided without any server."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import pytest
+
+from ampbq.config import Config
+from ampbq.inventory import ledger_sql
+from ampbq.naming import HourRange
+from ampbq.status import (EXIT_COMPLETE, EXIT_PENDING, EXIT_PROBLEM, HourEvidence, LedgerEntry, ObjectInfo, State,
+                          classify, document, exit_code, summary_line)
+
+HOUR = datetime(2022, 1, 5, 7, tzinfo=timezone.utc)
+SRC_GEN, IMP_GEN = 111, 222
+
+
+def source(generation: int = SRC_GEN) -> ObjectInfo:
+    return ObjectInfo("export/2022-01-05/07.json.gz", generation, 2048, {"parts": "2"})
+
+
+def target(generation: int = IMP_GEN, source_generation: int = SRC_GEN, events=10, rows=9, rejected=1) -> ObjectInfo:
+    meta = {"source_generation": str(source_generation), "events": str(events), "rows": str(rows), "rejected": str(rejected)}
+    return ObjectInfo("import/2022-01-05/07.json", generation, 4096, meta)
+
+
+def ledger(import_generation: int = IMP_GEN, events=10, rows=9, rejected=1, loaded=9) -> LedgerEntry:
+    return LedgerEntry(import_generation, SRC_GEN, events, rows, rejected, loaded)
+
+
+def loaded_hour(**changes) -> HourEvidence:
+    values = dict(hour=HOUR, hour_object=source(), import_object=target(), ledger=ledger(), table_rows=9,
+                  archives=("export/raw/2022-01-05/20220105T00-20220105T23.zip",), exported=True)
+    return HourEvidence(**(values | changes))
+
+
+def test_hour_whose_counts_all_agree_is_loaded():
+    status = classify(loaded_hour())
+    assert (status.state, status.reason, status.events, status.rejected) == (State.LOADED, "", 10, 1)
+
+
+def test_hour_loaded_when_rows_were_not_counted_is_judged_by_the_ledger():
+    assert classify(loaded_hour(table_rows=None)).state is State.LOADED
+
+
+def test_import_object_of_an_older_hour_object_generation_is_pending():
+    status = classify(loaded_hour(hour_object=source(SRC_GEN + 1)))
+    assert status.state is State.PENDING and "transform" in status.reason
+
+
+def test_ledger_entry_of_an_older_import_generation_is_pending():
+    status = classify(loaded_hour(ledger=ledger(IMP_GEN - 1)))
+    assert status.state is State.PENDING and "load" in status.reason
+
+
+def test_hour_with_no_import_object_yet_is_pending():
+    assert classify(loaded_hour(import_object=None, ledger=None, table_rows=0)).state is State.PENDING
+
+
+def test_dead_letter_for_the_live_generation_makes_a_waiting_hour_failed():
+    status = classify(loaded_hour(ledger=None, table_rows=0, failures=("load: BigQuery: bad row",)))
+    assert (status.state, status.reason) == (State.FAILED, "load: BigQuery: bad row")
+
+
+def test_loaded_hour_stays_loaded_despite_an_old_dead_letter():
+    assert classify(loaded_hour(failures=("load: timed out",))).state is State.LOADED
+
+
+def test_fewer_rows_in_bigquery_than_the_load_recorded_is_a_mismatch():
+    status = classify(loaded_hour(table_rows=6))
+    assert status.state is State.MISMATCH and "BigQuery holds 6 rows, the load recorded 9" in status.reason
+
+
+def test_events_not_equal_to_rows_plus_rejected_is_a_mismatch():
+    status = classify(loaded_hour(import_object=target(events=11), ledger=ledger(events=11)))
+    assert status.state is State.MISMATCH and "events 11 != rows 9 + rejected 1" in status.reason
+
+
+def test_import_metadata_disagreeing_with_the_ledger_is_a_mismatch():
+    status = classify(loaded_hour(import_object=target(rows=8, rejected=2)))
+    assert status.state is State.MISMATCH and "import object says rows=8, the ledger 9" in status.reason
+
+
+def test_ledger_newer_than_the_live_import_object_is_a_mismatch():
+    assert classify(loaded_hour(ledger=ledger(IMP_GEN + 5))).state is State.MISMATCH
+
+
+def test_hour_the_export_found_no_data_for_is_no_data():
+    status = classify(HourEvidence(HOUR, table_rows=0, archives=("export/raw/x.zip",), exported=False))
+    assert status.state is State.NO_DATA and status.state.label == "no data"
+
+
+def test_hour_in_the_archive_without_an_hour_object_is_missing():
+    status = classify(HourEvidence(HOUR, table_rows=0, exported=True))
+    assert status.state is State.MISSING and "raw archive has this hour" in status.reason
+
+
+def test_hour_no_export_covers_is_missing():
+    status = classify(HourEvidence(HOUR, table_rows=0))
+    assert (status.state, status.state.label) == (State.MISSING, "MISSING")
+    assert "no finished export" in status.reason
+
+
+def test_hour_whose_export_failed_is_failed():
+    status = classify(HourEvidence(HOUR, table_rows=0, failures=("export: 401 from Amplitude",)))
+    assert status.state is State.FAILED
+
+
+def test_hour_whose_objects_expired_is_judged_by_the_ledger_alone():
+    status = classify(HourEvidence(HOUR, ledger=ledger(), table_rows=9))
+    assert status.state is State.LOADED and "lifecycle" in status.reason
+    assert classify(HourEvidence(HOUR, ledger=ledger(), table_rows=3)).state is State.MISMATCH
+
+
+def test_rows_without_an_hour_object_or_a_load_are_a_mismatch():
+    status = classify(HourEvidence(HOUR, table_rows=4, exported=False))
+    assert status.state is State.MISMATCH and "4 rows in BigQuery" in status.reason
+
+
+@pytest.mark.parametrize("states, code", [
+    ([State.LOADED, State.NO_DATA], EXIT_COMPLETE),
+    ([State.LOADED, State.PENDING], EXIT_PENDING),
+    ([State.PENDING, State.MISSING], EXIT_PROBLEM),
+    ([State.LOADED, State.MISMATCH], EXIT_PROBLEM),
+    ([State.FAILED], EXIT_PROBLEM),
+])
+def test_exit_code_gates_on_the_worst_state(states, code):
+    from ampbq.status import HourStatus
+
+    assert exit_code([HourStatus(HourEvidence(HOUR), state) for state in states]) == code
+
+
+def test_summary_line_and_json_document_count_the_states():
+    statuses = [classify(loaded_hour()), classify(HourEvidence(HOUR, table_rows=0, exported=False))]
+    assert summary_line(statuses, "day") == "status: day hours=2 loaded=1 no_data=1 events=10 rejected=1 rows=9"
+    doc = document("day", statuses, [])
+    assert doc["summary"] == {"loaded": 1, "no_data": 1} and doc["exit_code"] == EXIT_COMPLETE
+    first = doc["hours"][0]
+    assert (first["hour"], first["state"], first["hour_object"]["generation"], first["ledger"]["loaded"]) == (
+        "2022-01-05T07", "loaded", SRC_GEN, 9)
+
+
+def test_status_query_joins_the_ledger_with_row_counts_of_the_range_only():
+    config = Config(bucket="b", project="p")
+    sql = ledger_sql(config, HourRange(HOUR, HOUR), counts=True)
+    assert "FULL OUTER JOIN" in sql and "`p.ops.all_user_events_loads`" in sql and "`p.ops.all_user_events`" in sql
+    assert sql.count("BETWEEN TIMESTAMP '2022-01-05 07:00:00+00' AND TIMESTAMP '2022-01-05 07:00:00+00'") == 2
+    assert "all_user_events`" not in ledger_sql(config, HourRange(HOUR, HOUR), counts=False).replace("_loads`", "")
