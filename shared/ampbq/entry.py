@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from datetime import datetime, timezone
 from functools import lru_cache
@@ -27,29 +28,42 @@ def _clients(config: Config):
     return storage_client.bucket(config.bucket), bq_adapter.client(config), requests.Session()
 
 
-def _run(step: str, work: Callable[[dict], object]) -> object:
+def _run(step: str, cloud_event, work: Callable[[dict], object]) -> object:
     """Run `work(context)`; it fills `context` (object, generation, date...) for the log lines."""
     started = time.monotonic()
-    context: dict = {"step": step}
+    context: dict = {"step": step, **_trace(cloud_event)}
+
+    def fields() -> dict:
+        return context | {"duration_s": round(time.monotonic() - started, 3)}
+
     try:
         result = work(context)
     except Ignored as why:
-        log.info(f"ignored: {why}", extra={"fields": context})
+        log.info(f"ignored: {why}", extra={"fields": fields()})
         return None
     except PermanentError as why:
         # Acked on purpose: retrying cannot fix it, and one bad input must not spin for 24 hours.
-        log.error(f"{step} failed permanently: {why}", extra={"fields": context})
+        log.error(f"{step} failed permanently: {why}", extra={"fields": fields()})
         _record_dead_letter(step, context, why)
         return None
     except TransientError as why:
-        log.warning(f"{step} failed, will be retried: {why}", extra={"fields": context})
+        log.warning(f"{step} failed, will be retried: {why}", extra={"fields": fields()})
         raise
     except Exception:
-        log.exception(f"{step} failed unexpectedly, will be retried", extra={"fields": context})
+        log.exception(f"{step} failed unexpectedly, will be retried", extra={"fields": fields()})
         raise
-    context["duration_s"] = round(time.monotonic() - started, 3)
-    log.info(f"{step} done", extra={"fields": context | _summary(result)})
+    log.info(f"{step} done", extra={"fields": fields() | _summary(result)})
     return result
+
+
+def _trace(cloud_event) -> dict:
+    """Eventarc sets the W3C `traceparent` extension on the events it delivers."""
+    project = os.environ.get("AMPBQ_PROJECT") or os.environ.get("GOOGLE_CLOUD_PROJECT", "")
+    try:
+        traceparent = cloud_event.get("traceparent")
+    except AttributeError:  # not a CloudEvent (a test double): nothing to link
+        return {}
+    return logs.trace_fields(traceparent, project)
 
 
 def _record_dead_letter(step: str, context: dict, error: Exception) -> None:
@@ -72,14 +86,17 @@ def _summary(result: object) -> dict:
         log.info("hour loaded", extra={"fields": {"step": "load", "date": f"{result.hour:%Y-%m-%d}",
                  "hour": f"{result.hour:%H}", "generation": result.generation}})
         return {"events": result.events, "rows": result.rows, "rejected": result.rejected, "loaded": result.loaded}
-    if result is not None and hasattr(result, "as_metadata"):
-        return result.as_metadata()
+    if result is not None and hasattr(result, "as_metadata"):  # transform's counts, as numbers
+        return {key: int(value) for key, value in result.as_metadata().items()}
     return {}
 
 
 def _object(cloud_event, context: dict) -> events.StorageObject:
     obj = events.storage_object(cloud_event)
     context.update(object=obj.name, generation=obj.generation, event_id=obj.event_id)
+    hour = naming.parse_hour_object(obj.name) or naming.parse_import_object(obj.name)
+    if hour is not None:  # every line of an hour's work carries its date and hour (and labels)
+        context.update(date=f"{hour:%Y-%m-%d}", hour=f"{hour:%H}")
     return obj
 
 
@@ -93,7 +110,7 @@ def export(cloud_event) -> None:
         context.update(range=str(hours), date=f"{hours.start:%Y-%m-%d}")
         return steps.export_range(hours, config, bucket, session, datetime.now(timezone.utc))
 
-    _run("export", work)
+    _run("export", cloud_event, work)
 
 
 def transform(cloud_event) -> None:
@@ -104,7 +121,7 @@ def transform(cloud_event) -> None:
         bucket, _, _ = _clients(Config.from_env())
         return steps.transform_hour(obj, bucket)
 
-    _run("transform", work)
+    _run("transform", cloud_event, work)
 
 
 def load(cloud_event) -> None:
@@ -116,4 +133,4 @@ def load(cloud_event) -> None:
         bucket, bq, _ = _clients(config)
         return steps.load_hour(obj, config, bucket, bq)
 
-    _run("load", work)
+    _run("load", cloud_event, work)

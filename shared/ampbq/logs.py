@@ -8,12 +8,29 @@ secrets.
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from datetime import datetime, timezone
 
 import orjson
 
 LABEL_KEYS = ("step", "date", "hour", "object", "generation")
+# W3C trace context: version-traceid-parentid-flags (what Eventarc puts in the `traceparent` extension).
+_TRACEPARENT = re.compile(r"^[0-9a-f]{2}-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
+
+
+def trace_fields(traceparent: str | None, project: str) -> dict:
+    """Cloud Logging's trace fields for a W3C `traceparent`, so an invocation's lines group under
+    its trace in Logs Explorer (and link to Cloud Trace); {} when there is nothing valid to link."""
+    match = _TRACEPARENT.match((traceparent or "").strip().lower())
+    if not match or not project or set(match.group(1)) == {"0"}:
+        return {}
+    trace_id, span_id, flags = match.groups()
+    return {
+        "logging.googleapis.com/trace": f"projects/{project}/traces/{trace_id}",
+        "logging.googleapis.com/spanId": span_id,
+        "logging.googleapis.com/trace_sampled": bool(int(flags, 16) & 1),
+    }
 
 
 class JsonFormatter(logging.Formatter):
@@ -37,10 +54,11 @@ class JsonFormatter(logging.Formatter):
 def setup(level: int = logging.INFO) -> None:
     """Route the package's loggers to stdout as JSON lines (idempotent)."""
     root = logging.getLogger("ampbq")
-    if any(isinstance(h.formatter, JsonFormatter) for h in root.handlers):
+    root.setLevel(level)
+    root.propagate = False
+    if any(getattr(h, "ampbq_stdout", False) for h in root.handlers):
         return
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(JsonFormatter())
+    handler.ampbq_stdout = True
     root.addHandler(handler)
-    root.setLevel(level)
-    root.propagate = False

@@ -199,6 +199,41 @@ def load_hour(obj: StorageObject, config: Config, bucket: storage.Bucket, bq: bi
         raise Ignored(f"not an import hour object: {obj.name}")
     hour_load = _hour_load(obj, _live(bucket, obj), hour)
     bq_adapter.ensure_tables(bq, config)
+    _skip_if_loaded(bq, config, hour, obj)
+    try:
+        _stage_and_commit(bq, config, obj, hour, hour_load)
+    except PermanentError:
+        # A duplicate delivery of this event may have finished the hour first and dropped the
+        # staging table both were using: that is success, not a failure.
+        _skip_if_loaded(bq, config, hour, obj)
+        raise
+    entry = bq_adapter.query_rows(bq, load.ledger_entry_sql(config.ledger_table_id, hour))[0]
+    if entry["import_generation"] != obj.generation:
+        raise Ignored(f"{obj.name}: a newer generation {entry['import_generation']} is already loaded")
+    outcome = LoadOutcome(hour, obj.generation, hour_load.events, hour_load.rows, hour_load.rejected, entry["loaded"])
+    if outcome.loaded != outcome.rows or outcome.rows + outcome.rejected != outcome.events:
+        raise PermanentError(
+            f"{obj.name}: counts do not reconcile: events={outcome.events} rows={outcome.rows} "
+            f"rejected={outcome.rejected} loaded={outcome.loaded}"
+        )
+    return outcome
+
+
+def _loaded_generation(bq: bigquery.Client, config: Config, hour: datetime) -> int | None:
+    rows = bq_adapter.query_rows(bq, load.ledger_entry_sql(config.ledger_table_id, hour))
+    return rows[0]["import_generation"] if rows else None
+
+
+def _skip_if_loaded(bq: bigquery.Client, config: Config, hour: datetime, obj: StorageObject) -> None:
+    loaded = _loaded_generation(bq, config, hour)
+    if loaded is not None and loaded > obj.generation:
+        raise Ignored(f"{obj.name}: a newer generation {loaded} is already loaded")
+    if loaded == obj.generation:
+        raise Ignored(f"{obj.name}: generation {obj.generation} is already loaded")
+
+
+def _stage_and_commit(bq: bigquery.Client, config: Config, obj: StorageObject, hour: datetime, hour_load: load.HourLoad) -> None:
+    """Load the import object into a staging table, then replace the hour in one transaction."""
     stage_id = f"{config.project}.{config.dataset}.{naming.staging_table_name(config.table, hour, obj.generation)}"
     stage = bigquery.Table(stage_id, schema=bq_adapter.schema_fields())
     stage.expires = datetime.now(timezone.utc) + timedelta(days=1)  # left behind only by a crash
@@ -220,16 +255,6 @@ def load_hour(obj: StorageObject, config: Config, bucket: storage.Bucket, bq: bi
         raise PermanentError(f"{obj.name}: staged {staged} rows but transform wrote {hour_load.rows}")
     _commit(bq, config, stage_id, hour_load)
     bq.delete_table(stage_id, not_found_ok=True)
-    entry = bq_adapter.query_rows(bq, load.ledger_entry_sql(config.ledger_table_id, hour))[0]
-    if entry["import_generation"] != obj.generation:
-        raise Ignored(f"{obj.name}: a newer generation {entry['import_generation']} is already loaded")
-    outcome = LoadOutcome(hour, obj.generation, hour_load.events, hour_load.rows, hour_load.rejected, entry["loaded"])
-    if outcome.loaded != outcome.rows or outcome.rows + outcome.rejected != outcome.events:
-        raise PermanentError(
-            f"{obj.name}: counts do not reconcile: events={outcome.events} rows={outcome.rows} "
-            f"rejected={outcome.rejected} loaded={outcome.loaded}"
-        )
-    return outcome
 
 
 def _commit(bq: bigquery.Client, config: Config, stage_id: str, hour_load: load.HourLoad) -> None:
