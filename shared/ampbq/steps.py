@@ -56,7 +56,7 @@ def export_range(
     for hour in hours.hours():
         if naming.hour_object_name(hour) not in result.hours:
             # Nothing to load, and nothing missing: the completeness alert counts this line too.
-            log.info("hour loaded", extra={"fields": _hour_fields(hour, "") | {"events": 0, "reason": "no data at Amplitude"}})
+            log.info("hour loaded", extra={"fields": _hour_fields(hour) | {"events": 0, "reason": "no data at Amplitude"}})
     return result
 
 
@@ -113,8 +113,10 @@ def unpack_archive(bucket: storage.Bucket, raw_name: str, hours: HourRange, resu
             log.info("hour object written", extra={"fields": _hour_fields(hour, name) | {"parts": len(entries), "bytes": size}})
 
 
-def _hour_fields(hour: datetime, name: str, generation: int | None = None) -> dict:
-    fields = {"date": f"{hour:%Y-%m-%d}", "hour": f"{hour:%H}", "object": name}
+def _hour_fields(hour: datetime, name: str = "", generation: int | None = None) -> dict:
+    fields = {"date": f"{hour:%Y-%m-%d}", "hour": f"{hour:%H}"}
+    if name:
+        fields["object"] = name
     if generation is not None:
         fields["generation"] = generation
     return fields
