@@ -9,7 +9,6 @@ with COUNT(*) per `_upload_hour` (the table is clustered on it, so the count pru
 from __future__ import annotations
 
 import json
-import re
 import zipfile
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
@@ -24,11 +23,6 @@ from .load import timestamp_literal
 from .naming import HourRange
 from .status import HourEvidence, LedgerEntry, ObjectInfo
 
-# export/raw/YYYY-MM-DD/START-END.zip and its .manifest.json (names from naming.raw_zip_name).
-_RAW = re.compile(r"^export/raw/\d{4}-\d{2}-\d{2}/(\d{8}T\d{2})-(\d{8}T\d{2})\.(zip|manifest\.json)$")
-# deadletter/<step>/<object>#<generation>.json, or deadletter/export/<START..END>.json
-_DEAD = re.compile(r"^deadletter/(transform|load)/(.+)#(\d+)\.json$")
-_DEAD_EXPORT = re.compile(r"^deadletter/export/(\d{8}T\d{2})\.\.(\d{8}T\d{2})\.json$")
 
 
 @dataclass
@@ -100,13 +94,13 @@ class ExportCoverage:
         return coverage
 
     def _add_raw(self, blob: storage.Blob, hours: HourRange) -> None:
-        match = _RAW.match(blob.name)
-        if not match:
+        parsed = naming.parse_raw_name(blob.name)
+        if parsed is None:
             return
-        span = HourRange.parse(match.group(1), match.group(2))
-        if span.end < hours.start or span.start > hours.end:
+        span, kind = parsed
+        if not span.overlaps(hours):
             return
-        if match.group(3) == "zip":
+        if kind == "zip":
             self.archives_by_range[span] = object_info(blob)
             return
         written = json.loads(blob.download_as_bytes()).get("hours", {})
@@ -114,11 +108,9 @@ class ExportCoverage:
         self.manifests.append((span, object_info(blob), with_data))
 
     def _add_dead_letter(self, blob: storage.Blob, hours: HourRange) -> None:
-        match = _DEAD_EXPORT.match(blob.name)
-        if match:
-            span = HourRange.parse(match.group(1), match.group(2))
-            if not (span.end < hours.start or span.start > hours.end):
-                self.dead.append((span, object_info(blob), error_text(blob)))
+        span = naming.parse_export_dead_letter(blob.name)
+        if span is not None and span.overlaps(hours):
+            self.dead.append((span, object_info(blob), error_text(blob)))
 
     def archives(self, hour: datetime) -> tuple[str, ...]:
         return tuple(sorted(info.name for span, info in self.archives_by_range.items() if hour in span))
@@ -173,8 +165,8 @@ def _step_failures(bucket, days, sources: dict, imports: dict) -> dict[datetime,
     for step, prefix in (("transform", naming.EXPORT_PREFIX), ("load", naming.IMPORT_PREFIX)):
         for day in days:
             for blob in bucket.list_blobs(prefix=f"{naming.DEAD_LETTER_PREFIX}{step}/{prefix}{day}/"):
-                match = _DEAD.match(blob.name)
-                hour = live.get((match.group(2), int(match.group(3)))) if match else None
+                parsed = naming.parse_object_dead_letter(blob.name)
+                hour = live.get(parsed[1:]) if parsed else None
                 if hour is not None:
                     found[hour] = found.get(hour, ()) + (f"{step}: {error_text(blob)}",)
     return found

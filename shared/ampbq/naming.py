@@ -68,6 +68,9 @@ class HourRange:
     def __contains__(self, hour: object) -> bool:
         return isinstance(hour, datetime) and self.start <= hour <= self.end
 
+    def overlaps(self, other: "HourRange") -> bool:
+        return self.start <= other.end and other.start <= self.end
+
     def halves(self) -> tuple["HourRange", "HourRange"]:
         mid = self.start + (len(self) // 2 - 1) * HOUR
         return HourRange(self.start, mid), HourRange(mid + HOUR, self.end)
@@ -104,6 +107,29 @@ def manifest_name(hours: HourRange) -> str:
 
 def dead_letter_name(step: str, subject: str) -> str:
     return f"{DEAD_LETTER_PREFIX}{step}/{subject}.json"
+
+
+_RAW_OBJECT = re.compile(r"^export/raw/\d{4}-\d{2}-\d{2}/(\d{8}T\d{2})-(\d{8}T\d{2})\.(zip|manifest\.json)$")
+_OBJECT_DEAD_LETTER = re.compile(r"^deadletter/(transform|load)/(.+)#(\d+)\.json$")
+_EXPORT_DEAD_LETTER = re.compile(r"^deadletter/export/(\d{8}T\d{2})\.\.(\d{8}T\d{2})\.json$")
+
+
+def parse_raw_name(name: str) -> tuple[HourRange, str] | None:
+    """(range, "zip" or "manifest.json") for a raw archive or its manifest, or None."""
+    match = _RAW_OBJECT.match(name)
+    return (HourRange.parse(match.group(1), match.group(2)), match.group(3)) if match else None
+
+
+def parse_object_dead_letter(name: str) -> tuple[str, str, int] | None:
+    """(step, object name, generation) of a transform/load dead letter, or None."""
+    match = _OBJECT_DEAD_LETTER.match(name)
+    return (match.group(1), match.group(2), int(match.group(3))) if match else None
+
+
+def parse_export_dead_letter(name: str) -> HourRange | None:
+    """The range of an export dead letter (its subject is str(HourRange)), or None."""
+    match = _EXPORT_DEAD_LETTER.match(name)
+    return HourRange.parse(match.group(1), match.group(2)) if match else None
 
 
 def hour_object_name(hour: datetime) -> str:

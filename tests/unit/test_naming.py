@@ -81,3 +81,24 @@ def test_job_ids_are_deterministic_and_attempts_differ():
     hour = utc(2024, 1, 31, 5)
     assert naming.load_job_id(hour, 17) == naming.load_job_id(hour, 17) == "ampbq_load_2024013105_17"
     assert naming.load_job_id(hour, 17, 1) != naming.load_job_id(hour, 17)
+
+
+def test_raw_archive_and_manifest_names_parse_back_to_their_range():
+    hours = HourRange.parse("20240131T00", "20240131T11")
+    assert naming.parse_raw_name(naming.raw_zip_name(hours)) == (hours, "zip")
+    assert naming.parse_raw_name(naming.manifest_name(hours)) == (hours, "manifest.json")
+    assert naming.parse_raw_name("export/2024-01-31/05.json.gz") is None
+
+
+def test_dead_letter_names_parse_back_to_their_subject():
+    name = naming.dead_letter_name("load", "import/2024-01-31/05.json#17")
+    assert naming.parse_object_dead_letter(name) == ("load", "import/2024-01-31/05.json", 17)
+    day = HourRange.day(date(2024, 1, 31))
+    assert naming.parse_export_dead_letter(naming.dead_letter_name("export", str(day))) == day
+    assert naming.parse_export_dead_letter(name) is None
+
+
+def test_ranges_overlap_only_when_they_share_an_hour():
+    day = HourRange.day(date(2024, 1, 31))
+    assert day.overlaps(HourRange.parse("20240131T23", "20240201T02"))
+    assert not day.overlaps(HourRange.parse("20240201T00", "20240201T02"))
