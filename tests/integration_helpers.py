@@ -31,13 +31,11 @@ def ledger_entry(bq, config: Config, hour: datetime) -> dict | None:
 
 def wait_loaded(bq, config: Config, hour: datetime, source_generation: int, timeout: float = 90) -> dict:
     """Wait until the ledger says this generation of the hour object is loaded."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def entry_for_generation():
         entry = ledger_entry(bq, config, hour)
-        if entry and entry["source_generation"] == source_generation:
-            return entry
-        time.sleep(0.3)
-    raise AssertionError(f"hour {hour:%Y-%m-%dT%H} generation {source_generation} not loaded within {timeout} s")
+        return entry if entry and entry["source_generation"] == source_generation else None
+
+    return wait_for(entry_for_generation, f"hour {hour:%Y-%m-%dT%H} generation {source_generation} to load", timeout)
 
 
 def hour_rows(bq, config: Config, hour: datetime) -> list[dict]:
