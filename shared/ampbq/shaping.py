@@ -30,6 +30,7 @@ import msgspec
 import orjson
 
 from . import schema
+from .repeated_keys import colons_match
 
 # Exported field names that are not legal BigQuery column names.
 RENAMED = {"$insert_id": "insert_id", "$insert_key": "insert_key", "$schema": "schema_version"}
@@ -226,7 +227,12 @@ class Shaper:
         # shape_line(line, number) -> bytes | None: the row for one raw line, JSON-encoded without
         # a newline, when the event has the common shape; None when it needs the general path
         # (decode, then `shape`). An attribute, not a method: it runs once per line.
-        self.shape_line: Callable[[bytes, int], bytes | None] = _FastPath(self._converters, self._lineage).row
+        fast = _FastPath(self._converters, self._lineage)
+        self.shape_line: Callable[[bytes, int], bytes | None] = fast.row
+        # The same without the per-line repeated-key screen, and what that screen needs to know;
+        # the transform screens a whole chunk's rows with one count (repeated_keys).
+        self.shape_line_unscreened: Callable[[bytes, int], bytes | None] = fast.row_unscreened
+        self.colons_added = fast.colons_added
 
     def shape(self, event: Any, line: int) -> dict:
         if type(event) is not dict:
@@ -314,22 +320,34 @@ class _FastPath:
             if column in REQUIRED_FIELDS:
                 fields.append((column, kind))
             else:
-                fields.append((column, kind if kind is Any else kind | None, None))
+                # UNSET, not None: an absent field stays absent in the row, a null stays null.
+                fields.append((column, kind if kind is Any else kind | None | msgspec.UnsetType, msgspec.UNSET))
             row_fields.append((column, Any, None))
         row_fields += [(column, Any, None) for column in lineage] + [("_source_line", Any, None)]
         event_type = msgspec.defstruct("ExportedEvent", fields, kw_only=True, forbid_unknown_fields=True, rename=rename, gc=False)
-        self._row_type = msgspec.defstruct("Row", row_fields, omit_defaults=True, gc=False)
+        # Absent fields (UNSET) stay out of the row; a null stays a null, so the row keeps every key
+        # of the line, which the repeated-key screen relies on.
+        self._row_type = msgspec.defstruct("Row", row_fields, gc=False)
         self._decode = msgspec.json.Decoder(event_type).decode
         self._encode = msgspec.json.Encoder().encode
         self._timestamps = attrgetter(*timestamps) if len(timestamps) > 1 else (lambda e: (getattr(e, timestamps[0]),))
         self._lineage = tuple(lineage.values())
+        # The colons a row gains from its lineage columns (the upload hour's time has two).
+        self.colons_added = self._encode(self._row_type(*(msgspec.UNSET,) * len(fields), *self._lineage, 0)).count(b":")
 
     def row(self, line: bytes, number: int) -> bytes | None:
+        row = self.row_unscreened(line, number)
+        if row is None or not colons_match(line, row, self.colons_added):
+            return None  # it may repeat a key: the general path parses it exactly
+        return row
+
+    def row_unscreened(self, line: bytes, number: int) -> bytes | None:
+        """`row` without the repeated-key screen, for a caller that screens many rows at once."""
         try:
             event = self._decode(line)
             for value in self._timestamps(event):
-                if value is not None and (len(value) != 26 or value[4:20:3] != _AMPLITUDE_SEPARATORS
-                                          or _from_iso(value).tzinfo is not None):
+                if value.__class__ is str and (len(value) != 26 or value[4:20:3] != _AMPLITUDE_SEPARATORS
+                                               or _from_iso(value).tzinfo is not None):
                     return None
         except Exception:  # whatever msgspec or the date check refuses, the general path decides
             return None

@@ -11,12 +11,14 @@ from __future__ import annotations
 import base64
 import json
 import zlib
-from dataclasses import dataclass
-from typing import BinaryIO, Iterator
+from dataclasses import dataclass, field
+from typing import BinaryIO
 
 import orjson
 from isal import isal_zlib
 
+from . import repeated_keys
+from .repeated_keys import RepeatedKey, colons_match_all
 from .shaping import Lineage, RejectedEvent, Shaper
 
 READ_CHUNK = 1 << 20
@@ -36,60 +38,27 @@ class Counts:
         return {"events": str(self.events), "rows": str(self.rows), "rejected": str(self.rejected)}
 
 
-def iter_lines(stream: BinaryIO, chunk_size: int = READ_CHUNK) -> Iterator[tuple[int, bytes]]:
-    """Yield (1-based line number, line without its newline) for every non-blank line."""
-    number = 0
-    tail = b""
-    while True:
-        chunk = stream.read(chunk_size)
-        if not chunk:
-            break
-        lines = (tail + chunk).split(b"\n")
-        tail = lines.pop()
-        for line in lines:
-            number += 1
-            if line.strip():
-                yield number, line.rstrip(b"\r")
-    if tail.strip():
-        yield number + 1, tail.rstrip(b"\r")
-
-
-def _strict_constant(name: str):
-    raise ValueError(f"{name} is not valid JSON")
-
-
-# orjson reads integers beyond 64 bits as floats, silently losing digits; a line with a run of 20
-# digits may hold one, so it takes the exact (slower) stdlib path. The run is found by mapping every
-# digit to "0" and everything else to "x" and searching for twenty "0"s: a C loop over the bytes,
-# ten times faster than the regular expression \d{20}.
-_DIGITS_AS_ZERO = bytes(0x30 if 0x30 <= byte <= 0x39 else 0x78 for byte in range(256))
-_TWENTY_DIGITS = b"0" * 20
-
-
-def has_long_number(line: bytes) -> bool:
-    return _TWENTY_DIGITS in line.translate(_DIGITS_AS_ZERO)
-
-
 def decode(line: bytes):
-    """Parse one line; orjson first, the stdlib where JSON allows more than orjson keeps exactly."""
+    """Parse one line on the general path, exactly: the stdlib parser keeps integers beyond 64 bits
+    whole (orjson would round them to floats) and refuses an object that repeats a key."""
     try:
-        if has_long_number(line):
-            raise orjson.JSONDecodeError("may hold an integer beyond 64 bits", "", 0)
-        return orjson.loads(line)
-    except orjson.JSONDecodeError as first:
-        try:
-            return json.loads(line.decode("utf-8"), parse_constant=_strict_constant)
-        except UnicodeDecodeError:
-            raise RejectedEvent("line is not valid UTF-8") from None
-        except ValueError:
-            raise RejectedEvent(f"line is not valid JSON: {first}") from None
+        text = line.decode("utf-8")
+    except UnicodeDecodeError:
+        raise RejectedEvent("line is not valid UTF-8") from None
+    try:
+        return repeated_keys.loads(text)
+    except RepeatedKey as repeated:
+        raise RejectedEvent(f"line is JSON but its {repeated}") from None
+    except ValueError as error:
+        raise RejectedEvent(f"line is not valid JSON: {error}") from None
 
 
 def encode(row: dict) -> bytes:
+    """The row as one line of JSON, without its newline."""
     try:
-        return orjson.dumps(row, option=orjson.OPT_APPEND_NEWLINE)
+        return orjson.dumps(row)
     except TypeError:  # an integer beyond 64 bits inside a JSON column
-        return json.dumps(row, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
+        return json.dumps(row, ensure_ascii=False, separators=(",", ":")).encode()
 
 
 def reject_record(line_number: int, reason: str, raw: bytes, source_object: str) -> bytes:
@@ -105,67 +74,105 @@ def transform_stream(lines: BinaryIO, out: BinaryIO, rejects: BinaryIO, lineage:
     """Shape every line of the decompressed `lines` stream into `out`; bad lines go to `rejects`.
 
     Each line takes the fast path (`Shaper.shape_line`) when its event has the common shape, and
-    the general one (`decode`, `Shaper.shape`, `encode`) otherwise; rows are written in batches
-    of about WRITE_BATCH_BYTES.
+    the general one (`decode`, `Shaper.shape`, `encode`) otherwise. The fast path's repeated-key
+    screen runs once per chunk of lines (one count over all of them); a chunk that fails it is
+    shaped again with the screen line by line. Rows are written in batches of about
+    WRITE_BATCH_BYTES.
     """
     shaper = Shaper(lineage)
-    shape_line, shape = shaper.shape_line, shaper.shape
-    events = rows = rejected = 0
+    counts = Counts()
     batch = bytearray()
-    number = last_line = 0
+
+    def general_path(raw: bytes, number: int, chunk: "_Chunk") -> None:
+        try:
+            if len(raw) > MAX_LINE_BYTES:
+                raise RejectedEvent(f"line is {len(raw)} bytes, over the {MAX_LINE_BYTES} byte limit")
+            row = encode(shaper.shape(decode(raw), number))
+        except RejectedEvent as why:
+            reason = str(why)
+        except (RecursionError, TypeError, ValueError) as why:
+            # Input no rule foresaw (nesting too deep for the parsers...): quarantine the line
+            # rather than fail the hour on every retry.
+            reason = f"cannot shape the line: {type(why).__name__}: {why}"
+        else:
+            chunk.rows_apart.append(row)
+            batch.extend(row)
+            batch.extend(b"\n")
+            return
+        chunk.rejects.append(reject_record(number, reason, raw, lineage.source_object))
+
+    def shape_chunk(pieces: list[bytes], number: int, shape_fast) -> "_Chunk":
+        """Shape the lines after line `number` into `batch`; the rejects wait in the result."""
+        chunk = _Chunk()
+        fast = 0
+        rows = batch  # a local name: `rows += row` is the quickest append, and batch's own name cannot take it here
+        for raw in pieces:
+            number += 1
+            if not raw.strip():
+                continue
+            raw = raw.rstrip(b"\r")
+            chunk.events += 1
+            if len(raw) <= MAX_LINE_BYTES and (row := shape_fast(raw, number)) is not None:
+                rows += row
+                rows += b"\n"
+                fast += 1
+            else:
+                chunk.lines_apart.append(raw)
+                general_path(raw, number, chunk)
+        chunk.fast = fast
+        return chunk
+
+    number = 0
     tail = b""
     try:
-        # iter_lines, inlined: a generator's resume per line costs more than the split itself.
         while True:
-            chunk = lines.read(READ_CHUNK)
-            if chunk:
-                pieces = (tail + chunk).split(b"\n")
-                tail = pieces.pop()
+            chunk_bytes = lines.read(READ_CHUNK)
+            if chunk_bytes:
+                text = tail + chunk_bytes
+                pieces = text.split(b"\n")
+                tail = pieces.pop()  # a line the next chunk completes
             elif tail:
-                pieces, tail = [tail], b""
+                text, pieces, tail = tail, [tail], b""
             else:
                 break
-            for raw in pieces:
-                number += 1
-                if not raw.strip():
-                    continue
-                raw = raw.rstrip(b"\r")
-                last_line = number
-                events += 1
-                try:
-                    if len(raw) > MAX_LINE_BYTES:
-                        raise RejectedEvent(f"line is {len(raw)} bytes, over the {MAX_LINE_BYTES} byte limit")
-                    row = shape_line(raw, number)
-                    if row is None:
-                        batch += encode(shape(decode(raw), number))
-                    else:
-                        batch += row
-                        batch += b"\n"
-                except RejectedEvent as why:
-                    rejected += 1
-                    rejects.write(reject_record(number, str(why), raw, lineage.source_object))
-                    continue
-                except (RecursionError, TypeError, ValueError) as why:
-                    # Input no rule foresaw (nesting too deep for the parsers...): quarantine the
-                    # line rather than fail the hour on every retry.
-                    rejected += 1
-                    reason = f"cannot shape the line: {type(why).__name__}: {why}"
-                    rejects.write(reject_record(number, reason, raw, lineage.source_object))
-                    continue
-                rows += 1
+            start = len(batch)
+            chunk = shape_chunk(pieces, number, shaper.shape_line_unscreened)
+            if chunk.fast and not colons_match_all(
+                    text, batch, start, chunk.fast, shaper.colons_added,
+                    lines_apart=[tail, *chunk.lines_apart], rows_apart=chunk.rows_apart):
+                # Some line may repeat a key: shape the chunk again, screening line by line;
+                # the doubtful lines go through the general path, which parses them exactly.
+                del batch[start:]
+                chunk = shape_chunk(pieces, number, shaper.shape_line)
+            number += len(pieces)
+            counts.events += chunk.events
+            counts.rows += chunk.events - len(chunk.rejects)
+            counts.rejected += len(chunk.rejects)
+            for record in chunk.rejects:
+                rejects.write(record)
             if len(batch) >= WRITE_BATCH_BYTES:
                 out.write(batch)
                 batch = bytearray()
     except DamagedStream as broken:
         # A truncated or corrupt gzip: the lines before the damage are kept; what follows it
         # cannot be read, so the damage itself is recorded as one rejected line.
-        events += 1
-        rejected += 1
-        reason = f"compressed stream is damaged after line {last_line}: {broken}"
-        rejects.write(reject_record(last_line + 1, reason, b"", lineage.source_object))
+        counts.events += 1
+        counts.rejected += 1
+        reason = f"compressed stream is damaged after line {number}: {broken}"
+        rejects.write(reject_record(number + 1, reason, b"", lineage.source_object))
     if batch:
         out.write(batch)
-    return Counts(events, rows, rejected)
+    return counts
+
+
+@dataclass
+class _Chunk:
+    """What shaping one chunk of lines left beside the rows it wrote."""
+    events: int = 0
+    fast: int = 0  # rows from the fast path
+    lines_apart: list = field(default_factory=list)  # lines the general path took
+    rows_apart: list = field(default_factory=list)  # the rows it made of them
+    rejects: list = field(default_factory=list)  # reject records, written once the chunk is final
 
 
 class DamagedStream(Exception):
@@ -194,9 +201,12 @@ class GzipStream:
                     raise DamagedStream("gzip stream ends in the middle of a member (truncated)")
                 return b""
             try:
-                data = self._inflater.decompress(compressed)
+                # At most `size` bytes out (0: no limit); the input it did not reach waits in
+                # unconsumed_tail, so memory stays bounded by the size asked for.
+                data = self._inflater.decompress(compressed, max(size, 0))
             except (zlib.error, isal_zlib.error) as error:
                 raise DamagedStream(f"not a valid gzip stream: {error}") from None
+            self._pending = self._inflater.unconsumed_tail
             self._inside_member = not self._inflater.eof
             if self._inflater.eof:  # a member ended: the next one starts in unused_data
                 self._pending = self._inflater.unused_data

@@ -40,12 +40,16 @@ def test_every_kind_of_bad_line_is_quarantined_and_the_good_lines_load(bucket, b
         good("overflow", amplitude_id=2**63),                                           # 9
         b'{"uuid": "cut',                                                               # 10
         good("g4", brand_new_field={"kept": True}),                                     # 11: unknown field, kept
+        good("dup-top")[:-1] + b',"event_type":"again"}',                              # 12: a repeated key
+        good("dup-nested", event_properties={"plan": "a"}).replace(b'{"plan"', b'{"plan":null,"plan"'),  # 13
+        good("g5", event_properties={"a:b": 1}).replace(b'"a:b"', b'"a\\u003ab"'),    # 14: escaped colon, no repeat
     ]
     generation = bucket.blob(naming.hour_object_name(hour))
     generation.upload_from_string(gzip_ndjson(lines))
     entry = wait_loaded(bq, config, hour, generation.generation)
     rows = hour_rows(bq, config, hour)
-    assert [r["uuid"] for r in rows] == ["g1", "g3", "g4"]
+    assert [r["uuid"] for r in rows] == ["g1", "g3", "g4", "g5"]
+    assert rows[3]["event_properties"] == {"a:b": 1}
     assert rows[1]["client_event_time"] == utc(2021, 7, 1, 9)
     assert rows[2]["_extra"] == {"brand_new_field": {"kept": True}}
     rejects = rejects_of(bucket, hour)
@@ -58,8 +62,10 @@ def test_every_kind_of_bad_line_is_quarantined_and_the_good_lines_load(bucket, b
         (8, "field 'client_event_time'"),
         (9, "field 'amplitude_id'"),
         (10, "line is not valid JSON"),
+        (12, "line is JSON but its object repeats the key 'event_type'"),
+        (13, "line is JSON but its object repeats the key 'plan'"),
     ]
-    assert (entry["events"], entry["loaded"], entry["rejected"]) == (11, 3, 8)
+    assert (entry["events"], entry["loaded"], entry["rejected"]) == (14, 4, 10)
 
 
 def test_a_truncated_hour_keeps_its_readable_lines_and_records_the_damage(bucket, bq, config):

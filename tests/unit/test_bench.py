@@ -26,7 +26,10 @@ def hours(tmp_path_factory):
 
 
 def read_rows(path):
-    return [orjson.loads(line) for line in path.read_bytes().splitlines()]
+    """The rows of an import object; a null column is left out (the fast path writes it as null,
+    the others leave it out: both load as NULL)."""
+    rows = [orjson.loads(line) for line in path.read_bytes().splitlines()]
+    return [{column: value for column, value in row.items() if value is not None} for row in rows]
 
 
 def test_summary_line_has_the_agreed_format():
@@ -160,7 +163,8 @@ def test_fast_path_gives_the_general_paths_row_or_declines():
         taken += 1
         expected = general_path(shaper, raw, number)
         assert expected is not None, raw
-        assert typed(orjson.loads(fast)) == typed(expected), raw
+        # The fast row keeps a null field as null; the general row leaves it out. Both are NULL.
+        assert typed({k: v for k, v in orjson.loads(fast).items() if v is not None}) == typed(expected), raw
     assert 1000 < taken < 4000  # both paths were exercised
 
 

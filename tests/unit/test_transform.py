@@ -81,11 +81,20 @@ def test_line_over_the_limit_is_rejected_whole(monkeypatch):
     assert "byte limit" in rejected[0]["reason"] and rejected[0]["raw"] == long_line.decode()
 
 
-def test_lines_split_across_read_chunks_are_reassembled():
-    data = b"".join(good(str(i)) + b"\n" for i in range(50))
-    lines = list(transform.iter_lines(io.BytesIO(data), chunk_size=7))
-    assert [number for number, _ in lines] == list(range(1, 51))
-    assert lines[10][1] == good("10")
+def test_lines_split_across_read_chunks_are_reassembled(monkeypatch):
+    monkeypatch.setattr(transform, "READ_CHUNK", 7)
+    counts, rows, rejected = run(gzip_ndjson([good(str(i)) for i in range(50)]))
+    assert (counts.rows, rejected) == (50, [])
+    assert [(row["uuid"], row["_source_line"]) for row in rows] == [(str(i), i + 1) for i in range(50)]
+
+
+def test_gzip_stream_hands_out_at_most_the_size_asked_for():
+    data = b"".join(good(str(i)) + b"\n" for i in range(2000))
+    stream = transform.open_gzip(io.BytesIO(gzip.compress(data) + gzip.compress(b"second member\n")))
+    pieces = iter(lambda: stream.read(1000), b"")
+    assert all(len(piece) <= 1000 for piece in pieces)
+    stream = transform.open_gzip(io.BytesIO(gzip.compress(data) + gzip.compress(b"second member\n")))
+    assert b"".join(iter(lambda: stream.read(1000), b"")) == data + b"second member\n"
 
 
 def test_lazy_writer_opens_nothing_when_nothing_is_written():
