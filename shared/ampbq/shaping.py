@@ -305,8 +305,9 @@ class _FastPath:
     What it takes, `Shaper.shape` would give unchanged (so its values are the same): strings in
     STRING columns, integers within INT64, floats (or integers, as float) in FLOAT64, booleans,
     any JSON value in JSON columns, arrays of strings in `amplitude_attribution_ids`, and timestamps
-    in Amplitude's own format that are real dates and times; null is left out. It refuses (returns
-    None) anything else: unknown fields, other types, empty `uuid`, invalid JSON or UTF-8.
+    in Amplitude's own format that are real dates and times; a null stays null. It refuses (returns
+    None) anything else: unknown fields, other types, empty `uuid`, invalid JSON or UTF-8, and (in
+    `row`) a line that may repeat a key (`repeated_keys.colons_match`).
     """
 
     def __init__(self, converters: dict[str, tuple[str, Callable[[str, Any], Any]]], lineage: dict[str, Any]):
