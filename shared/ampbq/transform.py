@@ -111,7 +111,6 @@ def transform_stream(lines: BinaryIO, out: BinaryIO, rejects: BinaryIO, lineage:
             if not raw.strip():
                 continue
             raw = raw.rstrip(b"\r")
-            chunk.events += 1
             if len(raw) <= MAX_LINE_BYTES and (row := shape_fast(raw, number)) is not None:
                 rows += row
                 rows += b"\n"
@@ -120,6 +119,7 @@ def transform_stream(lines: BinaryIO, out: BinaryIO, rejects: BinaryIO, lineage:
                 chunk.lines_apart.append(raw)
                 general_path(raw, number, chunk)
         chunk.fast = fast
+        chunk.events = fast + len(chunk.lines_apart)  # every non-blank line took one path or the other
         return chunk
 
     number = 0
