@@ -119,7 +119,6 @@ def transform_stream(lines: BinaryIO, out: BinaryIO, rejects: BinaryIO, lineage:
                 chunk.lines_apart.append(raw)
                 general_path(raw, number, chunk)
         chunk.fast = fast
-        chunk.events = fast + len(chunk.lines_apart)  # every non-blank line took one path or the other
         return chunk
 
     number = 0
@@ -168,11 +167,14 @@ def transform_stream(lines: BinaryIO, out: BinaryIO, rejects: BinaryIO, lineage:
 @dataclass
 class _Chunk:
     """What shaping one chunk of lines left beside the rows it wrote."""
-    events: int = 0
     fast: int = 0  # rows from the fast path
     lines_apart: list = field(default_factory=list)  # lines the general path took
     rows_apart: list = field(default_factory=list)  # the rows it made of them
     rejects: list = field(default_factory=list)  # reject records, written once the chunk is final
+
+    @property
+    def events(self) -> int:
+        return self.fast + len(self.lines_apart)  # every non-blank line took one path or the other
 
 
 class DamagedStream(Exception):
