@@ -27,6 +27,9 @@ class Config:
     # Export API calls: attempts per range and the backoff multiplier (seconds) between them.
     http_attempts: int = 5
     http_backoff_seconds: float = 2.0
+    # Seconds an export invocation works before it stops between two parts and leaves the rest to
+    # the platform's retry, well inside the function's 540 s timeout (steps.ExportRun).
+    export_budget_seconds: float = 300.0
 
     @property
     def table_id(self) -> str:
@@ -59,4 +62,5 @@ class Config:
             min_data_age_hours=float(env.get("AMPBQ_MIN_DATA_AGE_HOURS", "2")),
             http_attempts=int(env.get("AMPBQ_HTTP_ATTEMPTS", "5")),
             http_backoff_seconds=float(env.get("AMPBQ_HTTP_BACKOFF_SECONDS", "2")),
+            export_budget_seconds=float(env.get("AMPBQ_EXPORT_BUDGET_SECONDS", "300")),
         )

@@ -80,7 +80,7 @@ def _record_dead_letter(step: str, context: dict, error: Exception) -> None:
 def _summary(result: object) -> dict:
     if isinstance(result, steps.ExportResult):
         return {"range": str(result.requested), "hours": len(result.hours), "archives": result.archives,
-                "refused": len(result.refused)}
+                "refused": len(result.refused), "resumed": result.resumed}
     if isinstance(result, steps.LoadOutcome):
         # "hour loaded" is what the monitoring counts; keep the message and the labels stable.
         log.info("hour loaded", extra={"fields": {"step": "load", "date": f"{result.hour:%Y-%m-%d}",
@@ -108,7 +108,8 @@ def export(cloud_event) -> None:
         bucket, _, session = _clients(config)
         hours = events.run_request(cloud_event)
         context.update(range=str(hours), date=f"{hours.start:%Y-%m-%d}")
-        return steps.export_range(hours, config, bucket, session, datetime.now(timezone.utc))
+        # The event's id stays the same on the platform's retries: a retry resumes the same run.
+        return steps.export_range(hours, config, bucket, session, datetime.now(timezone.utc), run=events.run_id(cloud_event))
 
     _run("export", cloud_event, work)
 

@@ -61,6 +61,14 @@ def run_request(cloud_event) -> HourRange:
         raise PermanentError(f"daily-runs message is not a valid run request: {bad}") from None
 
 
+def run_id(cloud_event) -> str:
+    """The id of a daily-runs event, the same on every retry of it ("" when it has none)."""
+    try:
+        return str(cloud_event["id"] or "")
+    except (KeyError, TypeError):
+        return ""
+
+
 def parse_run_request(body: dict, published: datetime) -> HourRange:
     if not isinstance(body, dict):
         raise ValueError("expected a JSON object")

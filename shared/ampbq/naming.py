@@ -105,6 +105,12 @@ def manifest_name(hours: HourRange) -> str:
     return raw_zip_name(hours).removesuffix(".zip") + ".manifest.json"
 
 
+def attempt_name(hours: HourRange, state: str) -> str:
+    """Marks a range an export run is working on (`started`) or has split (`split`); removed when
+    that is over. One object per state: GCS allows about one write a second to one object name."""
+    return raw_zip_name(hours).removesuffix(".zip") + f".{state}.json"
+
+
 def dead_letter_name(step: str, subject: str) -> str:
     return f"{DEAD_LETTER_PREFIX}{step}/{subject}.json"
 

@@ -197,10 +197,12 @@ class Stack:
         os.killpg(process.pid, signal.SIGKILL)
         process.wait(timeout=10)
 
-    def restart(self, name: str) -> None:
-        """Start a killed function again on the same port, as the platform starts a new instance."""
+    def restart(self, name: str, extra_env: dict[str, str] | None = None) -> None:
+        """Start a killed function again on the same port, as the platform starts a new instance.
+        `extra_env` changes its settings for this instance only; a later restart drops them."""
         argv, env = self._commands[name]
-        self._spawn(name, argv, env)
+        self._spawn(name, argv, {**(env or {}), **(extra_env or {})})
+        self._commands[name] = (argv, env)
         wait_for_port(self.ports[name], name, process=self.processes[name])
 
     def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> None:

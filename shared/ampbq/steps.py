@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 import zipfile
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+from typing import Iterator
 
 import requests
+from google.api_core import exceptions as gexc
 from google.cloud import bigquery, storage
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
 
@@ -33,6 +36,18 @@ class ExportResult:
     archives: list[str] = field(default_factory=list)
     hours: dict[str, int] = field(default_factory=dict)  # hour object name → parts
     refused: list[str] = field(default_factory=list)
+    resumed: list[str] = field(default_factory=list)  # parts an earlier attempt of the same run finished
+
+    def record(self, run: str) -> dict:
+        """The manifest: what the run wrote for this range (`inventory` reads its `hours`)."""
+        return {"range": str(self.requested), "run": run, "archives": self.archives, "hours": self.hours,
+                "refused": self.refused, "resumed": self.resumed, "finished_at": datetime.now(timezone.utc).isoformat()}
+
+    def add(self, part: "ExportResult") -> None:
+        self.archives += part.archives
+        self.hours.update(part.hours)
+        self.refused += part.refused
+        self.resumed += part.resumed
 
 
 def check_ready(hours: HourRange, config: Config, now: datetime) -> None:
@@ -43,16 +58,17 @@ def check_ready(hours: HourRange, config: Config, now: datetime) -> None:
 
 
 def export_range(
-    hours: HourRange, config: Config, bucket: storage.Bucket, session: requests.Session, now: datetime
+    hours: HourRange, config: Config, bucket: storage.Bucket, session: requests.Session, now: datetime, run: str = ""
 ) -> ExportResult:
+    """Export `hours` into hour objects and write its manifest. `run` identifies the run across the
+    platform's retries of one event (its id); with it, a retry goes on where an attempt stopped."""
     check_ready(hours, config, now)
     result = ExportResult(hours)
-    for part, raw_name in fetch_archives(hours, config, bucket, session):
-        result.archives.append(raw_name)
-        unpack_archive(bucket, raw_name, part, result)
-    manifest = {"range": str(hours), "archives": result.archives, "hours": result.hours, "refused": result.refused,
-                "finished_at": datetime.now(timezone.utc).isoformat()}
-    bucket.blob(naming.manifest_name(hours)).upload_from_string(json.dumps(manifest, indent=1), "application/json")
+    export = ExportRun(config, bucket, session, run, hours)
+    for part in export.parts(hours):
+        result.add(part)
+    bucket.blob(naming.manifest_name(hours)).upload_from_string(json.dumps(result.record(run), indent=1), "application/json")
+    export.clean_up()
     for hour in hours.hours():
         if naming.hour_object_name(hour) not in result.hours:
             # Nothing to load, and nothing missing: the completeness alert counts this line too.
@@ -60,25 +76,144 @@ def export_range(
     return result
 
 
-def fetch_archives(hours: HourRange, config: Config, bucket, session) -> list[tuple[HourRange, str]]:
-    """Download `hours` into raw zip objects, splitting the range when Amplitude finds it too big."""
-    raw_name = naming.raw_zip_name(hours)
+class ExportRun:
+    """One run's walk over the parts of a range, each downloaded and unpacked before the next.
+
+    A big day must not die at the function's 540 s timeout and then fail the same way on every
+    retry. So the walk can be resumed: each finished part leaves its manifest, tagged with the run,
+    and each range being worked on an attempt marker. A retry of the same run skips the finished
+    parts, splits a range whose earlier attempt died on it (too slow for one invocation), and after
+    `export_budget_seconds` stops itself between two parts (TransientError), leaving the rest to
+    the next retry. Without a run id (a local backfill, no time limit) none of this applies.
+    """
+
+    def __init__(self, config: Config, bucket: storage.Bucket, session: requests.Session, run: str, requested: HourRange,
+                 clock=time.monotonic):
+        self.config, self.bucket, self.session, self.run, self.requested = config, bucket, session, run, requested
+        self._clock = clock
+        self._started = clock()
+        self._finished_here = 0
+        self._split: set[str] = set()  # attempt markers of split ranges, removed by clean_up
+
+    def parts(self, hours: HourRange) -> Iterator[ExportResult]:
+        if self.run:
+            earlier = self._finished_earlier(hours)
+            if earlier is not None:
+                yield earlier
+                return
+            attempt = self._attempt(hours)
+            if attempt == "split":  # by an earlier attempt: split again without asking Amplitude
+                self._split.add(naming.attempt_name(hours, "split"))
+                yield from self._halves(hours)
+                return
+            if attempt == "started" and len(hours) > 1:
+                log.warning("splitting range", extra={"fields": {"range": str(hours), "reason":
+                            "an earlier attempt of this run stopped while exporting it; the halves may each fit"}})
+                yield from self._split_into_halves(hours)
+                return
+            self._check_budget(hours)
+            self._mark(hours, "started")
+        try:
+            part = self._export(hours)
+        except BaseException:
+            self._unmark(hours)  # it failed, it did not die: the retry tries it whole again
+            raise
+        if part is None:
+            yield from self._split_into_halves(hours)
+            return
+        if self.run:
+            if hours != self.requested:  # the whole range's manifest is written once, by export_range
+                self.bucket.blob(naming.manifest_name(hours)).upload_from_string(json.dumps(part.record(self.run)), "application/json")
+            self._unmark(hours)
+        self._finished_here += 1
+        yield part
+
+    def clean_up(self) -> None:
+        for name in self._split:
+            _delete(self.bucket, name)
+
+    def _export(self, hours: HourRange) -> ExportResult | None:
+        """One range downloaded and unpacked; None when Amplitude says it must be split."""
+        try:
+            raw_name = fetch_archive(hours, self.config, self.bucket, self.session)
+        except NoData as why:
+            log.info("no data for range", extra={"fields": {"range": str(hours), "reason": str(why)}})
+            return ExportResult(hours)
+        except (TooLarge, amplitude.TimedOut) as why:
+            if len(hours) == 1:
+                raise PermanentError(f"{why}; a single hour cannot be split further") from None
+            log.warning("splitting range", extra={"fields": {"range": str(hours), "reason": str(why)}})
+            return None
+        part = ExportResult(hours, archives=[raw_name])
+        unpack_archive(self.bucket, raw_name, hours, part)
+        return part
+
+    def _split_into_halves(self, hours: HourRange) -> Iterator[ExportResult]:
+        if self.run:
+            self._mark(hours, "split")
+            self._unmark(hours)
+        yield from self._halves(hours)
+
+    def _halves(self, hours: HourRange) -> Iterator[ExportResult]:
+        for half in hours.halves():
+            yield from self.parts(half)
+
+    def _check_budget(self, hours: HourRange) -> None:
+        spent = self._clock() - self._started
+        if self._finished_here and spent > self.config.export_budget_seconds:
+            raise TransientError(
+                f"stopped after {spent:.0f} s and {self._finished_here} parts, to stay within the function's time limit; "
+                f"the retry of this run goes on with {hours}")
+
+    def _finished_earlier(self, hours: HourRange) -> ExportResult | None:
+        record = _read_json(self.bucket, naming.manifest_name(hours))
+        if record is None or record.get("run") != self.run:
+            return None
+        return ExportResult(hours, record["archives"], record["hours"], record["refused"], resumed=[str(hours)])
+
+    def _attempt(self, hours: HourRange) -> str | None:
+        """"split" or "started" when this run left that mark on the range, else None."""
+        for state in ("split", "started"):
+            record = _read_json(self.bucket, naming.attempt_name(hours, state))
+            if record is not None and record.get("run") == self.run:
+                return state
+        return None
+
+    def _mark(self, hours: HourRange, state: str) -> None:
+        name = naming.attempt_name(hours, state)
+        self.bucket.blob(name).upload_from_string(json.dumps({"run": self.run}), "application/json")
+        if state == "split":
+            self._split.add(name)
+
+    def _unmark(self, hours: HourRange) -> None:
+        """The range is no longer being worked on (finished, failed or split)."""
+        if self.run:
+            _delete(self.bucket, naming.attempt_name(hours, "started"))
+
+
+def _delete(bucket: storage.Bucket, name: str) -> None:
     try:
-        for attempt in _http_retrying(config):
-            with attempt:
-                with gcs.writer(bucket, raw_name, {"range": str(hours)}, "application/zip") as sink:
-                    size = amplitude.download(session, config, hours, sink)
-    except NoData as why:
-        log.info("no data for range", extra={"fields": {"range": str(hours), "reason": str(why)}})
-        return []
-    except (TooLarge, amplitude.TimedOut) as why:
-        if len(hours) == 1:
-            raise PermanentError(f"{why}; a single hour cannot be split further") from None
-        first, second = hours.halves()
-        log.warning("splitting range", extra={"fields": {"range": str(hours), "reason": str(why)}})
-        return fetch_archives(first, config, bucket, session) + fetch_archives(second, config, bucket, session)
+        bucket.blob(name).delete()
+    except gexc.NotFound:
+        pass
+
+
+def _read_json(bucket: storage.Bucket, name: str) -> dict | None:
+    try:
+        return json.loads(bucket.blob(name).download_as_bytes())
+    except gexc.NotFound:
+        return None
+
+
+def fetch_archive(hours: HourRange, config: Config, bucket, session) -> str:
+    """Download `hours` into its raw zip object (retrying transient failures); its name."""
+    raw_name = naming.raw_zip_name(hours)
+    for attempt in _http_retrying(config):
+        with attempt:
+            with gcs.writer(bucket, raw_name, {"range": str(hours)}, "application/zip") as sink:
+                size = amplitude.download(session, config, hours, sink)
     log.info("raw archive stored", extra={"fields": {"range": str(hours), "object": raw_name, "bytes": size}})
-    return [(hours, raw_name)]
+    return raw_name
 
 
 def _http_retrying(config: Config) -> Retrying:

@@ -15,6 +15,7 @@ import shutil
 import socket
 import tempfile
 import threading
+import time
 import zipfile
 from collections import Counter, deque
 from dataclasses import dataclass
@@ -35,13 +36,14 @@ class Fault:
 
     `status` and `body` are sent as they are; `truncate` sends a correct Content-Length but
     closes the connection halfway through the real archive; `reset` closes the connection
-    before any response.
+    before any response; `stall` waits that many seconds before answering (a slow export).
     """
 
     status: int = 200
     body: bytes = b""
     truncate: bool = False
     reset: bool = False
+    stall: float = 0.0
 
 
 class ZipSource:
@@ -161,6 +163,7 @@ def _handler(stub: ExportApiStub):
                 return self._reply(400, f"invalid start/end: {bad}".encode())
             stub.requests.append((query["start"][0], query["end"][0]))
             fault = stub.faults.popleft() if stub.faults else Fault()
+            time.sleep(fault.stall)
             if fault.reset:
                 self.close_connection = True
                 self.connection.shutdown(socket.SHUT_RDWR)

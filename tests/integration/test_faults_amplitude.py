@@ -147,3 +147,58 @@ def test_wrong_credentials_fail_once_and_the_secret_never_reaches_a_log(stack, f
     secret = stack.settings.secret_key
     for log in (stack.workdir / "logs").glob("*.log"):
         assert secret not in log.read_text(errors="replace"), log.name
+
+
+@pytest.fixture
+def export_restarted(stack):
+    """Restart the export function with other settings for one test; the usual ones after it."""
+    def restart(**env: str) -> None:
+        stack.kill("export")
+        stack.restart("export", extra_env=env)
+
+    yield restart
+    stack.kill("export")
+    stack.restart("export")
+
+
+def attempt_markers(bucket, day: date) -> list[str]:
+    return [blob.name for blob in bucket.list_blobs(prefix=f"{naming.RAW_PREFIX}{day}/") if blob.name.endswith((".started.json", ".split.json"))]
+
+
+def test_a_day_too_big_for_one_invocation_goes_on_across_retries(stack, fresh_stub, bucket, bq, config, export_restarted):
+    # A budget of 0 s: every invocation finishes one part, then stops and leaves the rest to the
+    # platform's retry, as an invocation near the 540 s timeout does with a big day.
+    export_restarted(AMPBQ_EXPORT_BUDGET_SECONDS="0")
+    day = date(2021, 5, 9)
+    fresh_stub.max_hours = 5
+    record = run_day(stack, fresh_stub, bucket, day)
+    assert len(record["archives"]) == 8 and len(record["resumed"]) == 7
+    # Nothing asked twice: each split is remembered, each finished part skipped on the retries.
+    sizes = sorted((len(HourRange.parse(*r)) for r in requests_for(fresh_stub, day)), reverse=True)
+    assert sizes == [24, 12, 12, 6, 6, 6, 6] + [3] * 8
+    stops = [line for line in function_log(stack, "export")
+             if line["severity"] == "WARNING" and "to stay within the function's time limit" in line["message"]
+             and line.get("date") == f"{day}"]
+    assert len(stops) == 7
+    counts = wait_day_loaded(bq, config, day, 24 * EVENTS_PER_HOUR)
+    assert (counts["n"], counts["uuids"]) == (24 * EVENTS_PER_HOUR, 24 * EVENTS_PER_HOUR)
+    assert attempt_markers(bucket, day) == []
+
+
+def test_a_range_an_invocation_died_on_is_split_by_the_retry(stack, fresh_stub, bucket, bq, config):
+    day = date(2021, 5, 10)
+    fresh_stub.faults.append(Fault(stall=60))  # the whole day downloads too slowly to finish
+    fresh_stub.source.current = DatasetSource(Dataset.for_day(day, events_per_hour=EVENTS_PER_HOUR, parts_per_hour=2))
+    stack.publish_run({"date": f"{day}"})
+    wait_for(lambda: requests_for(fresh_stub, day), "the first request of the day")
+    stack.kill("export")  # the platform's timeout: the instance dies mid-download, nothing cleans up
+    assert len(attempt_markers(bucket, day)) == 1
+    stack.restart("export")
+    record = wait_for(lambda: manifest(bucket, HourRange.day(day)), f"the export manifest of {day}", timeout=90)
+    assert [len(HourRange.parse(*r)) for r in requests_for(fresh_stub, day)] == [24, 12, 12]
+    assert len(record["archives"]) == 2
+    assert any(line["message"] == "splitting range" and "an earlier attempt of this run stopped" in line.get("reason", "")
+               for line in function_log(stack, "export"))
+    counts = wait_day_loaded(bq, config, day, 24 * EVENTS_PER_HOUR)
+    assert (counts["n"], counts["uuids"]) == (24 * EVENTS_PER_HOUR, 24 * EVENTS_PER_HOUR)
+    assert attempt_markers(bucket, day) == []
