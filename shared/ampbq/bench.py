@@ -525,9 +525,10 @@ def machine() -> str:
     ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     import isal
     import msgspec
+    import numpy
 
     return (f"{os.cpu_count()} CPUs ({model}), {ram / 2**30:.1f} GiB RAM, Python {platform.python_version()}, "
-            f"orjson {orjson.__version__}, msgspec {msgspec.__version__}, isal {isal.__version__}")
+            f"orjson {orjson.__version__}, msgspec {msgspec.__version__}, isal {isal.__version__}, numpy {numpy.__version__}")
 
 
 def summary_line(events: int, transform_s: float, bare_s: float, naive_s: float, transform_peak: int) -> str:
