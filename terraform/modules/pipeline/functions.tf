@@ -63,7 +63,9 @@ resource "google_storage_bucket_object" "function_source" {
 
 # All three: retries on (a raised exception is redelivered with backoff for up to 24 h; the
 # handlers raise only on transient errors), 540 s timeout (the maximum for event-driven
-# functions), one event per instance, reachable only from inside Google (Eventarc push).
+# functions), one event per instance, reachable only from inside Google (Eventarc push). A day
+# too big for one export invocation stops itself after AMPBQ_EXPORT_BUDGET_SECONDS (300, well
+# inside the 540 s) and the retry of the same event resumes it (README, Guarantees).
 
 resource "google_cloudfunctions2_function" "export" {
   name        = local.function_names.export
