@@ -87,11 +87,9 @@ class ExportRun:
     the next retry. Without a run id (a local backfill, no time limit) none of this applies.
     """
 
-    def __init__(self, config: Config, bucket: storage.Bucket, session: requests.Session, run: str, requested: HourRange,
-                 clock=time.monotonic):
+    def __init__(self, config: Config, bucket: storage.Bucket, session: requests.Session, run: str, requested: HourRange):
         self.config, self.bucket, self.session, self.run, self.requested = config, bucket, session, run, requested
-        self._clock = clock
-        self._started = clock()
+        self._started = time.monotonic()
         self._finished_here = 0
         self._split: set[str] = set()  # attempt markers of split ranges, removed by clean_up
 
@@ -159,7 +157,7 @@ class ExportRun:
             yield from self.parts(half)
 
     def _check_budget(self, hours: HourRange) -> None:
-        spent = self._clock() - self._started
+        spent = time.monotonic() - self._started
         if self._finished_here and spent > self.config.export_budget_seconds:
             raise TransientError(
                 f"stopped after {spent:.0f} s and {self._finished_here} parts, to stay within the function's time limit; "
