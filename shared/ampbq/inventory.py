@@ -23,6 +23,8 @@ from .load import timestamp_literal
 from .naming import HourRange
 from .status import HourEvidence, LedgerEntry, ObjectInfo
 
+# Cloud Functions retries a failing event for up to 24 hours.
+RETRY_WINDOW = timedelta(hours=24)
 
 
 @dataclass
@@ -56,6 +58,7 @@ def read(bucket: storage.Bucket, bq: bigquery.Client, config: Config, hours: Hou
             hour=hour, hour_object=sources.get(hour), import_object=imports.get(hour), ledger=ledger.get(hour),
             table_rows=table_rows.get(hour, 0) if counts else None, archives=coverage.archives(hour),
             exported=True if hour in sources else coverage.exported(hour), failures=failed,
+            exporting=coverage.exporting(hour, datetime.now(timezone.utc)),
         ))
     return Inventory(evidence, warnings)
 
@@ -78,6 +81,7 @@ class ExportCoverage:
     archives_by_range: dict[HourRange, ObjectInfo] = field(default_factory=dict)
     manifests: list[tuple[HourRange, ObjectInfo, frozenset]] = field(default_factory=list)
     dead: list[tuple[HourRange, ObjectInfo, str]] = field(default_factory=list)
+    attempts: list[tuple[HourRange, ObjectInfo]] = field(default_factory=list)  # export runs' markers
     _entries: dict[str, frozenset] = field(default_factory=dict)
 
     @classmethod
@@ -102,6 +106,9 @@ class ExportCoverage:
             return
         if kind == "zip":
             self.archives_by_range[span] = object_info(blob)
+            return
+        if kind in ("started.json", "split.json"):
+            self.attempts.append((span, object_info(blob)))
             return
         written = json.loads(blob.download_as_bytes()).get("hours", {})
         with_data = frozenset(h for h in map(naming.parse_hour_object, written) if h is not None)
@@ -128,6 +135,15 @@ class ExportCoverage:
         if not archives:
             return None
         return any(hour in self._zip_hours(info.name) for info in archives)
+
+    def exporting(self, hour: datetime, now: datetime) -> bool:
+        """Whether an export run left a marker on a range holding the hour, newer than the last
+        finished export of it and recent enough for the platform to be still retrying (24 h).
+        A run removes its markers when it finishes; one that gave up leaves them, and ages out."""
+        manifest = self._latest_manifest(hour)
+        after = manifest[1].updated if manifest else None
+        return any(hour in span and info.updated and now - info.updated < RETRY_WINDOW and (after is None or info.updated > after)
+                   for span, info in self.attempts)
 
     def failures(self, hour: datetime) -> tuple[str, ...]:
         """Export dead letters for the hour's range newer than the last finished export of it."""

@@ -115,13 +115,14 @@ def dead_letter_name(step: str, subject: str) -> str:
     return f"{DEAD_LETTER_PREFIX}{step}/{subject}.json"
 
 
-_RAW_OBJECT = re.compile(r"^export/raw/\d{4}-\d{2}-\d{2}/(\d{8}T\d{2})-(\d{8}T\d{2})\.(zip|manifest\.json)$")
+_RAW_OBJECT = re.compile(r"^export/raw/\d{4}-\d{2}-\d{2}/(\d{8}T\d{2})-(\d{8}T\d{2})\.(zip|manifest\.json|started\.json|split\.json)$")
 _OBJECT_DEAD_LETTER = re.compile(r"^deadletter/(transform|load)/(.+)#(\d+)\.json$")
 _EXPORT_DEAD_LETTER = re.compile(r"^deadletter/export/(\d{8}T\d{2})\.\.(\d{8}T\d{2})\.json$")
 
 
 def parse_raw_name(name: str) -> tuple[HourRange, str] | None:
-    """(range, "zip" or "manifest.json") for a raw archive or its manifest, or None."""
+    """(range, kind) for a raw archive ("zip"), its manifest ("manifest.json") or an export run's
+    attempt marker ("started.json", "split.json"); None for any other name."""
     match = _RAW_OBJECT.match(name)
     return (HourRange.parse(match.group(1), match.group(2)), match.group(3)) if match else None
 

@@ -8,7 +8,8 @@
 - no data   no hour object, and the export run that covered the hour found nothing for it
             (Amplitude answered 404, or its archive has no entry for the hour).
 - pending   the chain is working on it: the import object or the ledger entry is for an older
-            generation than the live object upstream of it.
+            generation than the live object upstream of it, or an export run is part-way
+            through a range that holds the hour (its attempt marker is under export/raw/).
 - MISSING   no hour object and nothing says the hour had no data: the export never ran for it,
             or it ran but did not write the hour object.
 - FAILED    a step gave up on the live generation (a dead-letter record exists for it).
@@ -89,6 +90,7 @@ class HourEvidence:
     archives: tuple[str, ...] = ()  # raw archives whose range holds the hour
     exported: bool | None = None  # did a finished export find data for the hour? None: unknown
     failures: tuple[str, ...] = ()  # dead-letter errors for the live generations (or the export)
+    exporting: bool = False  # an export run is part-way through a range that holds the hour
 
 
 @dataclass(frozen=True)
@@ -168,6 +170,8 @@ def _without_hour_object(e: HourEvidence) -> tuple[State, str]:
         return State.NO_DATA, "the export found no events for this hour"
     if e.failures:
         return State.FAILED, e.failures[0]
+    if e.exporting:
+        return State.PENDING, "an export run is part-way through this range; the platform's retry goes on with it"
     if e.exported:
         return State.MISSING, "the raw archive has this hour but no hour object was written"
     return State.MISSING, "no finished export covers this hour"

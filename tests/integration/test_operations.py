@@ -167,6 +167,15 @@ def test_status_reports_an_hour_a_step_gave_up_on_as_failed(stack, bucket):
     assert result.exit_code == 1 and "FAILED" in result.stdout and "was not written by the transform step" in result.stdout
 
 
+def test_status_says_pending_while_an_export_run_is_part_way_through_a_range(stack, bucket):
+    # The marker an export run leaves on a range it split, between two of its invocations.
+    day = naming.HourRange.parse("20220210T00", "20220210T23")
+    assert "MISSING" in ampbq(stack, "status", "--start", "2022-02-10T05").stdout
+    bucket.blob(naming.attempt_name(day, "split")).upload_from_string(json.dumps({"run": "123"}), "application/json")
+    result = ampbq(stack, "status", "--start", "2022-02-10T05")
+    assert result.exit_code == 3 and "part-way through this range" in result.stdout  # 3: pending
+
+
 def test_stack_command_prints_the_environment_and_stops_everything_on_sigterm(tmp_path):
     command = [str(Path(sys.executable).parent / "ampbq"), "stack", "--workdir", str(tmp_path / "sandbox")]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)

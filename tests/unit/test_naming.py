@@ -87,6 +87,8 @@ def test_raw_archive_and_manifest_names_parse_back_to_their_range():
     hours = HourRange.parse("20240131T00", "20240131T11")
     assert naming.parse_raw_name(naming.raw_zip_name(hours)) == (hours, "zip")
     assert naming.parse_raw_name(naming.manifest_name(hours)) == (hours, "manifest.json")
+    assert naming.parse_raw_name(naming.attempt_name(hours, "split")) == (hours, "split.json")
+    assert naming.parse_raw_name(naming.attempt_name(hours, "started")) == (hours, "started.json")
     assert naming.parse_raw_name("export/2024-01-31/05.json.gz") is None
 
 

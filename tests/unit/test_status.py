@@ -102,6 +102,13 @@ def test_hour_no_export_covers_is_missing():
     assert "no finished export" in status.reason
 
 
+def test_hour_an_export_run_is_part_way_through_is_pending_not_missing():
+    status = classify(HourEvidence(HOUR, table_rows=0, exporting=True))
+    assert status.state is State.PENDING and "part-way" in status.reason
+    assert classify(HourEvidence(HOUR, table_rows=0, exporting=True, exported=False)).state is State.NO_DATA
+    assert classify(HourEvidence(HOUR, table_rows=0, exporting=True, failures=("export: 401",))).state is State.FAILED
+
+
 def test_hour_whose_export_failed_is_failed():
     status = classify(HourEvidence(HOUR, table_rows=0, failures=("export: 401 from Amplitude",)))
     assert status.state is State.FAILED
