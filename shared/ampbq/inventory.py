@@ -52,13 +52,14 @@ def read(bucket: storage.Bucket, bq: bigquery.Client, config: Config, hours: Hou
     failures = _step_failures(bucket, days, sources, imports)
     ledger, table_rows = _bigquery(bq, config, hours, counts, warnings)
     evidence = []
+    now = datetime.now(timezone.utc)
     for hour in hours.hours():
         failed = failures.get(hour, ()) or (() if hour in sources else coverage.failures(hour))
         evidence.append(HourEvidence(
             hour=hour, hour_object=sources.get(hour), import_object=imports.get(hour), ledger=ledger.get(hour),
             table_rows=table_rows.get(hour, 0) if counts else None, archives=coverage.archives(hour),
             exported=True if hour in sources else coverage.exported(hour), failures=failed,
-            exporting=coverage.exporting(hour, datetime.now(timezone.utc)),
+            exporting=coverage.exporting(hour, now),
         ))
     return Inventory(evidence, warnings)
 
@@ -136,19 +137,22 @@ class ExportCoverage:
             return None
         return any(hour in self._zip_hours(info.name) for info in archives)
 
+    def _last_finished(self, hour: datetime) -> datetime | None:
+        """When the last finished export of a range holding the hour wrote its manifest."""
+        manifest = self._latest_manifest(hour)
+        return manifest[1].updated if manifest else None
+
     def exporting(self, hour: datetime, now: datetime) -> bool:
         """Whether an export run left a marker on a range holding the hour, newer than the last
         finished export of it and recent enough for the platform to be still retrying (24 h).
         A run removes its markers when it finishes; one that gave up leaves them, and ages out."""
-        manifest = self._latest_manifest(hour)
-        after = manifest[1].updated if manifest else None
+        after = self._last_finished(hour)
         return any(hour in span and info.updated and now - info.updated < RETRY_WINDOW and (after is None or info.updated > after)
                    for span, info in self.attempts)
 
     def failures(self, hour: datetime) -> tuple[str, ...]:
         """Export dead letters for the hour's range newer than the last finished export of it."""
-        manifest = self._latest_manifest(hour)
-        after = manifest[1].updated if manifest else None
+        after = self._last_finished(hour)
         return tuple(f"export: {error}" for span, info, error in self.dead
                      if hour in span and (after is None or (info.updated and info.updated > after)))
 
