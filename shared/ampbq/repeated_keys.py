@@ -19,9 +19,13 @@ colon changes nothing, because the count is of colons, not of `":`.
 from __future__ import annotations
 
 import json
+import os
 from typing import Iterable
 
-import numpy
+# numpy's OpenBLAS otherwise starts a thread per core that spins for a while (0.1 s of CPU per
+# process, on the function's one vCPU); nothing here does linear algebra.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+import numpy  # noqa: E402
 
 _COLON = ord(":")
 _ESCAPED_COLONS = (b"\\u003a", b"\\u003A")

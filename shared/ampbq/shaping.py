@@ -312,7 +312,9 @@ class _FastPath:
 
     def __init__(self, converters: dict[str, tuple[str, Callable[[str, Any], Any]]], lineage: dict[str, Any]):
         fields, row_fields, rename, timestamps = [], [], {}, []
-        for source, (column, convert) in converters.items():
+        # Fields in the export's own key order (Amplitude writes keys sorted): msgspec matches each
+        # key against the next expected field first, so in-order keys skip the lookup.
+        for source, (column, convert) in sorted(converters.items()):
             kind = _FAST_TYPES[convert]
             if source != column:
                 rename[column] = source
