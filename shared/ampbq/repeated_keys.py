@@ -12,8 +12,9 @@ Why the count is sound. In JSON text a colon is either the one after each key, o
 inside a string. A string's colons survive decoding and re-encoding unchanged, unless the input
 wrote one as an escape (`\\u003a`), which the screen refuses to judge. The fast path's row keeps
 every decoded key (nulls included) and adds the lineage columns. So the row has exactly the line's
-colons plus the lineage's, minus one for every key the parser merged away. Whitespace around a
-colon changes nothing, because the count is of colons, not of `":`.
+colons plus the lineage's, minus at least one for every key the parser merged away (its colon,
+and any in the value it dropped). Whitespace around a colon changes nothing, because the count is
+of colons, not of `":`.
 """
 
 from __future__ import annotations
@@ -51,8 +52,8 @@ def colons_match_all(lines: bytes, rows: bytes | bytearray, start: int, row_coun
                      lines_apart: Iterable[bytes] = (), rows_apart: Iterable[bytes] = ()) -> bool:
     """`colons_match` for a whole chunk at once: `lines` holds the chunk's lines and `rows[start:]`
     the rows encoded from them (`row_count` of them), except for `lines_apart`, whose rows (if any)
-    are `rows_apart`. A line's count can only fall short of its row's (a merged key takes a colon
-    away), never exceed it, so the totals match only when every line's count does."""
+    are `rows_apart`. A row's count can only fall short of its line's plus the lineage's (a merged
+    key takes colons away; nothing adds one), so the totals match only when every row's does."""
     if _has_escaped_colon(lines):
         return False
     line_colons = count_colons(lines) - sum(line.count(b":") for line in lines_apart)
