@@ -335,7 +335,8 @@ class _FastPath:
         self._encode = msgspec.json.Encoder().encode
         self._timestamps = attrgetter(*timestamps) if len(timestamps) > 1 else (lambda e: (getattr(e, timestamps[0]),))
         self._lineage = tuple(lineage.values())
-        # The colons a row gains from its lineage columns (the upload hour's time has two).
+        # The colons a row gains from its lineage columns: their keys, and any in their values (the
+        # upload hour's time, a gs:// name).
         self.colons_added = self._encode(self._row_type(*(msgspec.UNSET,) * len(fields), *self._lineage, 0)).count(b":")
 
     def row(self, line: bytes, number: int) -> bytes | None:
