@@ -8,6 +8,7 @@ the upload: a half-written object is never finalized.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 from typing import BinaryIO, Iterator
 
@@ -52,6 +53,14 @@ def writer(
     blob.metadata = metadata
     with blob.open("wb", chunk_size=CHUNK, content_type=content_type, ignore_flush=True) as stream:
         yield stream
+
+
+def read_json(bucket: storage.Bucket, name: str):
+    """A small JSON object's content, or None when there is no such object."""
+    try:
+        return json.loads(bucket.blob(name).download_as_bytes())
+    except gexc.NotFound:
+        return None
 
 
 def delete_if_exists(bucket: storage.Bucket, name: str) -> bool:

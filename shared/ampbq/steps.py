@@ -14,7 +14,6 @@ from datetime import datetime, timedelta, timezone
 from typing import Iterator
 
 import requests
-from google.api_core import exceptions as gexc
 from google.cloud import bigquery, storage
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
 
@@ -128,7 +127,7 @@ class ExportRun:
 
     def clean_up(self) -> None:
         for name in self._split:
-            _delete(self.bucket, name)
+            gcs.delete_if_exists(self.bucket, name)
 
     def _export(self, hours: HourRange) -> ExportResult | None:
         """One range downloaded and unpacked; None when Amplitude says it must be split."""
@@ -164,7 +163,7 @@ class ExportRun:
                 f"the retry of this run goes on with {hours}")
 
     def _finished_earlier(self, hours: HourRange) -> ExportResult | None:
-        record = _read_json(self.bucket, naming.manifest_name(hours))
+        record = gcs.read_json(self.bucket, naming.manifest_name(hours))
         if record is None or record.get("run") != self.run:
             return None
         return ExportResult(hours, record["archives"], record["hours"], record["refused"], resumed=[str(hours)])
@@ -172,7 +171,7 @@ class ExportRun:
     def _attempt(self, hours: HourRange) -> str | None:
         """"split" or "started" when this run left that mark on the range, else None."""
         for state in ("split", "started"):
-            record = _read_json(self.bucket, naming.attempt_name(hours, state))
+            record = gcs.read_json(self.bucket, naming.attempt_name(hours, state))
             if record is not None and record.get("run") == self.run:
                 return state
         return None
@@ -186,21 +185,7 @@ class ExportRun:
     def _unmark(self, hours: HourRange) -> None:
         """The range is no longer being worked on (finished, failed or split)."""
         if self.run:
-            _delete(self.bucket, naming.attempt_name(hours, "started"))
-
-
-def _delete(bucket: storage.Bucket, name: str) -> None:
-    try:
-        bucket.blob(name).delete()
-    except gexc.NotFound:
-        pass
-
-
-def _read_json(bucket: storage.Bucket, name: str) -> dict | None:
-    try:
-        return json.loads(bucket.blob(name).download_as_bytes())
-    except gexc.NotFound:
-        return None
+            gcs.delete_if_exists(self.bucket, naming.attempt_name(hours, "started"))
 
 
 def fetch_archive(hours: HourRange, config: Config, bucket, session) -> str:
