@@ -20,15 +20,10 @@ of colons, not of `":`.
 from __future__ import annotations
 
 import json
-import os
 from typing import Iterable
 
-# numpy's OpenBLAS otherwise starts a thread per core that spins for a while (0.1 s of CPU per
-# process, on the function's one vCPU); nothing here does linear algebra.
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-import numpy  # noqa: E402
+from .bytescan import COLON, count_byte
 
-_COLON = ord(":")
 _ESCAPED_COLONS = (b"\\u003a", b"\\u003A")
 
 
@@ -42,12 +37,6 @@ def _has_escaped_colon(text: bytes) -> bool:
     return b"\\" in text and any(escape in text for escape in _ESCAPED_COLONS)
 
 
-def count_colons(data: bytes | bytearray, start: int = 0) -> int:
-    """The colons in `data[start:]`, without copying it. numpy compares 16+ bytes an instruction;
-    bytes.count goes one at a time and would cost the transform ~15% of its time."""
-    return int(numpy.count_nonzero(numpy.frombuffer(data, numpy.uint8, offset=start) == _COLON))
-
-
 def colons_match_all(lines: bytes, rows: bytes | bytearray, start: int, row_count: int, colons_added: int,
                      lines_apart: Iterable[bytes] = (), rows_apart: Iterable[bytes] = ()) -> bool:
     """`colons_match` for a whole chunk at once: `lines` holds the chunk's lines and `rows[start:]`
@@ -56,8 +45,8 @@ def colons_match_all(lines: bytes, rows: bytes | bytearray, start: int, row_coun
     key takes colons away; nothing adds one), so the totals match only when every row's does."""
     if _has_escaped_colon(lines):
         return False
-    line_colons = count_colons(lines) - sum(line.count(b":") for line in lines_apart)
-    row_colons = count_colons(rows, start) - sum(row.count(b":") for row in rows_apart)
+    line_colons = count_byte(lines, COLON) - sum(line.count(b":") for line in lines_apart)
+    row_colons = count_byte(rows, COLON, start) - sum(row.count(b":") for row in rows_apart)
     return line_colons + colons_added * row_count == row_colons
 
 

@@ -23,6 +23,7 @@ import json
 import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from itertools import chain
 from operator import attrgetter
 from typing import Annotated, Any, Callable
 
@@ -40,6 +41,8 @@ REQUIRED_FIELDS = ("uuid", "event_time", "server_upload_time")
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 _AMPLITUDE_TS = re.compile(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}(\.\d{1,6})?$")
 _INT_TEXT = re.compile(r"^-?\d+$")
+# Seconds with more than 6 decimals: fromisoformat would cut them to microseconds, silently.
+_SUB_MICROSECONDS = re.compile(r":\d\d[.,]\d{6}(\d+)")
 
 
 class RejectedEvent(ValueError):
@@ -73,6 +76,8 @@ def to_timestamp(column: str, value: Any) -> str | None:
         moment = datetime.fromisoformat(value)
     except ValueError:
         raise _fail(column, "a timestamp like 2022-11-14 00:57:33.008000", value) from None
+    if (finer := _SUB_MICROSECONDS.search(value)) and finer.group(1).strip("0"):
+        raise _fail(column, "a timestamp no finer than microseconds (BigQuery's precision)", value)
     if moment.tzinfo is None:
         # Amplitude's own format is UTC without a zone: keep the text exactly when it is that format.
         return value if _AMPLITUDE_TS.match(value) else format_timestamp(moment.replace(tzinfo=timezone.utc))
@@ -232,6 +237,8 @@ class Shaper:
         # The same without the per-line repeated-key screen, and what that screen needs to know;
         # the transform screens a whole chunk's rows with one count (repeated_keys).
         self.shape_line_unscreened: Callable[[bytes, int], bytes | None] = fast.row_unscreened
+        # Many whole lines at once, unscreened: (rows, how many) or None (shape them line by line).
+        self.shape_lines_unscreened: Callable[[bytes | memoryview, int], tuple[bytes, int] | None] = fast.rows_unscreened
         self.colons_added = fast.colons_added
 
     def shape(self, event: Any, line: int) -> dict:
@@ -292,15 +299,44 @@ class Shaper:
 
 
 # The exported value types each converter passes through unchanged. A value of any other type
-# (e.g. `os_version: 86`, `event_id: "42"`, a big integer) makes msgspec refuse the line.
+# (e.g. `os_version: 86`, `event_id: "42"`, a big integer) makes msgspec refuse the line. msgspec
+# also checks the lengths: a timestamp must have Amplitude's 26 characters (`are_amplitude_timestamps`
+# checks the rest), and `uuid` must not be empty.
 _INT64 = Annotated[int, msgspec.Meta(ge=INT64_MIN, le=INT64_MAX)]
+_TIMESTAMP_TEXT = Annotated[str, msgspec.Meta(min_length=26, max_length=26)]
+_UUID_TEXT = Annotated[str, msgspec.Meta(min_length=1)]
 _FAST_TYPES: dict[Callable, Any] = {
-    to_text: str, to_timestamp: str, to_int: _INT64, to_float: float, to_bool: bool, to_json: Any, to_text_array: list[str],
+    to_text: str, to_timestamp: _TIMESTAMP_TEXT, to_int: _INT64, to_float: float, to_bool: bool, to_json: Any,
+    to_text_array: list[str],
 }
+
+_decode_naive_datetimes = msgspec.json.Decoder(list[Annotated[datetime, msgspec.Meta(tz=False)]]).decode
+
+
+def are_amplitude_timestamps(values: list[str]) -> bool:
+    """Whether every value, each 26 characters long, is exactly `YYYY-MM-DD HH:MM:SS.ffffff`, a real
+    date and time without a zone: what `is_amplitude_timestamp` says of each, in one call for many.
+
+    msgspec's RFC 3339 parser checks digits, separators and calendar in C for all of them at once
+    (a tenth of the per-value cost). At 26 characters and without a zone it accepts only that form
+    with `T` or a space at position 10, so the space is checked here. The values are written into a
+    JSON array unescaped; a quote or backslash in one would change the array, so it is refused.
+    """
+    if not values:
+        return True
+    text = '["' + '","'.join(values) + '"]'
+    # Each value takes 29 characters of the array (its 26 and `","`), the first starting at 2.
+    if text[12::29] != " " * len(values) or text.count('"') != 2 * len(values) or "\\" in text:
+        return False
+    try:
+        _decode_naive_datetimes(text)
+    except msgspec.MsgspecError:
+        return False
+    return True
 
 
 class _FastPath:
-    """Raw line → encoded row for events whose every value is already what its column holds.
+    """Raw lines → encoded rows for events whose every value is already what its column holds.
 
     What it takes, `Shaper.shape` would give unchanged (so its values are the same): strings in
     STRING columns, integers within INT64, floats (or integers, as float) in FLOAT64, booleans,
@@ -315,7 +351,7 @@ class _FastPath:
         # Fields in the export's own key order (Amplitude writes keys sorted): msgspec matches each
         # key against the next expected field first, so in-order keys skip the lookup.
         for source, (column, convert) in sorted(converters.items()):
-            kind = _FAST_TYPES[convert]
+            kind = _UUID_TEXT if column == "uuid" else _FAST_TYPES[convert]
             if source != column:
                 rename[column] = source
             if convert is to_timestamp:
@@ -331,8 +367,10 @@ class _FastPath:
         # Absent fields (UNSET) stay out of the row; a null stays a null, so the row keeps every key
         # of the line, which the repeated-key screen relies on.
         self._row_type = msgspec.defstruct("Row", row_fields, gc=False)
-        self._decode = msgspec.json.Decoder(event_type).decode
-        self._encode = msgspec.json.Encoder().encode
+        decoder = msgspec.json.Decoder(event_type)
+        encoder = msgspec.json.Encoder()
+        self._decode, self._decode_lines = decoder.decode, decoder.decode_lines
+        self._encode, self._encode_lines = encoder.encode, encoder.encode_lines
         self._timestamps = attrgetter(*timestamps) if len(timestamps) > 1 else (lambda e: (getattr(e, timestamps[0]),))
         self._lineage = tuple(lineage.values())
         # The colons a row gains from its lineage columns: their keys, and any in their values (the
@@ -349,12 +387,26 @@ class _FastPath:
         """`row` without the repeated-key screen, for a caller that screens many rows at once."""
         try:
             event = self._decode(line)
-            for value in self._timestamps(event):
-                if value.__class__ is str and (len(value) != 26 or value[4:20:3] != _AMPLITUDE_SEPARATORS
-                                               or _from_iso(value).tzinfo is not None):
-                    return None
-        except Exception:  # whatever msgspec or the date check refuses, the general path decides
+        except Exception:  # whatever msgspec refuses (or is too deep for it), the general path decides
             return None
-        if not event.uuid:
+        # A null or absent timestamp is falsy (None, UNSET); a present one is 26 characters.
+        if not are_amplitude_timestamps(list(filter(None, self._timestamps(event)))):
             return None
         return self._encode(self._row_type(*msgspec.structs.astuple(event), *self._lineage, number))
+
+    def rows_unscreened(self, lines: bytes | memoryview, first_number: int) -> tuple[bytes, int] | None:
+        """The rows (NDJSON) of whole lines, numbered from `first_number`, and how many there are;
+        None unless the fast path takes every line. Without the repeated-key screen, like
+        `row_unscreened`. Blank lines are skipped unnumbered: the caller checks the count.
+
+        One call decodes all the lines and one encodes all the rows, and the timestamp check runs
+        once for all: a run of ~15 lines is ~15% quicker than line by line and stays in cache."""
+        try:
+            events = self._decode_lines(lines)
+        except Exception:
+            return None
+        if not are_amplitude_timestamps(list(filter(None, chain.from_iterable(map(self._timestamps, events))))):
+            return None
+        row_type, astuple, lineage = self._row_type, msgspec.structs.astuple, self._lineage
+        rows = [row_type(*astuple(event), *lineage, number) for number, event in enumerate(events, first_number)]
+        return self._encode_lines(rows), len(rows)

@@ -18,10 +18,14 @@ import orjson
 from isal import isal_zlib
 
 from . import repeated_keys
+from .bytescan import scan_lines
 from .repeated_keys import RepeatedKey, colons_match_all
 from .shaping import Lineage, RejectedEvent, Shaper
 
 READ_CHUNK = 1 << 20
+# The fast path decodes and encodes this many bytes of whole lines (about 15 events) per call:
+# few enough that the run's objects stay in the CPU cache (a 1 MiB run is ~25% slower).
+RUN_BYTES = 32 << 10
 WRITE_BATCH_BYTES = 4 << 20
 # BigQuery rejects JSON rows over 100 MB; an Amplitude event is a few KB. Anything this long is
 # not an event; it is quarantined whole rather than parsed.
@@ -73,11 +77,12 @@ def reject_record(line_number: int, reason: str, raw: bytes, source_object: str)
 def transform_stream(lines: BinaryIO, out: BinaryIO, rejects: BinaryIO, lineage: Lineage) -> Counts:
     """Shape every line of the decompressed `lines` stream into `out`; bad lines go to `rejects`.
 
-    Each line takes the fast path (`Shaper.shape_line`) when its event has the common shape, and
-    the general one (`decode`, `Shaper.shape`, `encode`) otherwise. The fast path's repeated-key
-    screen runs once per chunk of lines (one count over all of them); a chunk that fails it is
-    shaped again with the screen line by line. Rows are written in batches of about
-    WRITE_BATCH_BYTES.
+    Lines take the fast path when their event has the common shape: a run of about RUN_BYTES of
+    whole lines at a time (`Shaper.shape_lines_unscreened`), or, in a run it declines, line by line
+    (`Shaper.shape_line_unscreened`). The others take the general path (`decode`, `Shaper.shape`,
+    `encode`). The fast path's repeated-key screen runs once per chunk of lines (one count over
+    all of them); a chunk that fails it is shaped again with the screen line by line. Rows are
+    written in batches of about WRITE_BATCH_BYTES.
     """
     shaper = Shaper(lineage)
     counts = Counts()
@@ -101,9 +106,8 @@ def transform_stream(lines: BinaryIO, out: BinaryIO, rejects: BinaryIO, lineage:
             return
         chunk.rejects.append(reject_record(number, reason, raw, lineage.source_object))
 
-    def shape_chunk(pieces: list[bytes], number: int, shape_fast) -> "_Chunk":
-        """Shape the lines after line `number` into `batch`; the rejects wait in the result."""
-        chunk = _Chunk()
+    def shape_each(pieces: list[bytes], number: int, shape_fast, chunk: "_Chunk") -> "_Chunk":
+        """Shape the lines after line `number` one by one into `batch`; the rejects wait in `chunk`."""
         fast = 0
         rows = batch  # a local name: `rows += row` is the quickest append, and batch's own name cannot take it here
         for raw in pieces:
@@ -118,8 +122,31 @@ def transform_stream(lines: BinaryIO, out: BinaryIO, rejects: BinaryIO, lineage:
             else:
                 chunk.lines_apart.append(raw)
                 general_path(raw, number, chunk)
-        chunk.fast = fast
+        chunk.fast += fast
         return chunk
+
+    def shape_runs(text: bytes, end: int, number: int, line_count: int) -> "_Chunk | None":
+        """Shape the `line_count` whole lines of `text[:end]`, each one `{…}`, after line `number`,
+        into `batch`, a run at a time. None (with rows left in `batch`) when some line held more
+        than one JSON value, which the run decoder would have taken as more than one event."""
+        chunk = _Chunk()
+        view = memoryview(text)
+        rows = batch
+        position = 0
+        numbered = number
+        while position < end:
+            stop = text.find(b"\n", position + RUN_BYTES, end) + 1 or end
+            run = shaper.shape_lines_unscreened(view[position:stop], numbered + 1)
+            if run is None:
+                pieces = text[position:stop - 1].split(b"\n")
+                shape_each(pieces, numbered, shaper.shape_line_unscreened, chunk)
+                numbered += len(pieces)
+            else:
+                rows += run[0]
+                chunk.fast += run[1]
+                numbered += run[1]
+            position = stop
+        return chunk if numbered - number == line_count else None
 
     number = 0
     tail = b""
@@ -128,22 +155,32 @@ def transform_stream(lines: BinaryIO, out: BinaryIO, rejects: BinaryIO, lineage:
             chunk_bytes = lines.read(READ_CHUNK)
             if chunk_bytes:
                 text = tail + chunk_bytes
-                pieces = text.split(b"\n")
-                tail = pieces.pop()  # a line the next chunk completes
+                end = text.rfind(b"\n") + 1  # the chunk's whole lines; the rest waits for the next chunk
+                tail = text[end:]
+                line_count, objects_only = scan_lines(text, end)
             elif tail:
-                text, pieces, tail = tail, [tail], b""
+                # The last line, without a newline.
+                text, end, tail, line_count, objects_only = tail, len(tail), b"", 1, False
             else:
                 break
             start = len(batch)
-            chunk = shape_chunk(pieces, number, shaper.shape_line_unscreened)
+            chunk = None
+            # Runs need every line to be one `{…}` (scan_lines) and none over the limit.
+            if objects_only and end <= MAX_LINE_BYTES:
+                chunk = shape_runs(text, end, number, line_count)
+            if chunk is None:
+                del batch[start:]
+                pieces = text[:end].split(b"\n")[:line_count]
+                chunk = shape_each(pieces, number, shaper.shape_line_unscreened, _Chunk())
             if chunk.fast and not colons_match_all(
                     text, batch, start, chunk.fast, shaper.colons_added,
                     lines_apart=[tail, *chunk.lines_apart], rows_apart=chunk.rows_apart):
                 # Some line may repeat a key: shape the chunk again, screening line by line;
                 # the doubtful lines go through the general path, which parses them exactly.
                 del batch[start:]
-                chunk = shape_chunk(pieces, number, shaper.shape_line)
-            number += len(pieces)
+                pieces = text[:end].split(b"\n")[:line_count]
+                chunk = shape_each(pieces, number, shaper.shape_line, _Chunk())
+            number += line_count
             counts.events += chunk.events
             counts.rows += chunk.events - len(chunk.rejects)
             counts.rejected += len(chunk.rejects)

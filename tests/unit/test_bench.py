@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 from ampbq import bench, transform, unpack
 from ampbq.naming import HourRange
-from ampbq.shaping import Lineage, RejectedEvent, Shaper, is_amplitude_timestamp, to_timestamp
+from ampbq.shaping import Lineage, RejectedEvent, Shaper, are_amplitude_timestamps, is_amplitude_timestamp, to_timestamp
 from ampbq.synthetic import Dataset
 
 SUMMARY = re.compile(r"^bench: events=\d+ transform_vs_bare=\d+\.\d\d naive_vs_transform=\d+\.\d transform_peak_mb=\d+$")
@@ -170,13 +170,25 @@ def test_fast_path_gives_the_general_paths_row_or_declines():
 
 def test_fast_timestamp_check_accepts_only_what_passes_through_unchanged():
     rng = random.Random(11)
-    chars = "0123456789-: .T+Z,W\n\u0660\uff10x"
+    chars = "0123456789-: .T+Z,W\n\u0660\uff10x\"\\t"
+    seen = {True: 0, False: 0}
     for _ in range(20000):
-        value = list(rng.choice(["2024-01-31 04:59:01.008000", "2024-02-29 23:59:59.999999", "0001-01-01 00:00:00.000000"]))
+        value = list(rng.choice(["2024-01-31 04:59:01.008000", "2024-02-29 23:59:59.999999", "0001-01-01 00:00:00.000000",
+                                 "2023-04-30 12:00:00.000000", "9999-12-31 23:59:59.999999"]))
         for _ in range(rng.randint(1, 3)):
             value[rng.randrange(len(value))] = rng.choice(chars)
         text = "".join(value)
-        if is_amplitude_timestamp(text):
+        accepted = is_amplitude_timestamp(text)
+        if accepted:
             assert to_timestamp("event_time", text) == text
+        # The batch check (the fast path's, for strings of 26 characters) says the same of each.
+        assert are_amplitude_timestamps([text]) == accepted, text
+        assert are_amplitude_timestamps(["2024-01-31 04:59:01.008000", text, "2024-01-31 04:59:01.008000"]) == accepted, text
+        seen[accepted] += 1
+    assert min(seen.values()) > 1000  # both answers were exercised
     assert not is_amplitude_timestamp("2022-13-45 00:00:00.000000")
     assert not is_amplitude_timestamp("2023-02-29 00:00:00.000000")
+    assert are_amplitude_timestamps([]) and are_amplitude_timestamps(["2024-02-29 23:59:59.999999"] * 500)
+    for bad in ("2023-02-29 00:00:00.000000", "2024-01-31T04:59:01.008000", "2024-01-31 04:59:01.00800Z",
+                "2024-01-31 24:00:00.000000", "0000-01-01 00:00:00.000000", '2024-01-31 04:5","2024-01-'):
+        assert not are_amplitude_timestamps(["2024-01-31 04:59:01.008000"] * 40 + [bad] + ["2024-01-31 04:59:01.008000"])

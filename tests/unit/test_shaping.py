@@ -42,6 +42,12 @@ def test_iso_timestamp_with_offset_is_converted_to_utc():
     assert shape(client_event_time="2023-08-24T09:00:00+02:00")["client_event_time"] == "2023-08-24 07:00:00.000000"
 
 
+def test_nanoseconds_are_refused_unless_they_are_zeros():
+    assert shape(event_time="2023-08-24 09:00:00.123456000")["event_time"] == "2023-08-24 09:00:00.123456"
+    with pytest.raises(RejectedEvent, match="no finer than microseconds"):
+        shape(event_time="2023-08-24 09:00:00.1234567")  # fromisoformat would cut the 7 away
+
+
 @pytest.mark.parametrize("value", ["1700000000", "2022-13-01 00:00:00", "yesterday", "2022-11-14", 1700000000])
 def test_unreadable_timestamp_rejects_the_event_naming_the_field(value):
     with pytest.raises(RejectedEvent, match="client_event_time"):

@@ -133,3 +133,70 @@ def test_a_failed_read_of_the_source_is_raised_not_recorded_as_damage():
 
     with pytest.raises(ConnectionError):
         transform.transform_stream(transform.open_gzip(Broken()), io.BytesIO(), io.BytesIO(), LINEAGE)
+
+
+def generated_lines(count: int) -> list[bytes]:
+    from datetime import date
+
+    from ampbq.synthetic import Dataset
+
+    hour = datetime(2024, 6, 1, 5, tzinfo=timezone.utc)
+    return [orjson.dumps(event) for event in Dataset.for_day(date(2024, 6, 1), hours=1, events_per_hour=count).events(hour)]
+
+
+def test_scan_lines_counts_lines_and_tells_whether_each_is_one_brace_pair():
+    from ampbq.bytescan import scan_lines
+
+    assert scan_lines(b'{"a":1}\n{"b":{}}\n{"c', 17) == (2, True)
+    assert scan_lines(b"", 0) == (0, True)
+    for text in (b'{"a":1}\n\n{"b":2}\n', b'{"a":1}\n {"b":2}\n', b'{"a":1}\r\n', b'{"a":\n1}\n', b'[1]\n', b'{"a":1} \n'):
+        assert scan_lines(text, len(text)) == (text.count(b"\n"), False), text
+
+
+def shaped_both_ways(monkeypatch, lines: list[bytes]):
+    """The hour shaped as the transform does it (runs of lines where it can), and line by line only."""
+    monkeypatch.setattr(transform, "READ_CHUNK", 20_000)  # many chunks, and a chunk with few runs
+    monkeypatch.setattr(transform, "RUN_BYTES", 6_000)
+    raw = gzip_ndjson(lines)
+    as_runs = run(raw)
+    with monkeypatch.context() as patch:
+        patch.setattr(transform, "scan_lines", lambda text, end: (text.count(b"\n", 0, end), False))
+        one_by_one = run(raw)
+    return as_runs, one_by_one
+
+
+def test_runs_of_lines_give_exactly_the_rows_and_rejects_of_line_by_line(monkeypatch):
+    from ampbq import shaping
+
+    runs_taken = []
+    original = shaping._FastPath.rows_unscreened
+    monkeypatch.setattr(shaping._FastPath, "rows_unscreened",
+                        lambda self, lines, first: runs_taken.append(r) or r if (r := original(self, lines, first)) else r)
+    lines = generated_lines(400)
+    odd = {
+        # Two events on one line, and one event over two lines, in one run: a run decoder would
+        # find two values on the first line and one on the other two, so the totals would balance.
+        37: lines[37] + lines[38],
+        39: lines[39].replace(b',"', b',\n"', 1),
+        90: b"", 91: b"   ", 120: b" " + lines[120], 150: lines[150] + b"\r",
+        200: lines[200].replace(b'"os_version":"', b'"os_version":1,"x":"', 1),  # takes the general path
+        250: lines[250][:-1] + b',"event_type":"twice"}',  # a repeated key
+        300: b"{not json}", 350: lines[350][:-1],
+    }
+    for at, line in odd.items():
+        lines[at] = line
+    (counts, rows, rejected), (counts_1, rows_1, rejected_1) = shaped_both_ways(monkeypatch, lines)
+    assert (counts.events, counts.rows, counts.rejected) == (counts_1.events, counts_1.rows, counts_1.rejected)
+    assert rows == rows_1 and rejected == rejected_1
+    assert sum(count for _, count in runs_taken) > 250  # most lines did go through runs
+    # Numbered as lines of the file: the split event adds one from line 41 on.
+    assert [r["line"] for r in rejected] == [38, 40, 41, 252, 302, 352]
+    assert counts.events == 400 + 1 - 2  # the split line is two lines; the blank ones are not events
+    assert counts.rows + counts.rejected == counts.events
+
+
+def test_runs_keep_line_numbers_across_chunks_and_runs(monkeypatch):
+    lines = generated_lines(300)
+    (counts, rows, rejected), (_, rows_1, _) = shaped_both_ways(monkeypatch, lines)
+    assert (counts.rows, rejected) == (300, [])
+    assert [row["_source_line"] for row in rows] == list(range(1, 301)) and rows == rows_1
