@@ -10,6 +10,7 @@ from pathlib import Path
 
 import click
 
+from . import allocator
 from . import backfill as backfills
 from . import inventory, naming, rejects as quarantine, render, reprocess as redrops, status as states
 from . import transform as core
@@ -104,6 +105,7 @@ def transform_command(src: Path, dst: Path, hour) -> None:
         raise click.UsageError(f"cannot tell the upload hour from {src.name}; pass --hour YYYY-MM-DDTHH")
     rejects_path = dst.with_name(dst.name.removesuffix(".json") + ".rejects.json")
     lineage = Lineage(upload_hour, src.resolve().as_uri(), 0)
+    allocator.keep_freed_buffers()
     with open(src, "rb") as raw, open(dst, "wb") as out, core.LazyWriter(lambda: open(rejects_path, "wb")) as rejects:
         counts = core.transform_stream(core.open_gzip(raw), out, rejects, lineage)
     if not counts.rejected:

@@ -26,7 +26,6 @@ READ_CHUNK = 1 << 20
 # The fast path decodes and encodes this many bytes of whole lines (about 15 events) per call:
 # few enough that the run's objects stay in the CPU cache (a 1 MiB run is ~25% slower).
 RUN_BYTES = 32 << 10
-WRITE_BATCH_BYTES = 4 << 20
 # BigQuery rejects JSON rows over 100 MB; an Amplitude event is a few KB. Anything this long is
 # not an event; it is quarantined whole rather than parsed.
 MAX_LINE_BYTES = 8 << 20
@@ -81,12 +80,11 @@ def transform_stream(lines: BinaryIO, out: BinaryIO, rejects: BinaryIO, lineage:
     whole lines at a time (`Shaper.shape_lines_unscreened`), or, in a run it declines, line by line
     (`Shaper.shape_line_unscreened`). The others take the general path (`decode`, `Shaper.shape`,
     `encode`). The fast path's repeated-key screen runs once per chunk of lines (one count over
-    all of them); a chunk that fails it is shaped again with the screen line by line. Rows are
-    written in batches of about WRITE_BATCH_BYTES.
+    all of them); a chunk that fails it is shaped again with the screen line by line. Each
+    chunk's rows are written at once (~1 MiB).
     """
     shaper = Shaper(lineage)
     counts = Counts()
-    batch = bytearray()
 
     def general_path(raw: bytes, number: int, chunk: "_Chunk") -> None:
         try:
@@ -101,23 +99,22 @@ def transform_stream(lines: BinaryIO, out: BinaryIO, rejects: BinaryIO, lineage:
             reason = f"cannot shape the line: {type(why).__name__}: {why}"
         else:
             chunk.rows_apart.append(row)
-            batch.extend(row)
-            batch.extend(b"\n")
+            chunk.rows += (row, b"\n")
             return
         chunk.rejects.append(reject_record(number, reason, raw, lineage.source_object))
 
     def shape_each(pieces: list[bytes], number: int, shape_fast, chunk: "_Chunk") -> "_Chunk":
-        """Shape the lines after line `number` one by one into `batch`; the rejects wait in `chunk`."""
+        """Shape the lines after line `number` one by one into `chunk`."""
         fast = 0
-        rows = batch  # a local name: `rows += row` is the quickest append, and batch's own name cannot take it here
+        add = chunk.rows.append
         for raw in pieces:
             number += 1
             if not raw.strip():
                 continue
             raw = raw.rstrip(b"\r")
             if len(raw) <= MAX_LINE_BYTES and (row := shape_fast(raw, number)) is not None:
-                rows += row
-                rows += b"\n"
+                add(row)
+                add(b"\n")
                 fast += 1
             else:
                 chunk.lines_apart.append(raw)
@@ -127,11 +124,10 @@ def transform_stream(lines: BinaryIO, out: BinaryIO, rejects: BinaryIO, lineage:
 
     def shape_runs(text: bytes, end: int, number: int, line_count: int) -> "_Chunk | None":
         """Shape the `line_count` whole lines of `text[:end]`, each one `{…}`, after line `number`,
-        into `batch`, a run at a time. None (with rows left in `batch`) when some line held more
-        than one JSON value, which the run decoder would have taken as more than one event."""
+        a run at a time. None when some line held more than one JSON value, which the run decoder
+        would have taken as more than one event."""
         chunk = _Chunk()
         view = memoryview(text)
-        rows = batch
         position = 0
         numbered = number
         while position < end:
@@ -142,7 +138,7 @@ def transform_stream(lines: BinaryIO, out: BinaryIO, rejects: BinaryIO, lineage:
                 shape_each(pieces, numbered, shaper.shape_line_unscreened, chunk)
                 numbered += len(pieces)
             else:
-                rows += run[0]
+                chunk.rows.append(run[0])
                 chunk.fast += run[1]
                 numbered += run[1]
             position = stop
@@ -163,32 +159,30 @@ def transform_stream(lines: BinaryIO, out: BinaryIO, rejects: BinaryIO, lineage:
                 text, end, tail, line_count, objects_only = tail, len(tail), b"", 1, False
             else:
                 break
-            start = len(batch)
             chunk = None
             # Runs need every line to be one `{…}` (scan_lines) and none over the limit.
             if objects_only and end <= MAX_LINE_BYTES:
                 chunk = shape_runs(text, end, number, line_count)
             if chunk is None:
-                del batch[start:]
                 pieces = text[:end].split(b"\n")[:line_count]
                 chunk = shape_each(pieces, number, shaper.shape_line_unscreened, _Chunk())
+            rows = b"".join(chunk.rows)
             if chunk.fast and not colons_match_all(
-                    text, batch, start, chunk.fast, shaper.colons_added,
+                    text, rows, 0, chunk.fast, shaper.colons_added,
                     lines_apart=[tail, *chunk.lines_apart], rows_apart=chunk.rows_apart):
                 # Some line may repeat a key: shape the chunk again, screening line by line;
                 # the doubtful lines go through the general path, which parses them exactly.
-                del batch[start:]
                 pieces = text[:end].split(b"\n")[:line_count]
                 chunk = shape_each(pieces, number, shaper.shape_line, _Chunk())
+                rows = b"".join(chunk.rows)
             number += line_count
             counts.events += chunk.events
             counts.rows += chunk.events - len(chunk.rejects)
             counts.rejected += len(chunk.rejects)
             for record in chunk.rejects:
                 rejects.write(record)
-            if len(batch) >= WRITE_BATCH_BYTES:
-                out.write(batch)
-                batch = bytearray()
+            if rows:
+                out.write(rows)
     except DamagedStream as broken:
         # A truncated or corrupt gzip: the lines before the damage are kept; what follows it
         # cannot be read, so the damage itself is recorded as one rejected line.
@@ -196,14 +190,13 @@ def transform_stream(lines: BinaryIO, out: BinaryIO, rejects: BinaryIO, lineage:
         counts.rejected += 1
         reason = f"compressed stream is damaged after line {number}: {broken}"
         rejects.write(reject_record(number + 1, reason, b"", lineage.source_object))
-    if batch:
-        out.write(batch)
     return counts
 
 
 @dataclass
 class _Chunk:
-    """What shaping one chunk of lines left beside the rows it wrote."""
+    """One chunk of lines, shaped: its rows, and what the repeated-key screen and counts need."""
+    rows: list = field(default_factory=list)  # encoded rows and their newlines, in line order
     fast: int = 0  # rows from the fast path
     lines_apart: list = field(default_factory=list)  # lines the general path took
     rows_apart: list = field(default_factory=list)  # the rows it made of them
