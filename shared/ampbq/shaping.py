@@ -11,10 +11,11 @@ with a reason naming the field: a value is never silently changed or dropped.
 - `amplitude_attribution_ids`: always an array (null → [], "a" → ["a"]).
 Top-level fields the schema does not know go, as exported, into the `_extra` JSON column.
 
-`Shaper.shape` is the definition. `Shaper.shape_line` is the fast path the transform takes first:
-msgspec decodes the line straight into a typed struct (the type checks run in C) and encodes the
-row; any event it does not take as is (a value needing conversion, an unknown field, a bad line)
-goes through `shape`, so both give the same values.
+`Shaper.shape` is the definition. The fast path, which the transform takes first, is
+`Shaper.shape_lines_unscreened` for a run of lines (`shape_line` for one): msgspec decodes the
+lines straight into typed structs (the type checks run in C) and encodes the rows; any event it
+does not take as is (a value needing conversion, an unknown field, a bad line) goes through
+`shape`, so both give the same values.
 """
 
 from __future__ import annotations

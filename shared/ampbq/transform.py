@@ -1,7 +1,7 @@
 """The transform step's core: gzip NDJSON of one upload hour in, BigQuery-ready NDJSON out.
 
 It works on file objects, so the same code runs on GCS streams in the function and on local
-files in `ampbq transform`. Memory stays bounded by the read chunk and the write batch; nothing
+files in `ampbq transform`. Memory stays bounded by the read chunk and its rows; nothing
 holds the whole hour. Every non-blank input line is counted, and ends either as a row or as a
 reject record (line number, reason, the raw line), so rows + rejected == events always holds.
 """

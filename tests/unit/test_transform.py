@@ -200,3 +200,15 @@ def test_runs_keep_line_numbers_across_chunks_and_runs(monkeypatch):
     (counts, rows, rejected), (_, rows_1, _) = shaped_both_ways(monkeypatch, lines)
     assert (counts.rows, rejected) == (300, [])
     assert [row["_source_line"] for row in rows] == list(range(1, 301)) and rows == rows_1
+
+
+def test_glibc_takes_the_allocator_thresholds():
+    import platform
+
+    import pytest
+
+    from ampbq import allocator
+
+    if platform.libc_ver()[0] != "glibc":
+        pytest.skip("mallopt is glibc's")
+    assert allocator.keep_freed_buffers()
