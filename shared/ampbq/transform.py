@@ -130,10 +130,15 @@ def transform_stream(lines: BinaryIO, out: BinaryIO, rejects: BinaryIO, lineage:
         view = memoryview(text)
         position = 0
         numbered = number
+        declined_before = False
         while position < end:
             stop = text.find(b"\n", position + RUN_BYTES, end) + 1 or end
             run = shaper.shape_lines_unscreened(view[position:stop], numbered + 1)
             if run is None:
+                if declined_before:
+                    # Two runs in a row held a line the fast path declines: such lines are common
+                    # here, and runs would mostly be decoded twice, so the chunk ends line by line.
+                    stop = end
                 pieces = text[position:stop - 1].split(b"\n")
                 shape_each(pieces, numbered, shaper.shape_line_unscreened, chunk)
                 numbered += len(pieces)
@@ -141,6 +146,7 @@ def transform_stream(lines: BinaryIO, out: BinaryIO, rejects: BinaryIO, lineage:
                 chunk.rows.append(run[0])
                 chunk.fast += run[1]
                 numbered += run[1]
+            declined_before = run is None
             position = stop
         return chunk if numbered - number == line_count else None
 

@@ -183,6 +183,8 @@ def test_runs_of_lines_give_exactly_the_rows_and_rejects_of_line_by_line(monkeyp
         250: lines[250][:-1] + b',"event_type":"twice"}',  # a repeated key
         300: b"{not json}", 350: lines[350][:-1],
     }
+    # Drifted types in a stretch of lines: runs in a row decline, and chunks end line by line.
+    odd |= {at: lines[at].replace(b'"os_version":"', b'"os_version":2,"y":"', 1) for at in range(270, 290, 2)}
     for at, line in odd.items():
         lines[at] = line
     (counts, rows, rejected), (counts_1, rows_1, rejected_1) = shaped_both_ways(monkeypatch, lines)
