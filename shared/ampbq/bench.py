@@ -11,7 +11,8 @@ its peak RSS (VmHWM) is its own:
   naive      stdlib gzip + json + datetime.strptime per timestamp field, as typical scripts do it
 
 It also writes the import object gzip-compressed (to choose the import format on numbers), runs
-the transform on several hour sizes (peak RSS must stay flat as the hour grows), and on request
+the transform on copies of the hour where every Nth event has a drifted type (--drift) and on
+several hour sizes (peak RSS must stay flat as the hour grows), and on request
 unpacks a large export zip through the GCS emulator (--export-gb) and runs the whole demo day
 (--e2e). Throughput is in MB = 10^6 bytes of uncompressed NDJSON per second; RSS in MB = 10^6
 bytes. The last line is
@@ -152,6 +153,23 @@ def hour_files(cache: Path, sizes: list[int], level: int = GZIP_LEVEL, echo: Cal
             files[events] = hour
         echo(f"generated in {time.monotonic() - started:.0f} s")
     return files
+
+
+def drifted_hour(hour: HourFile, every: int, folder: Path) -> HourFile:
+    """The hour with every `every`-th event drifted the way a project's SDK can drift: `os_version`
+    written as a number, and one field the schema does not know. The fast path declines such an
+    event; the general path still makes it a row (`os_version` "1", the field in `_extra`)."""
+    from isal import igzip
+
+    path = folder / f"{hour.path.name.removesuffix('.json.gz')}-drift{every}.json.gz"
+    ndjson_bytes = 0
+    with igzip.open(hour.path, "rb") as source, igzip.open(path, "wb", compresslevel=1) as out:
+        for number, line in enumerate(source, 1):
+            if number % every == 0:
+                line = line.replace(b'"os_version":"', b'"os_version":1,"os_version_was":"', 1)
+            ndjson_bytes += len(line)
+            out.write(line)
+    return HourFile(path, hour.events, ndjson_bytes, path.stat().st_size)
 
 
 def _feed(sinks: dict[int, _GzipSink], batch: list[bytes], written: int) -> int:
@@ -577,13 +595,15 @@ def _sizes(text: str) -> list[int]:
 @click.option("--naive/--no-naive", default=True, show_default=True, help="Run the naive reference (the slowest part).")
 @click.option("--formats/--no-formats", default=True, show_default=True, help="Also write the import object gzip-compressed.")
 @click.option("--profile", is_flag=True, help="Print the transform's top functions (cProfile, tottime).")
+@click.option("--drift", default="100,10", show_default=True,
+              help="Also run the transform with every Nth event drifted (declined by the fast path), for each N; '' to skip.")
 @click.option("--export-gb", default=0.0, show_default=True, help="Also unpack an export zip of this many GB through fake-gcs-server.")
 @click.option("--e2e", is_flag=True, help="Also run the demo day end to end on the local stack.")
 @click.option("--e2e-events-per-hour", default=20_000, show_default=True, help="Events per hour of the --e2e day.")
 @click.option("--e2e-timeout", default=3600, show_default=True, help="Seconds to wait for the --e2e day to land.")
 @click.option("--cache", "cache", type=click.Path(file_okay=False, path_type=Path), default=DEFAULT_CACHE, show_default=True,
               help="Where generated hours and zips are kept between runs.")
-def bench(events, sizes, repeat, naive, formats, profile, export_gb, e2e, e2e_events_per_hour, e2e_timeout, cache) -> None:
+def bench(events, sizes, repeat, naive, formats, drift, profile, export_gb, e2e, e2e_events_per_hour, e2e_timeout, cache) -> None:
     """Measure the transform against a bare parse/serialize loop and a naive script, on one generated hour.
 
     Each variant runs in a fresh process; it prints events/s, MB/s and peak RSS for each, the
@@ -641,6 +661,17 @@ def bench(events, sizes, repeat, naive, formats, profile, export_gb, e2e, e2e_ev
                 run = measure(variant, hour, scratch)
                 transform_peak = max(transform_peak, run.peak_rss)
                 echo(_row(VARIANTS[variant][0], run, hour))
+
+        if drift_every := _sizes(drift):
+            echo("\nwhen the fast path declines events (every Nth event drifted: os_version a number, plus an unknown field):")
+            echo(_HEADER)
+            echo(_row("no event drifted", transform, hour))
+            for every in drift_every:
+                drifted = drifted_hour(hour, every, scratch)
+                run = measure("transform", drifted, scratch)
+                drifted.path.unlink()
+                transform_peak = max(transform_peak, run.peak_rss)
+                echo(_row(f"every {every:,}th event drifted", run, drifted))
 
         if scaling:
             echo("\ntransform peak RSS as the hour grows:")

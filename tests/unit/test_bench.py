@@ -107,6 +107,17 @@ def test_bench_command_ends_with_the_summary_line(tmp_path):
     lines = result.output.strip().splitlines()
     assert SUMMARY.match(lines[-1]) and lines[-1].startswith("bench: events=120 ")
     assert any("naive" in line for line in lines) and any("peak RSS" in line for line in lines)
+    assert any("every 10th event drifted" in line for line in lines)
+
+
+def test_a_drifted_hour_declines_the_fast_path_every_nth_event_and_still_loads_whole(hours, tmp_path):
+    drifted = bench.drifted_hour(hours[150], 10, tmp_path)
+    dst = tmp_path / "rows.json"
+    assert bench.real_transform(drifted.path, dst) == 150  # no rejects (it raises on any)
+    rows = read_rows(dst)
+    moved = [row for row in rows if "_extra" in row]
+    assert [row["_source_line"] for row in moved] == list(range(10, 151, 10))
+    assert all(row["os_version"] == "1" and set(row["_extra"]) == {"os_version_was"} for row in moved)
 
 
 # ---------------------------------------------------------------- the transform's fast path
