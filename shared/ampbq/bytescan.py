@@ -15,9 +15,9 @@ COLON = ord(":")
 _NEWLINE, _OPEN, _CLOSE = (ord(c) for c in "\n{}")
 
 
-def count_byte(data: bytes | bytearray, value: int, start: int = 0) -> int:
-    """How many bytes of `data[start:]` equal `value`, without copying it."""
-    return int(numpy.count_nonzero(numpy.frombuffer(data, numpy.uint8, offset=start) == value))
+def count_byte(data: bytes, value: int) -> int:
+    """How many bytes of `data` equal `value`, without copying it."""
+    return int(numpy.count_nonzero(numpy.frombuffer(data, numpy.uint8) == value))
 
 
 def scan_lines(data: bytes, end: int) -> tuple[int, bool]:

@@ -37,16 +37,16 @@ def _has_escaped_colon(text: bytes) -> bool:
     return b"\\" in text and any(escape in text for escape in _ESCAPED_COLONS)
 
 
-def colons_match_all(lines: bytes, rows: bytes | bytearray, start: int, row_count: int, colons_added: int,
+def colons_match_all(lines: bytes, rows: bytes, row_count: int, colons_added: int,
                      lines_apart: Iterable[bytes] = (), rows_apart: Iterable[bytes] = ()) -> bool:
-    """`colons_match` for a whole chunk at once: `lines` holds the chunk's lines and `rows[start:]`
-    the rows encoded from them (`row_count` of them), except for `lines_apart`, whose rows (if any)
+    """`colons_match` for a whole chunk at once: `lines` holds the chunk's lines and `rows` the
+    rows encoded from them (`row_count` of them), except for `lines_apart`, whose rows (if any)
     are `rows_apart`. A row's count can only fall short of its line's plus the lineage's (a merged
     key takes colons away; nothing adds one), so the totals match only when every row's does."""
     if _has_escaped_colon(lines):
         return False
     line_colons = count_byte(lines, COLON) - sum(line.count(b":") for line in lines_apart)
-    row_colons = count_byte(rows, COLON, start) - sum(row.count(b":") for row in rows_apart)
+    row_colons = count_byte(rows, COLON) - sum(row.count(b":") for row in rows_apart)
     return line_colons + colons_added * row_count == row_colons
 
 

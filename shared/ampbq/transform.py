@@ -170,16 +170,14 @@ def transform_stream(lines: BinaryIO, out: BinaryIO, rejects: BinaryIO, lineage:
             if objects_only and end <= MAX_LINE_BYTES:
                 chunk = shape_runs(text, end, number, line_count)
             if chunk is None:
-                pieces = text[:end].split(b"\n")[:line_count]
-                chunk = shape_each(pieces, number, shaper.shape_line_unscreened, _Chunk())
+                chunk = shape_each(text[:end].split(b"\n")[:line_count], number, shaper.shape_line_unscreened, _Chunk())
             rows = b"".join(chunk.rows)
             if chunk.fast and not colons_match_all(
-                    text, rows, 0, chunk.fast, shaper.colons_added,
+                    text, rows, chunk.fast, shaper.colons_added,
                     lines_apart=[tail, *chunk.lines_apart], rows_apart=chunk.rows_apart):
                 # Some line may repeat a key: shape the chunk again, screening line by line;
                 # the doubtful lines go through the general path, which parses them exactly.
-                pieces = text[:end].split(b"\n")[:line_count]
-                chunk = shape_each(pieces, number, shaper.shape_line, _Chunk())
+                chunk = shape_each(text[:end].split(b"\n")[:line_count], number, shaper.shape_line, _Chunk())
                 rows = b"".join(chunk.rows)
             number += line_count
             counts.events += chunk.events

@@ -84,7 +84,7 @@ def test_a_chunk_fails_the_count_when_any_one_line_repeats_a_key():
         rows = [shaper.shape_line_unscreened(line, n) for n, line in enumerate(chunk_lines, 1)]
         assert all(rows)
         joined = b"\n".join(rows)
-        return colons_match_all(b"\n".join(chunk_lines), joined, 0, len(rows), shaper.colons_added)
+        return colons_match_all(b"\n".join(chunk_lines), joined, len(rows), shaper.colons_added)
 
     assert screen(lines)
     for _ in range(20):
