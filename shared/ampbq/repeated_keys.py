@@ -1,8 +1,9 @@
 """Repeated keys in a JSON object (`{"a": 1, "a": 2}`).
 
 Every JSON parser here (orjson, msgspec, the stdlib's default) keeps the last value and silently
-drops the others, and BigQuery would keep one of them too. The event itself is ambiguous, so a line with a repeated
-key is rejected, with the key named, rather than loaded with a value chosen for it.
+drops the others, and BigQuery would keep one of them too. The event itself is ambiguous, so a
+line with a repeated key is rejected, with the key named, rather than loaded with a value chosen
+for it.
 
 Finding one exactly takes the stdlib parser with an `object_pairs_hook`, about 25 µs a line: more
 than the whole fast path. So the fast path screens with a count instead (`colons_match`), and only
