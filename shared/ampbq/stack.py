@@ -117,7 +117,12 @@ class Stack:
 
     @property
     def bigquery_host(self) -> str:
+        """BigQuery as clients see it: bqemulator behind the rules layer (`bq_rules`)."""
         return f"http://127.0.0.1:{self.ports['bigquery']}"
+
+    def bigquery_rules_stats(self) -> dict:
+        """What the rules layer counted: conflicts (transactions BigQuery would cancel), queued DML, …"""
+        return requests.get(f"{self.bigquery_host}/_rules/stats", timeout=10).json()
 
     @property
     def pubsub_host(self) -> str:
@@ -175,11 +180,16 @@ class Stack:
             "-event.pubsub-project-id", self.settings.project, "-event.pubsub-topic", GCS_TOPIC, "-event.list", "finalize",
             "-log-level", "warn",
         ], env={"PUBSUB_EMULATOR_HOST": self.pubsub_host})
-        self._spawn("bigquery", [
+        # BigQuery as clients see it: bqemulator behind `bq_rules`, which applies BigQuery's
+        # transaction, DML-queue and partition rules the emulator does not have.
+        self.ports["bigquery-emulator"] = free_port()
+        self._spawn("bigquery-emulator", [
             str(Path(sys.executable).parent / "bqemulator"), "start", "--rest-host", "127.0.0.1",
-            "--rest-port", str(self.ports["bigquery"]), "--grpc-host", "127.0.0.1", "--grpc-port", "0",
+            "--rest-port", str(self.ports["bigquery-emulator"]), "--grpc-host", "127.0.0.1", "--grpc-port", "0",
             "--project", self.settings.project, "--log-level", "warning",
         ], env={"HOME": str(DUCKDB_HOME), "BQEMU_GCS_LOCAL_ROOT": str(self.gcs_root)})
+        self._spawn("bigquery", [sys.executable, "-m", "ampbq.bq_rules",
+                                 f"http://127.0.0.1:{self.ports['bigquery-emulator']}", str(self.ports["bigquery"])])
         for name, target in FUNCTIONS.items():
             self._spawn(name, [
                 str(Path(sys.executable).parent / "functions-framework"), "--source", str(REPO / "functions" / name / "main.py"),
@@ -187,7 +197,7 @@ class Stack:
             ], env=self.function_env())
         wait_for_port(self.ports["gcs"], "fake-gcs-server", process=self.processes["gcs"])
         self._create_bucket()
-        for name in ("bigquery", *FUNCTIONS):
+        for name in ("bigquery-emulator", "bigquery", *FUNCTIONS):
             wait_for_port(self.ports[name], name, process=self.processes[name])
         self._subscribe()
 
