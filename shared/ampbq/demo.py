@@ -135,8 +135,8 @@ def wait_for_manifest(stack: Stack, bucket, hours: HourRange, timeout: float) ->
         blob = bucket.get_blob(naming.manifest_name(hours))
         if blob is not None:
             return json.loads(blob.download_as_bytes())
-        if log_path.exists() and '"severity":"ERROR"' in log_path.read_text(errors="replace"):
-            return None  # refused or failed permanently: the export log says why
+        if log_path.exists() and '"message":"export failed permanently' in log_path.read_text(errors="replace"):
+            return None  # refused or failed for good: the export log says why (a refused zip entry is not that)
         time.sleep(0.5)
     return None
 

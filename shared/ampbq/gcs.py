@@ -71,6 +71,58 @@ def delete_if_exists(bucket: storage.Bucket, name: str) -> bool:
         return False
 
 
+def source_generation(blob: storage.Blob | None) -> int:
+    """The hour object generation an object written by this pipeline was made from (0: none)."""
+    try:
+        return int((blob.metadata or {}).get("source_generation", 0)) if blob is not None else 0
+    except ValueError:
+        return 0
+
+
+PUBLISH_ATTEMPTS = 10
+
+
+def publish_if_newer(bucket: storage.Bucket, scratch: str, name: str, metadata: dict[str, str], content_type: str) -> bool:
+    """Make the finished `scratch` object the live `name`, unless `name` already holds rows of the
+    same or a newer source generation (`metadata["source_generation"]`); False when it does.
+
+    The bucket is versioned and steps can finish in any order, so a step working on an older
+    generation may finish last. Each attempt is a compare-and-swap: compose with
+    `if_generation_match` on the live generation just read (0: none), so a writer that got there
+    in between makes this attempt fail with 412 and the next one decide again. Composing sets the
+    metadata in the same request that finalizes the object (the counts are known only at the end).
+    """
+    ours = int(metadata["source_generation"])
+    try:
+        for _ in range(PUBLISH_ATTEMPTS):
+            live = bucket.get_blob(name)
+            if source_generation(live) >= ours:
+                return False
+            final = bucket.blob(name)
+            final.metadata = metadata
+            final.content_type = content_type
+            try:
+                final.compose([bucket.blob(scratch)], if_generation_match=live.generation if live else 0)
+                return True
+            except gexc.PreconditionFailed:
+                continue
+        raise TransientError(f"{name} kept changing while generation {ours} was being published; retrying")
+    finally:
+        delete_if_exists(bucket, scratch)
+
+
+def delete_if_older(bucket: storage.Bucket, name: str, source_generation_now: int) -> None:
+    """Delete `name` if it was made from an older source generation than `source_generation_now`
+    (a newer one's object stays); the delete is conditional on the generation just read."""
+    live = bucket.get_blob(name)
+    if live is None or source_generation(live) >= source_generation_now:
+        return
+    try:
+        bucket.blob(name).delete(if_generation_match=live.generation)
+    except (gexc.NotFound, gexc.PreconditionFailed):
+        pass  # replaced or deleted meanwhile: whoever did it decided
+
+
 def classify(error: Exception) -> Exception:
     """Map a Cloud Storage error to the package's taxonomy (transient ones are retried)."""
     if isinstance(error, (gexc.TooManyRequests, gexc.ServerError, gexc.ServiceUnavailable)):

@@ -151,6 +151,13 @@ def rejects_object_name(hour: datetime) -> str:
     return f"{REJECTS_PREFIX}{_hour_path(hour)}.json"
 
 
+def scratch_name(name: str, source_generation: int, token: str) -> str:
+    """Where one transform invocation writes `name`'s content before publishing it: unique per
+    source generation and invocation, so concurrent transforms never share a half-written object.
+    Left behind only by a crash, and then removed by the prefix's lifecycle rule."""
+    return f"{name}.{source_generation}-{token}.partial"
+
+
 def _parse_hour(pattern: re.Pattern, name: str) -> datetime | None:
     match = pattern.match(name)
     if not match:

