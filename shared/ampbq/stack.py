@@ -291,6 +291,10 @@ class Stack:
                             mirror=ImportMirror(self.gcs_root, self.storage_host), mirror_before=self.function_url("load"))
         self._relay.start()
 
+    def relay_deliveries(self) -> list[tuple[str, str, int]]:
+        """(function url, object name, HTTP status) of every event the relay has delivered so far."""
+        return list(self._relay.delivered) if self._relay else []
+
     def publish_run(self, body: dict) -> None:
         publisher, _ = self._pubsub()
         topic = publisher.topic_path(self.settings.project, RUNS_TOPIC)
