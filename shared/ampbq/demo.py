@@ -43,6 +43,7 @@ class DemoReport:
     hours: list[HourReport] = field(default_factory=list)
     seconds: float = 0.0
     timed_out: bool = False
+    conflicts: int | None = None  # transactions BigQuery would have cancelled (the rules layer's count)
 
     @property
     def events(self) -> int:
@@ -61,7 +62,8 @@ class DemoReport:
         return not self.timed_out and all(h.landed for h in self.hours) and self.loaded + self.rejected == self.events
 
     def summary_line(self) -> str:
-        return f"demo: date={self.day:%Y-%m-%d} hours={len(self.hours)} events={self.events} loaded={self.loaded} rejected={self.rejected}"
+        line = f"demo: date={self.day:%Y-%m-%d} hours={len(self.hours)} events={self.events} loaded={self.loaded} rejected={self.rejected}"
+        return line if self.conflicts is None else f"{line} conflicts={self.conflicts}"
 
 
 def previous_utc_day(now: datetime | None = None) -> date:
@@ -95,6 +97,7 @@ def run_demo(day: date | None = None, zip_path: Path | None = None, events_per_h
                 stack.publish_run(message)
                 report = wait_for_hours(stack, first.date(), expected, timeout, progress)
                 report.seconds = time.monotonic() - started
+                report.conflicts = stack.bigquery_rules_stats()["conflicts"]
     return report
 
 
@@ -124,6 +127,7 @@ def run_external(amplitude_url: str, day: date, timeout: float, workdir: Path, p
                 expected.update(events_per_hour(raw))
         report = wait_for_hours(stack, day, expected, timeout, progress) if expected else DemoReport(day)
         report.seconds = time.monotonic() - started
+        report.conflicts = stack.bigquery_rules_stats()["conflicts"]
     return report
 
 

@@ -50,14 +50,15 @@ def read(bucket: storage.Bucket, bq: bigquery.Client, config: Config, hours: Hou
     imports = _listed(bucket, [f"{naming.IMPORT_PREFIX}{d}/" for d in days], naming.parse_import_object)
     coverage = ExportCoverage.read(bucket, hours, needed=[h for h in hours.hours() if h not in sources])
     failures = _step_failures(bucket, days, sources, imports)
-    ledger, table_rows = _bigquery(bq, config, hours, counts, warnings)
+    ledger, table_rows, fingerprints = _bigquery(bq, config, hours, counts, warnings)
     evidence = []
     now = datetime.now(timezone.utc)
     for hour in hours.hours():
         failed = failures.get(hour, ()) or (() if hour in sources else coverage.failures(hour))
         evidence.append(HourEvidence(
             hour=hour, hour_object=sources.get(hour), import_object=imports.get(hour), ledger=ledger.get(hour),
-            table_rows=table_rows.get(hour, 0) if counts else None, archives=coverage.archives(hour),
+            table_rows=table_rows.get(hour, 0) if counts else None, table_fingerprint=fingerprints.get(hour),
+            archives=coverage.archives(hour),
             exported=True if hour in sources else coverage.exported(hour), failures=failed,
             exporting=coverage.exporting(hour, now),
         ))
@@ -194,16 +195,17 @@ def _step_failures(bucket, days, sources: dict, imports: dict) -> dict[datetime,
 
 def ledger_sql(config: Config, hours: HourRange, counts: bool) -> str:
     bounds = f"BETWEEN {timestamp_literal(hours.start)} AND {timestamp_literal(hours.end)}"
-    ledger = (f"SELECT upload_hour, import_generation, source_generation, events, rows_written, rejected, loaded "
+    ledger = (f"SELECT upload_hour, import_generation, source_generation, events, rows_written, rejected, loaded, fingerprint "
               f"FROM `{config.ledger_table_id}` WHERE upload_hour {bounds}")
     if not counts:
         return ledger + " ORDER BY upload_hour"
     return f"""
 WITH ledger AS ({ledger}),
-counts AS (SELECT _upload_hour AS upload_hour, COUNT(*) AS table_rows FROM `{config.table_id}`
+counts AS (SELECT _upload_hour AS upload_hour, COUNT(*) AS table_rows,
+                  BIT_XOR(FARM_FINGERPRINT(uuid)) AS table_fingerprint FROM `{config.table_id}`
            WHERE _upload_hour {bounds} GROUP BY _upload_hour)
-SELECT COALESCE(l.upload_hour, c.upload_hour) AS hour, c.table_rows, l.import_generation, l.source_generation,
-       l.events, l.rows_written, l.rejected, l.loaded
+SELECT COALESCE(l.upload_hour, c.upload_hour) AS hour, c.table_rows, c.table_fingerprint, l.import_generation,
+       l.source_generation, l.events, l.rows_written, l.rejected, l.loaded, l.fingerprint
 FROM ledger AS l FULL OUTER JOIN counts AS c ON l.upload_hour = c.upload_hour
 ORDER BY hour"""
 
@@ -213,14 +215,16 @@ def _bigquery(bq, config: Config, hours: HourRange, counts: bool, warnings: list
         rows = [dict(row) for row in bq.query(ledger_sql(config, hours, counts)).result()]
     except gexc.NotFound as missing:
         warnings.append(f"BigQuery tables not found ({missing.message}); nothing has been loaded yet")
-        return {}, {}
+        return {}, {}, {}
     except gexc.GoogleAPICallError as error:
         raise bq_adapter.classify(error) from error
-    ledger, table_rows = {}, {}
+    ledger, table_rows, fingerprints = {}, {}, {}
     for row in rows:
         hour = naming.utc_hour(row.get("hour") or row["upload_hour"])
         if row.get("import_generation") is not None:
             ledger[hour] = LedgerEntry(*(int(row[k]) for k in (
-                "import_generation", "source_generation", "events", "rows_written", "rejected", "loaded")))
+                "import_generation", "source_generation", "events", "rows_written", "rejected", "loaded")),
+                fingerprint=row.get("fingerprint"))
         table_rows[hour] = int(row.get("table_rows") or 0)
-    return ledger, table_rows
+        fingerprints[hour] = row.get("table_fingerprint")
+    return ledger, table_rows, fingerprints

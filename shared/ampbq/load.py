@@ -1,19 +1,46 @@
-"""The load step's SQL, built as plain strings (pure, tested without a server).
+"""The load step's plan and SQL, built as plain values and strings (pure, tested without a server).
 
-One upload hour is replaced atomically: the hour's rows are loaded into a staging table, then
-one transaction deletes that hour from the events table, inserts the staged rows, and records
-the load in the ledger. The ledger also orders generations: a transaction whose import object
-is older than the one already loaded changes nothing, so out-of-order events cannot bring old
-rows back. Values are inlined as literals because they come only from our own parsed names and
-integers (and the emulator does not take parameters in scripts).
+An upload hour is replaced atomically, and the commits of many hours are grouped:
+
+1. Each load invocation loads its import object into its own staging table (load jobs are free
+   and never conflict), then leaves a *waiting marker* in the bucket describing what it staged.
+2. BigQuery cancels a transaction that mutates a table while another one does, so the commits of
+   one table are serialised through a *lease* object in the bucket (created only if absent; one
+   older than its time to live is taken to belong to a crashed holder and may be broken).
+3. The lease holder commits every hour that is staged and waiting, up to `MAX_BATCH_HOURS`, in one
+   transaction with a fixed number of statements (not a statement per hour: in BigQuery each
+   statement of a script is a child job taking seconds). A day's 24 hours, or a backfill's 168
+   published at once, need a handful of transactions; every waiter then finds its hour committed.
+
+The transaction guards each hour with the ledger: an hour is replaced only if the ledger still
+holds what the holder read when planning (so the delete's partition ranges are the right ones)
+and the staged generation is newer than the loaded one, comparing the hour object's (source)
+generation first and the import object's generation second. So out-of-order events, duplicate
+deliveries, or a second holder after a broken lease can never bring older rows back.
+
+Cost and limits: the delete of an hour's old rows is pruned to the day partitions the ledger says
+they are in (their min/max `event_time`), and no statement modifies more than
+`MAX_PARTITIONS_PER_STATEMENT` day partitions: an hour (or batch) spanning more is split into date
+ranges. The ledger records, per hour, the min/max `event_time` and a fingerprint (count plus
+BIT_XOR(FARM_FINGERPRINT(uuid))) of the rows loaded, and the batch's bytes billed when BigQuery
+reports them. Values are inlined as literals because they come only from our own parsed names
+and integers (and the emulator does not take parameters in scripts).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import datetime
+import json
+from dataclasses import asdict, dataclass
+from datetime import date, datetime
 
 from . import schema
+
+MAX_PARTITIONS_PER_STATEMENT = 4000  # BigQuery: partitions modified per job (each script statement is one)
+MAX_BATCH_HOURS = 336  # two weeks of hours per transaction: a few statements, seconds in BigQuery
+LEDGER_COLUMNS = ("upload_hour", "import_object", "import_generation", "source_object", "source_generation",
+                  "events", "rows_written", "rejected", "loaded", "loaded_at", "min_event_time", "max_event_time",
+                  "fingerprint", "commit_batch")
+LOAD_PREFIX = "load/"
 
 
 def literal(text: str) -> str:
@@ -22,6 +49,14 @@ def literal(text: str) -> str:
 
 def timestamp_literal(hour: datetime) -> str:
     return f"TIMESTAMP '{hour:%Y-%m-%d %H:%M:%S}+00'"
+
+
+def _ts(value: datetime) -> str:
+    return f"TIMESTAMP '{value:%Y-%m-%d %H:%M:%S.%f}+00'"
+
+
+def _date(value: date) -> str:
+    return f"DATE '{value:%Y-%m-%d}'"
 
 
 @dataclass(frozen=True)
@@ -37,32 +72,227 @@ class HourLoad:
     rows: int
     rejected: int
 
+    def newer_than(self, source_generation: int, import_generation: int) -> bool:
+        """Source (hour object) generation first, then import generation."""
+        return (self.source_generation, self.import_generation) > (source_generation, import_generation)
 
-def replace_hour_script(table_id: str, ledger_id: str, stage_id: str, load: HourLoad) -> str:
+
+@dataclass(frozen=True)
+class Staged:
+    """An hour loaded into its staging table and waiting for its commit (the waiting marker)."""
+
+    load: HourLoad
+    stage_id: str
+    min_event_time: datetime | None  # None when every line was rejected: nothing to insert
+    max_event_time: datetime | None
+    partitions: int  # distinct day partitions of the staged rows
+
+    def to_json(self) -> str:
+        record = asdict(self)
+        record["load"]["hour"] = self.load.hour.isoformat()
+        for key in ("min_event_time", "max_event_time"):
+            record[key] = record[key].isoformat() if record[key] else None
+        return json.dumps(record, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "Staged":
+        record = json.loads(text)
+        hour_load = HourLoad(**{**record["load"], "hour": datetime.fromisoformat(record["load"]["hour"])})
+        bounds = [datetime.fromisoformat(record[k]) if record[k] else None for k in ("min_event_time", "max_event_time")]
+        return cls(hour_load, record["stage_id"], bounds[0], bounds[1], int(record["partitions"]))
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """The ledger's entry for an hour, as the lease holder read it before planning."""
+
+    import_generation: int
+    source_generation: int
+    min_event_time: datetime | None = None  # None: loaded before the ledger recorded ranges
+    max_event_time: datetime | None = None
+
+
+# ---------------------------------------------------------------- names in the bucket
+def table_key(table_id: str) -> str:
+    """`dataset.table`: one lease and one waiting list per table."""
+    return ".".join(table_id.split(".")[-2:])
+
+
+def lease_name(table_id: str) -> str:
+    return f"{LOAD_PREFIX}lease/{table_key(table_id)}.json"
+
+
+def waiting_prefix(table_id: str) -> str:
+    return f"{LOAD_PREFIX}waiting/{table_key(table_id)}/"
+
+
+def waiting_name(table_id: str, hour: datetime, import_generation: int) -> str:
+    return f"{waiting_prefix(table_id)}{hour:%Y%m%d%H}-{import_generation}.json"
+
+
+# ---------------------------------------------------------------- planning
+def pick_batch(waiting: list[Staged], ledger: dict[datetime, Loaded], limit: int = MAX_BATCH_HOURS
+               ) -> tuple[list[Staged], list[Staged]]:
+    """(what to commit now: the newest staged generation per hour, if newer than the ledger's,
+    oldest hours first, at most `limit`; what is superseded and can be dropped)."""
+    newest: dict[datetime, Staged] = {}
+    superseded = []
+    for staged in waiting:
+        other = newest.get(staged.load.hour)
+        if other is None or staged.load.newer_than(other.load.source_generation, other.load.import_generation):
+            if other is not None:
+                superseded.append(other)
+            newest[staged.load.hour] = staged
+        else:
+            superseded.append(staged)
+    batch = []
+    for hour in sorted(newest):
+        staged, loaded = newest[hour], ledger.get(hour)
+        if loaded is not None and not staged.load.newer_than(loaded.source_generation, loaded.import_generation):
+            superseded.append(staged)
+        else:
+            batch.append(staged)
+    return batch[:limit], superseded
+
+
+def days_between(low: datetime, high: datetime) -> int:
+    return (high.date() - low.date()).days + 1
+
+
+def date_ranges(dates: list[date], limit: int = MAX_PARTITIONS_PER_STATEMENT) -> list[tuple[date, date]]:
+    """Consecutive runs of at most `limit` of the sorted distinct `dates`, as (first, last)."""
+    dates = sorted(set(dates))
+    return [(dates[i], dates[min(i + limit, len(dates)) - 1]) for i in range(0, len(dates), limit)]
+
+
+def old_rows_filter(batch: list[Staged], ledger: dict[datetime, Loaded]) -> str:
+    """Where the old rows of the batch's hours are: each hour pruned to the day partitions the ledger
+    recorded for it (an entry without a range, from before ranges were recorded, is not pruned)."""
+    terms = []
+    for staged in batch:
+        loaded = ledger.get(staged.load.hour)
+        if loaded is None:
+            continue  # never loaded: rows and ledger entry are committed together, so it has none
+        hour = f"_upload_hour = {timestamp_literal(staged.load.hour)}"
+        if loaded.min_event_time and loaded.max_event_time:
+            hour += (f" AND DATE(event_time) BETWEEN {_date(loaded.min_event_time.date())} "
+                     f"AND {_date(loaded.max_event_time.date())}")
+        terms.append(f"({hour})")
+    return " OR ".join(terms)
+
+
+def old_partitions_upper_bound(batch: list[Staged], ledger: dict[datetime, Loaded]) -> int | None:
+    """How many day partitions the old rows can span at most; None when a range is unknown."""
+    total = 0
+    for staged in batch:
+        loaded = ledger.get(staged.load.hour)
+        if loaded is None:
+            continue
+        if not (loaded.min_event_time and loaded.max_event_time):
+            return None
+        total += days_between(loaded.min_event_time, loaded.max_event_time)
+    return total
+
+
+def new_rows_filter(batch: list[Staged]) -> str:
+    """Where the batch's new rows are, once inserted (each hour pruned to its staged range)."""
+    terms = [f"(_upload_hour = {timestamp_literal(s.load.hour)} AND DATE(event_time) BETWEEN "
+             f"{_date(s.min_event_time.date())} AND {_date(s.max_event_time.date())})"
+             for s in batch if s.min_event_time and s.max_event_time]
+    return " OR ".join(terms) or "FALSE"
+
+
+def staged_union(batch: list[Staged]) -> str:
     columns = ", ".join(f"`{name}`" for name in schema.column_names())
-    hour = timestamp_literal(load.hour)
-    return f"""
-BEGIN TRANSACTION;
-IF NOT EXISTS (SELECT 1 FROM `{ledger_id}` WHERE upload_hour = {hour} AND import_generation > {load.import_generation}) THEN
-  DELETE FROM `{table_id}` WHERE _upload_hour = {hour};
-  INSERT INTO `{table_id}` ({columns}) SELECT {columns} FROM `{stage_id}`;
-  DELETE FROM `{ledger_id}` WHERE upload_hour = {hour};
-  INSERT INTO `{ledger_id}` (upload_hour, import_object, import_generation, source_object, source_generation,
-                             events, rows_written, rejected, loaded, loaded_at)
-  SELECT {hour}, {literal(load.import_object)}, {load.import_generation}, {literal(load.source_object)},
-         {load.source_generation}, {load.events}, {load.rows}, {load.rejected},
-         (SELECT COUNT(*) FROM `{table_id}` WHERE _upload_hour = {hour}), CURRENT_TIMESTAMP();
-END IF;
-COMMIT TRANSACTION;
-"""
+    return " UNION ALL ".join(f"SELECT {columns} FROM `{s.stage_id}`" for s in batch)
 
 
+def distinct_dates_sql(source: str, where: str = "") -> str:
+    """The distinct day partitions of `source` (a table id or a subquery), to split statements."""
+    source = source if source.lstrip().startswith("(") else f"`{source}`"
+    return (f"SELECT DISTINCT DATE(event_time) AS d FROM {source}" + (f" WHERE {where}" if where else "")
+            + " ORDER BY d")
+
+
+# ---------------------------------------------------------------- the transaction
+def guard_sql(ledger_id: str, batch: list[Staged], ledger: dict[datetime, Loaded]) -> str:
+    """The batch's hours that may be replaced now: the ledger still holds what the plan read, and
+    the staged generation is newer (source generation first, then import generation)."""
+    rows = []
+    for staged in batch:
+        h, loaded = staged.load, ledger.get(staged.load.hour)
+        expected = loaded.import_generation if loaded else -1
+        rows.append(f"SELECT {timestamp_literal(h.hour)} AS upload_hour, {literal(h.import_object)} AS import_object, "
+                    f"{h.import_generation} AS import_generation, {literal(h.source_object)} AS source_object, "
+                    f"{h.source_generation} AS source_generation, {h.events} AS events, {h.rows} AS rows_written, "
+                    f"{h.rejected} AS rejected, {expected} AS expected_generation")
+    return (f"SELECT b.* FROM ({' UNION ALL '.join(rows)}) AS b LEFT JOIN `{ledger_id}` AS l ON l.upload_hour = b.upload_hour "
+            f"WHERE IFNULL(l.import_generation, -1) = b.expected_generation AND (l.upload_hour IS NULL "
+            f"OR l.source_generation < b.source_generation "
+            f"OR (l.source_generation = b.source_generation AND l.import_generation < b.import_generation))")
+
+
+def _within(ranges: list[tuple[date, date]] | None) -> list[str]:
+    if not ranges:
+        return [""]
+    return [f" AND DATE(event_time) BETWEEN {_date(low)} AND {_date(high)}" for low, high in ranges]
+
+
+def group_commit_script(table_id: str, ledger_id: str, batch: list[Staged], ledger: dict[datetime, Loaded], token: str,
+                        delete_ranges: list[tuple[date, date]] | None = None,
+                        insert_ranges: list[tuple[date, date]] | None = None) -> str:
+    """One transaction replacing every guarded hour of `batch` and recording it in the ledger.
+
+    `delete_ranges` / `insert_ranges` split the delete and the insert into statements of at most
+    4,000 day partitions each (None: one statement is within the limit). The ledger is written
+    last: the new entries first (the guard still sees the old ledger), then the entries they
+    replace, found by this batch's `token`.
+    """
+    columns = ", ".join(f"`{name}`" for name in schema.column_names())
+    guard = guard_sql(ledger_id, batch, ledger)
+    guarded = f"_upload_hour IN (SELECT upload_hour FROM ({guard}))"
+    statements = ["BEGIN TRANSACTION;"]
+    old = old_rows_filter(batch, ledger)
+    if old:
+        for within in _within(delete_ranges):
+            statements.append(f"DELETE FROM `{table_id}` WHERE {guarded} AND ({old}){within};")
+    if any(s.min_event_time for s in batch):
+        for within in _within(insert_ranges):
+            statements.append(f"INSERT INTO `{table_id}` ({columns}) SELECT {columns} FROM ({staged_union(batch)}) "
+                              f"WHERE {guarded}{within};")
+    ledger_columns = ", ".join(LEDGER_COLUMNS)
+    statements.append(
+        f"INSERT INTO `{ledger_id}` ({ledger_columns}) "
+        f"SELECT g.upload_hour, g.import_object, g.import_generation, g.source_object, g.source_generation, g.events, "
+        f"g.rows_written, g.rejected, IFNULL(c.n, 0), CURRENT_TIMESTAMP(), c.lo, c.hi, IFNULL(c.fp, 0), {literal(token)} "
+        f"FROM ({guard}) AS g LEFT JOIN (SELECT _upload_hour AS h, COUNT(*) AS n, MIN(event_time) AS lo, "
+        f"MAX(event_time) AS hi, BIT_XOR(FARM_FINGERPRINT(uuid)) AS fp FROM `{table_id}` "
+        f"WHERE {new_rows_filter(batch)} GROUP BY _upload_hour) AS c ON c.h = g.upload_hour;")
+    statements.append(
+        f"DELETE FROM `{ledger_id}` WHERE upload_hour IN (SELECT upload_hour FROM `{ledger_id}` "
+        f"WHERE commit_batch = {literal(token)}) AND IFNULL(commit_batch, '') != {literal(token)};")
+    statements.append("COMMIT TRANSACTION;")
+    return "\n".join(statements) + "\n"
+
+
+def bytes_billed_sql(ledger_id: str, token: str, bytes_billed: int) -> str:
+    return f"UPDATE `{ledger_id}` SET commit_bytes_billed = {int(bytes_billed)} WHERE commit_batch = {literal(token)}"
+
+
+# ---------------------------------------------------------------- reads
 def ledger_entry_sql(ledger_id: str, hour: datetime) -> str:
     return (
-        f"SELECT import_generation, events, rows_written, rejected, loaded FROM `{ledger_id}` "
+        f"SELECT import_generation, source_generation, events, rows_written, rejected, loaded FROM `{ledger_id}` "
         f"WHERE upload_hour = {timestamp_literal(hour)}"
     )
 
 
-def staged_count_sql(stage_id: str) -> str:
-    return f"SELECT COUNT(*) AS n FROM `{stage_id}`"
+def ledger_state_sql(ledger_id: str, hours: list[datetime]) -> str:
+    listed = ", ".join(timestamp_literal(hour) for hour in sorted(set(hours))) or "NULL"
+    return (f"SELECT upload_hour, import_generation, source_generation, min_event_time, max_event_time "
+            f"FROM `{ledger_id}` WHERE upload_hour IN ({listed})")
+
+
+def staged_summary_sql(stage_id: str) -> str:
+    return (f"SELECT COUNT(*) AS n, MIN(event_time) AS lo, MAX(event_time) AS hi, "
+            f"COUNT(DISTINCT DATE(event_time)) AS days FROM `{stage_id}`")

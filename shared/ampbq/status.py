@@ -78,6 +78,7 @@ class LedgerEntry:
     rows_written: int
     rejected: int
     loaded: int
+    fingerprint: int | None = None  # BIT_XOR(FARM_FINGERPRINT(uuid)) of the rows loaded; None: not recorded
 
 
 @dataclass(frozen=True)
@@ -87,6 +88,7 @@ class HourEvidence:
     import_object: ObjectInfo | None = None
     ledger: LedgerEntry | None = None
     table_rows: int | None = None  # rows with this _upload_hour; None when not counted
+    table_fingerprint: int | None = None  # BIT_XOR(FARM_FINGERPRINT(uuid)) of those rows (None: none, or not counted)
     archives: tuple[str, ...] = ()  # raw archives whose range holds the hour
     exported: bool | None = None  # did a finished export find data for the hour? None: unknown
     failures: tuple[str, ...] = ()  # dead-letter errors for the live generations (or the export)
@@ -144,6 +146,14 @@ def _decide(e: HourEvidence) -> tuple[State, str]:
     src, imp, led = e.hour_object, e.import_object, e.ledger
     if src is None:
         return _without_hour_object(e)
+    if led is None and e.table_rows:
+        # Rows and their ledger entry are committed in one transaction: rows without one are unaccounted for.
+        return State.MISMATCH, f"{e.table_rows} rows in BigQuery but no load recorded"
+    if imp is None and led is not None and led.source_generation == src.generation:
+        # The import object is gone (lifecycle rules delete import/ after a few days) after its
+        # load of the live hour object was recorded: the ledger and the table say the rest.
+        problems = count_problems(led, e.table_rows, None, e.table_fingerprint)
+        return (State.MISMATCH, "; ".join(problems)) if problems else _loaded(src, led)
     if imp is None or imp.metadata.get("source_generation") != str(src.generation):
         if e.failures:
             return State.FAILED, e.failures[0]
@@ -154,13 +164,21 @@ def _decide(e: HourEvidence) -> tuple[State, str]:
         return State.PENDING, f"load of import generation {imp.generation} not recorded yet"
     if led.import_generation > imp.generation:
         return State.MISMATCH, f"the ledger records import generation {led.import_generation}, newer than the live {imp.generation}"
-    problems = count_problems(led, e.table_rows, imp)
-    return (State.MISMATCH, "; ".join(problems)) if problems else (State.LOADED, "")
+    problems = count_problems(led, e.table_rows, imp, e.table_fingerprint)
+    if problems:
+        return State.MISMATCH, "; ".join(problems)
+    return _loaded(src, led)
+
+
+def _loaded(src: ObjectInfo, led: LedgerEntry) -> tuple[State, str]:
+    if src.metadata.get("parts") == "0" and led.events == 0:
+        return State.NO_DATA, "the latest export found no events for this hour; it holds no rows"
+    return State.LOADED, ""
 
 
 def _without_hour_object(e: HourEvidence) -> tuple[State, str]:
     if e.ledger is not None:
-        problems = count_problems(e.ledger, e.table_rows, e.import_object)
+        problems = count_problems(e.ledger, e.table_rows, e.import_object, e.table_fingerprint)
         if problems:
             return State.MISMATCH, "; ".join(problems)
         return State.LOADED, "hour object gone (lifecycle?); judged by the ledger"
@@ -177,7 +195,8 @@ def _without_hour_object(e: HourEvidence) -> tuple[State, str]:
     return State.MISSING, "no finished export covers this hour"
 
 
-def count_problems(led: LedgerEntry, table_rows: int | None, imp: ObjectInfo | None = None) -> list[str]:
+def count_problems(led: LedgerEntry, table_rows: int | None, imp: ObjectInfo | None = None,
+                   table_fingerprint: int | None = None) -> list[str]:
     """Every way the counts of a loaded hour disagree, in words (empty when they all agree)."""
     problems = []
     if imp is not None and imp.metadata.get("source_generation") == str(led.source_generation):
@@ -190,6 +209,9 @@ def count_problems(led: LedgerEntry, table_rows: int | None, imp: ObjectInfo | N
         problems.append(f"the load counted {led.loaded} rows after writing {led.rows_written}")
     if table_rows is not None and table_rows != led.loaded:
         problems.append(f"BigQuery holds {table_rows} rows, the load recorded {led.loaded}")
+    elif table_rows is not None and led.fingerprint is not None and (table_fingerprint or 0) != led.fingerprint:
+        # Same count, other rows (some deleted, as many duplicated): the uuids' fingerprint differs.
+        problems.append(f"BigQuery holds {table_rows} rows as recorded, but not the rows the load wrote (uuid fingerprint differs)")
     return problems
 
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import logging
+import random
+import secrets
 import time
 import zipfile
 from dataclasses import dataclass, field
@@ -14,6 +16,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Iterator
 
 import requests
+from google.api_core import exceptions as gexc
 from google.cloud import bigquery, storage
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
 
@@ -281,6 +284,14 @@ def transform_hour(obj: StorageObject, bucket: storage.Bucket) -> transform.Coun
 
 
 # ---------------------------------------------------------------- load
+# Load invocations hand their commits to one lease holder per table (see `load`). The figures are
+# for BigQuery, where a transaction takes seconds and an invocation has 540 s.
+LEASE_SECONDS = 120.0  # a lease not renewed for this long belongs to a holder that died
+LOAD_BUDGET_SECONDS = 420.0  # then the invocation stops waiting and leaves its staged hour to the retry
+POLL_SECONDS = (0.2, 1.0)  # jittered wait between two looks at the marker and the lease
+COMMIT_ATTEMPTS = 5  # a holder's commit cancelled by a conflict (a broken lease) is planned again
+
+
 @dataclass(frozen=True)
 class LoadOutcome:
     hour: datetime
@@ -313,23 +324,30 @@ def _labels(hour: datetime, generation: int, function: str = "load") -> dict[str
     return {"function": function, "date": f"{hour:%Y-%m-%d}", "hour": f"{hour:%H}", "generation": str(generation)}
 
 
-def load_hour(obj: StorageObject, config: Config, bucket: storage.Bucket, bq: bigquery.Client) -> LoadOutcome:
+def load_hour(obj: StorageObject, config: Config, bucket: storage.Bucket, bq: bigquery.Client,
+              budget: float = LOAD_BUDGET_SECONDS) -> LoadOutcome:
+    """Stage the import object, then wait until its hour is committed: by this invocation if it
+    gets the table's lease, else by the holder, which commits every staged hour at once."""
     hour = naming.parse_import_object(obj.name)
     if hour is None:
         raise Ignored(f"not an import hour object: {obj.name}")
     hour_load = _hour_load(obj, _live(bucket, obj), hour)
     bq_adapter.ensure_tables(bq, config)
-    _skip_if_loaded(bq, config, hour, obj)
+    _skip_if_loaded(bq, config, hour_load, obj)
+    deadline = time.monotonic() + budget
     try:
-        _stage_and_commit(bq, config, obj, hour, hour_load)
+        _stage(bq, config, bucket, obj, hour_load)
     except PermanentError:
         # A duplicate delivery of this event may have finished the hour first and dropped the
         # staging table both were using: that is success, not a failure.
-        _skip_if_loaded(bq, config, hour, obj)
+        _skip_if_loaded(bq, config, hour_load, obj)
         raise
-    entry = bq_adapter.query_rows(bq, load.ledger_entry_sql(config.ledger_table_id, hour))[0]
-    if entry["import_generation"] != obj.generation:
-        raise Ignored(f"{obj.name}: a newer generation {entry['import_generation']} is already loaded")
+    _wait_for_commit(bq, config, bucket, hour_load, deadline)
+    entry = _ledger_entry(bq, config, hour)
+    if entry is None or entry["import_generation"] != obj.generation:
+        if entry is not None and hour_load.newer_than(entry["source_generation"], entry["import_generation"]):
+            raise TransientError(f"{obj.name}: staged generation {obj.generation} left the waiting list uncommitted")
+        raise Ignored(f"{obj.name}: a newer generation {entry and entry['import_generation']} is already loaded")
     outcome = LoadOutcome(hour, obj.generation, hour_load.events, hour_load.rows, hour_load.rejected, entry["loaded"])
     if outcome.loaded != outcome.rows or outcome.rows + outcome.rejected != outcome.events:
         raise PermanentError(
@@ -339,21 +357,25 @@ def load_hour(obj: StorageObject, config: Config, bucket: storage.Bucket, bq: bi
     return outcome
 
 
-def _loaded_generation(bq: bigquery.Client, config: Config, hour: datetime) -> int | None:
+def _ledger_entry(bq: bigquery.Client, config: Config, hour: datetime) -> dict | None:
     rows = bq_adapter.query_rows(bq, load.ledger_entry_sql(config.ledger_table_id, hour))
-    return rows[0]["import_generation"] if rows else None
+    return rows[0] if rows else None
 
 
-def _skip_if_loaded(bq: bigquery.Client, config: Config, hour: datetime, obj: StorageObject) -> None:
-    loaded = _loaded_generation(bq, config, hour)
-    if loaded is not None and loaded > obj.generation:
-        raise Ignored(f"{obj.name}: a newer generation {loaded} is already loaded")
-    if loaded == obj.generation:
+def _skip_if_loaded(bq: bigquery.Client, config: Config, hour_load: load.HourLoad, obj: StorageObject) -> None:
+    entry = _ledger_entry(bq, config, hour_load.hour)
+    if entry is None:
+        return
+    if entry["import_generation"] == obj.generation:
         raise Ignored(f"{obj.name}: generation {obj.generation} is already loaded")
+    if not hour_load.newer_than(entry["source_generation"], entry["import_generation"]):
+        raise Ignored(f"{obj.name}: a newer generation {entry['import_generation']} "
+                      f"(hour object generation {entry['source_generation']}) is already loaded")
 
 
-def _stage_and_commit(bq: bigquery.Client, config: Config, obj: StorageObject, hour: datetime, hour_load: load.HourLoad) -> None:
-    """Load the import object into a staging table, then replace the hour in one transaction."""
+def _stage(bq: bigquery.Client, config: Config, bucket: storage.Bucket, obj: StorageObject, hour_load: load.HourLoad) -> None:
+    """Load the import object into its staging table, check it, and put it on the waiting list."""
+    hour = hour_load.hour
     stage_id = f"{config.project}.{config.dataset}.{naming.staging_table_name(config.table, hour, obj.generation)}"
     stage = bigquery.Table(stage_id, schema=bq_adapter.schema_fields())
     stage.expires = datetime.now(timezone.utc) + timedelta(days=1)  # left behind only by a crash
@@ -370,27 +392,160 @@ def _stage_and_commit(bq: bigquery.Client, config: Config, obj: StorageObject, h
         lambda attempt: naming.load_job_id(hour, obj.generation, attempt),
         lambda job_id: bq.load_table_from_uri(uri, stage_id, job_id=job_id, job_config=job_config),
     )
-    staged = bq_adapter.query_rows(bq, load.staged_count_sql(stage_id))[0]["n"]
-    if staged != hour_load.rows:
-        raise PermanentError(f"{obj.name}: staged {staged} rows but transform wrote {hour_load.rows}")
-    _commit(bq, config, stage_id, hour_load)
-    bq.delete_table(stage_id, not_found_ok=True)
+    summary = bq_adapter.query_rows(bq, load.staged_summary_sql(stage_id))[0]
+    if summary["n"] != hour_load.rows:
+        raise PermanentError(f"{obj.name}: staged {summary['n']} rows but transform wrote {hour_load.rows}")
+    staged = load.Staged(hour_load, stage_id, summary["lo"], summary["hi"], int(summary["days"]))
+    marker = bucket.blob(load.waiting_name(config.table_id, hour, obj.generation))
+    marker.metadata = {"staged": staged.to_json()}
+    marker.upload_from_string(staged.to_json(), "application/json")
 
 
-def _commit(bq: bigquery.Client, config: Config, stage_id: str, hour_load: load.HourLoad) -> None:
-    """Run the replace transaction; concurrent transactions on the table abort, so retry those."""
-    sql = load.replace_hour_script(config.table_id, config.ledger_table_id, stage_id, hour_load)
-    job_config = bigquery.QueryJobConfig(labels=_labels(hour_load.hour, hour_load.import_generation) | {"step": "commit"})
-    retrying = Retrying(
-        retry=retry_if_exception_type(TransientError),
-        stop=stop_after_attempt(8),
-        wait=wait_random_exponential(multiplier=0.5, max=20),
-        reraise=True,
+def _wait_for_commit(bq: bigquery.Client, config: Config, bucket: storage.Bucket, hour_load: load.HourLoad,
+                     deadline: float) -> None:
+    """Until the hour's marker is gone (committed, or superseded by a newer generation): take the
+    lease when it is free and commit everything waiting, else wait for the holder."""
+    marker = load.waiting_name(config.table_id, hour_load.hour, hour_load.import_generation)
+    while bucket.get_blob(marker) is not None:
+        if time.monotonic() > deadline:
+            raise TransientError(f"hour {hour_load.hour:%Y-%m-%dT%H} is staged but not committed within the "
+                                 f"invocation's budget; the retry waits for it again")
+        lease = _Lease(bucket, load.lease_name(config.table_id))
+        if lease.acquire():
+            try:
+                _commit_waiting(bq, config, bucket, lease, deadline)
+            finally:
+                lease.release()
+            continue
+        time.sleep(random.uniform(*POLL_SECONDS))
+
+
+class _Lease:
+    """The table's commit lease: an object created only if absent (`if_generation_match=0`).
+
+    It only serialises commits so that BigQuery never has to cancel one; correctness does not rest
+    on it (the transaction's ledger guard does), so breaking a lease that was not renewed for
+    LEASE_SECONDS, whose holder died, is safe even if that holder was merely slow.
+    """
+
+    def __init__(self, bucket: storage.Bucket, name: str):
+        self.bucket, self.name, self.generation = bucket, name, None
+
+    def acquire(self) -> bool:
+        held = self.bucket.get_blob(self.name)
+        if held is not None:
+            age = (datetime.now(timezone.utc) - held.updated).total_seconds() if held.updated else 0
+            if age < LEASE_SECONDS:
+                return False
+            log.warning("breaking a stale lease", extra={"fields": {"object": self.name, "age_seconds": round(age)}})
+            try:
+                held.delete(if_generation_match=held.generation)
+            except (gexc.NotFound, gexc.PreconditionFailed):
+                return False  # someone else broke or renewed it first
+        return self._write(0)
+
+    def renew(self) -> None:
+        if self.generation is not None and not self._write(self.generation):
+            raise TransientError(f"lost the commit lease {self.name} while holding it")
+
+    def release(self) -> None:
+        if self.generation is not None:
+            try:
+                self.bucket.blob(self.name).delete(if_generation_match=self.generation)
+            except (gexc.NotFound, gexc.PreconditionFailed):
+                pass  # broken by a waiter meanwhile: the lease is theirs now
+            self.generation = None
+
+    def _write(self, expected: int) -> bool:
+        blob = self.bucket.blob(self.name)
+        try:
+            blob.upload_from_string(json.dumps({"at": datetime.now(timezone.utc).isoformat()}), "application/json",
+                                    if_generation_match=expected)
+        except gexc.PreconditionFailed:
+            return False
+        self.generation = blob.generation
+        return True
+
+
+def _waiting(bucket: storage.Bucket, config: Config) -> list[tuple[storage.Blob, load.Staged]]:
+    found = []
+    for blob in bucket.list_blobs(prefix=load.waiting_prefix(config.table_id)):
+        record = (blob.metadata or {}).get("staged")
+        if record:
+            found.append((blob, load.Staged.from_json(record)))
+    return found
+
+
+def _ledger_state(bq: bigquery.Client, config: Config, hours: list[datetime]) -> dict[datetime, load.Loaded]:
+    rows = bq_adapter.query_rows(bq, load.ledger_state_sql(config.ledger_table_id, hours))
+    return {naming.utc_hour(r["upload_hour"]): load.Loaded(r["import_generation"], r["source_generation"],
+                                                          r["min_event_time"], r["max_event_time"]) for r in rows}
+
+
+def _commit_waiting(bq: bigquery.Client, config: Config, bucket: storage.Bucket, lease: _Lease, deadline: float) -> None:
+    """As the lease holder: commit what is waiting, batch after batch, until nothing is (or the
+    invocation's time is up: a waiter takes over the lease once it is released)."""
+    conflicts = 0
+    while time.monotonic() < deadline:
+        waiting = _waiting(bucket, config)
+        if not waiting:
+            return
+        markers = {(s.load.hour, s.load.import_generation): blob for blob, s in waiting}
+        ledger = _ledger_state(bq, config, [s.load.hour for _, s in waiting])
+        batch, superseded = load.pick_batch([s for _, s in waiting], ledger)
+        for staged in superseded:
+            _drop_staged(bq, bucket, markers, staged)
+        if not batch:
+            continue
+        try:
+            committed = _commit_batch(bq, config, batch, ledger)
+        except TransientError:
+            conflicts += 1  # a waiter broke the lease and committed: plan again from the ledger
+            if conflicts >= COMMIT_ATTEMPTS:
+                raise
+            time.sleep(random.uniform(*POLL_SECONDS))
+            continue
+        now = _ledger_state(bq, config, [s.load.hour for s in batch])
+        for staged in batch:
+            entry = now.get(staged.load.hour)
+            if entry is not None and entry.import_generation == staged.load.import_generation:
+                _drop_staged(bq, bucket, markers, staged)
+        log.info("hours committed", extra={"fields": {"batch": committed, "hours": len(batch), "waiting": len(waiting)}})
+        lease.renew()
+
+
+def _drop_staged(bq: bigquery.Client, bucket: storage.Bucket, markers: dict, staged: load.Staged) -> None:
+    """The hour is committed (or superseded): its waiter may go, its staging table is done."""
+    blob = markers.get((staged.load.hour, staged.load.import_generation))
+    if blob is not None:
+        gcs.delete_if_exists(bucket, blob.name)
+    bq.delete_table(staged.stage_id, not_found_ok=True)
+
+
+def _commit_batch(bq: bigquery.Client, config: Config, batch: list[load.Staged], ledger: dict[datetime, load.Loaded]) -> str:
+    """Run the batch's transaction (split into statements of ≤ 4,000 partitions); its token."""
+    token = secrets.token_hex(8)
+    delete_ranges = insert_ranges = None
+    bound = load.old_partitions_upper_bound(batch, ledger)
+    if bound is None or bound > load.MAX_PARTITIONS_PER_STATEMENT:
+        where = load.old_rows_filter(batch, ledger)
+        if where:
+            dates = [r["d"] for r in bq_adapter.query_rows(bq, load.distinct_dates_sql(config.table_id, where))]
+            delete_ranges = load.date_ranges(dates) if len(dates) > load.MAX_PARTITIONS_PER_STATEMENT else None
+    if sum(s.partitions for s in batch) > load.MAX_PARTITIONS_PER_STATEMENT:
+        union = f"({load.staged_union([s for s in batch if s.min_event_time])})"
+        dates = [r["d"] for r in bq_adapter.query_rows(bq, load.distinct_dates_sql(union))]
+        insert_ranges = load.date_ranges(dates) if len(dates) > load.MAX_PARTITIONS_PER_STATEMENT else None
+    sql = load.group_commit_script(config.table_id, config.ledger_table_id, batch, ledger, token, delete_ranges, insert_ranges)
+    first = batch[0].load
+    job_config = bigquery.QueryJobConfig(labels=_labels(first.hour, first.import_generation) | {"step": "commit", "hours": str(len(batch))})
+    job = bq_adapter.run_job_once(
+        bq,
+        lambda n: f"ampbq_commit_{token}" + (f"_r{n}" if n else ""),
+        lambda job_id: bq.query(sql, job_config=job_config, job_id=job_id, job_retry=None),
     )
-    for attempt in retrying:
-        with attempt:
-            bq_adapter.run_job_once(
-                bq,
-                lambda n: naming.commit_job_id(hour_load.hour, hour_load.import_generation, n),
-                lambda job_id: bq.query(sql, job_config=job_config, job_id=job_id, job_retry=None),
-            )
+    billed = getattr(job, "total_bytes_billed", None)
+    if billed is not None:
+        # Still under the lease: no transaction of ours can run on the ledger meanwhile.
+        bq_adapter.query_rows(bq, load.bytes_billed_sql(config.ledger_table_id, token, billed))
+    return token

@@ -153,7 +153,7 @@ def test_ampbq_demo_command_prints_the_summary_line(tmp_path):
                              "--events-per-hour", "10", "--workdir", str(tmp_path / "stack")],
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert result.stdout.strip().splitlines()[-1] == "demo: date=2021-04-01 hours=24 events=240 loaded=240 rejected=0"
+    assert result.stdout.strip().splitlines()[-1] == "demo: date=2021-04-01 hours=24 events=240 loaded=240 rejected=0 conflicts=0"
 
 
 def _external_stub(tmp_path, extra_entry: bool):
@@ -173,8 +173,8 @@ def _external_stub(tmp_path, extra_entry: bool):
 
 
 @pytest.mark.parametrize("extra_entry, code, last_line", [
-    (False, 0, "demo: date=2021-08-01 hours=3 events=21 loaded=21 rejected=0"),
-    (True, 1, "demo: date=2021-08-01 hours=4 events=22 loaded=21 rejected=0"),
+    (False, 0, "demo: date=2021-08-01 hours=3 events=21 loaded=21 rejected=0 conflicts=0"),
+    (True, 1, "demo: date=2021-08-01 hours=4 events=22 loaded=21 rejected=0 conflicts=0"),
 ])
 def test_demo_against_an_external_export_api_reconciles_or_fails(tmp_path, extra_entry, code, last_line):
     import os

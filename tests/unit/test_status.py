@@ -72,6 +72,19 @@ def test_fewer_rows_in_bigquery_than_the_load_recorded_is_a_mismatch():
     assert status.state is State.MISMATCH and "BigQuery holds 6 rows, the load recorded 9" in status.reason
 
 
+def test_as_many_rows_but_not_the_rows_loaded_is_a_mismatch():
+    """3 rows deleted and 3 others duplicated: the count agrees, the uuid fingerprint does not."""
+    recorded = LedgerEntry(IMP_GEN, SRC_GEN, 10, 9, 1, 9, fingerprint=12345)
+    assert classify(loaded_hour(ledger=recorded, table_fingerprint=12345)).state is State.LOADED
+    status = classify(loaded_hour(ledger=recorded, table_fingerprint=54321))
+    assert status.state is State.MISMATCH and "fingerprint" in status.reason
+
+
+def test_rows_whose_ledger_entry_vanished_are_a_mismatch_not_pending():
+    status = classify(loaded_hour(ledger=None, table_rows=9))
+    assert status.state is State.MISMATCH and "no load recorded" in status.reason
+
+
 def test_events_not_equal_to_rows_plus_rejected_is_a_mismatch():
     status = classify(loaded_hour(import_object=target(events=11), ledger=ledger(events=11)))
     assert status.state is State.MISMATCH and "events 11 != rows 9 + rejected 1" in status.reason
@@ -154,3 +167,27 @@ def test_status_query_joins_the_ledger_with_row_counts_of_the_range_only():
     assert "FULL OUTER JOIN" in sql and "`p.ops.all_user_events_loads`" in sql and "`p.ops.all_user_events`" in sql
     assert sql.count("BETWEEN TIMESTAMP '2022-01-05 07:00:00+00' AND TIMESTAMP '2022-01-05 07:00:00+00'") == 2
     assert "all_user_events`" not in ledger_sql(config, HourRange(HOUR, HOUR), counts=False).replace("_loads`", "")
+
+
+def test_a_loaded_hour_whose_import_object_the_lifecycle_deleted_still_reads_loaded():
+    status = classify(loaded_hour(import_object=None))
+    assert status.state is State.LOADED
+
+
+def test_an_import_object_gone_before_the_live_hour_object_was_loaded_is_still_pending():
+    status = classify(loaded_hour(import_object=None, hour_object=source(SRC_GEN + 1)))
+    assert status.state is State.PENDING
+
+
+def test_an_import_object_gone_with_rows_that_disagree_is_a_mismatch():
+    assert classify(loaded_hour(import_object=None, table_rows=7)).state is State.MISMATCH
+
+
+def test_an_hour_the_latest_export_emptied_reads_no_data_once_its_rows_are_gone():
+    empty = ObjectInfo("export/2022-01-05/07.json.gz", SRC_GEN, 20, {"parts": "0"})
+    evidence = loaded_hour(hour_object=empty, import_object=target(events=0, rows=0, rejected=0),
+                           ledger=ledger(events=0, rows=0, rejected=0, loaded=0), table_rows=0)
+    assert classify(evidence).state is State.NO_DATA
+    still_there = loaded_hour(hour_object=empty, import_object=target(events=0, rows=0, rejected=0),
+                              ledger=ledger(events=0, rows=0, rejected=0, loaded=0), table_rows=3)
+    assert classify(still_there).state is State.MISMATCH
