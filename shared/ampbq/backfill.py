@@ -170,7 +170,7 @@ def run_locally(run: Run, config: Config, bucket: storage.Bucket, bq: bigquery.C
         run.error, run.done = f"export failed: {why}", True
         return
     failed = []
-    for name in sorted(result.hours):
+    for name in sorted([*result.hours, *result.emptied]):
         try:
             chain_hour(name, config, bucket, bq)
         except _RACING as why:
@@ -183,7 +183,7 @@ def chain_hour(name: str, config: Config, bucket: storage.Bucket, bq: bigquery.C
     """Transform and load one hour object.
 
     The deployed functions react to the same objects, so they may do a step at the same time
-    (sharing its partial object or staging table); a step that fails while the other side
+    (the same staging table, the same commit); a step that fails while the other side
     finished it is not an error. The wait after the run checks the outcome either way.
     """
     source = bucket.get_blob(name)

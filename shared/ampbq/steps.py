@@ -5,6 +5,7 @@ export (Export API → raw zip → hour objects) → transform (hour object → 
 
 from __future__ import annotations
 
+import gzip
 import json
 import logging
 import random
@@ -39,11 +40,12 @@ class ExportResult:
     hours: dict[str, int] = field(default_factory=dict)  # hour object name → parts
     refused: list[str] = field(default_factory=list)
     resumed: list[str] = field(default_factory=list)  # parts an earlier attempt of the same run finished
+    emptied: list[str] = field(default_factory=list)  # hour objects written empty: no data for the hour now
 
     def record(self, run: str) -> dict:
         """The manifest: what the run wrote for this range (`inventory` reads its `hours`)."""
         return {"range": str(self.requested), "run": run, "archives": self.archives, "hours": self.hours,
-                "refused": self.refused, "resumed": self.resumed, "finished_at": datetime.now(timezone.utc).isoformat()}
+                "refused": self.refused, "resumed": self.resumed, "emptied": self.emptied, "finished_at": datetime.now(timezone.utc).isoformat()}
 
     def add(self, part: "ExportResult") -> None:
         self.archives += part.archives
@@ -69,13 +71,38 @@ def export_range(
     export = ExportRun(config, bucket, session, run, hours)
     for part in export.parts(hours):
         result.add(part)
+    write_empty_hours(bucket, hours, result)
     bucket.blob(naming.manifest_name(hours)).upload_from_string(json.dumps(result.record(run), indent=1), "application/json")
     export.clean_up()
-    for hour in hours.hours():
-        if naming.hour_object_name(hour) not in result.hours:
-            # Nothing to load, and nothing missing: the completeness alert counts this line too.
-            log.info("hour loaded", extra={"fields": _hour_fields(hour) | {"events": 0, "reason": "no data at Amplitude"}})
     return result
+
+
+# An empty gzip member: an hour object with no lines that every reader opens like any other.
+EMPTY_HOUR = gzip.compress(b"", mtime=0)
+
+
+def write_empty_hours(bucket: storage.Bucket, hours: HourRange, result: ExportResult) -> None:
+    """Write an empty hour object for every hour of the range the export found no data for.
+
+    The latest finished export of a range decides every hour in it: an hour that had events in
+    an earlier export and has none now (a user-privacy deletion at Amplitude, say) must end with
+    no rows. An empty hour object runs the hour through transform and load like any other, and
+    its load replaces whatever the hour held with nothing (and logs "hour loaded", which the
+    completeness alert counts). `parts=0` is what tells `status` the hour had no data.
+    """
+    for hour in hours.hours():
+        name = naming.hour_object_name(hour)
+        if name in result.hours:
+            continue
+        live = gcs.current(bucket, name)
+        if live is not None and (live.metadata or {}).get("parts") == "0":
+            continue  # already empty: a new generation would only run the hour again
+        metadata = {"upload_hour": f"{hour:%Y-%m-%dT%H}", "parts": "0", "exported_range": str(hours)}
+        blob = bucket.blob(name)
+        blob.metadata = metadata
+        blob.upload_from_string(EMPTY_HOUR, "application/gzip")
+        result.emptied.append(name)
+        log.info("hour object written", extra={"fields": _hour_fields(hour, name) | {"parts": 0, "reason": "no data at Amplitude"}})
 
 
 class ExportRun:
@@ -258,29 +285,37 @@ def transform_hour(obj: StorageObject, bucket: storage.Bucket) -> transform.Coun
         raise Ignored(f"not an export hour object: {obj.name}")
     _live(bucket, obj)
     import_name = naming.import_object_name(hour)
-    existing = gcs.current(bucket, import_name)
-    if existing is not None and (existing.metadata or {}).get("source_generation") == str(obj.generation):
-        raise Ignored(f"{import_name} already holds generation {obj.generation} of {obj.name}")
+    _skip_if_written(bucket, import_name, obj)
     lineage = Lineage(hour, naming.gs_uri(bucket.name, obj.name), obj.generation)
     rejects_name = naming.rejects_object_name(hour)
-    partial_name = import_name + ".partial"
+    token = secrets.token_hex(4)
+    scratch, rejects_scratch = (naming.scratch_name(n, obj.generation, token) for n in (import_name, rejects_name))
     rejects_meta = {"source_object": lineage.source_object, "source_generation": str(obj.generation)}
     with gcs.reader(bucket, obj.name, obj.generation) as raw, gcs.writer(
-        bucket, partial_name, content_type="application/x-ndjson"
+        bucket, scratch, content_type="application/x-ndjson"
     ) as out, transform.LazyWriter(
-        lambda: gcs.writer(bucket, rejects_name, rejects_meta, "application/x-ndjson")
+        lambda: gcs.writer(bucket, rejects_scratch, content_type="application/x-ndjson")
     ) as rejects:
         counts = transform.transform_stream(transform.open_gzip(raw), out, rejects, lineage)
-    if not counts.rejected:
-        gcs.delete_if_exists(bucket, rejects_name)  # an older generation's rejects no longer apply
-    # The counts are known only at the end; composing the finished part into the final name sets
-    # them as metadata in the same request that finalizes the object the load step reacts to.
-    final = bucket.blob(import_name)
-    final.metadata = rejects_meta | counts.as_metadata() | {"upload_hour": f"{hour:%Y-%m-%dT%H}"}
-    final.content_type = "application/x-ndjson"
-    final.compose([bucket.blob(partial_name)])
-    gcs.delete_if_exists(bucket, partial_name)
+    # Publish in the order a crash can resume: the rejects first, then the import object, whose
+    # finalize starts the load. Each is published only over an older source generation's object,
+    # so a transform of an older generation that finishes last changes nothing.
+    if rejects.opened:
+        gcs.publish_if_newer(bucket, rejects_scratch, rejects_name, rejects_meta, "application/x-ndjson")
+    else:
+        gcs.delete_if_older(bucket, rejects_name, obj.generation)  # an older generation's rejects no longer apply
+    metadata = rejects_meta | counts.as_metadata() | {"upload_hour": f"{hour:%Y-%m-%dT%H}"}
+    if not gcs.publish_if_newer(bucket, scratch, import_name, metadata, "application/x-ndjson"):
+        raise Ignored(f"{import_name} already holds generation {obj.generation} of {obj.name} or a newer one")
     return counts
+
+
+def _skip_if_written(bucket: storage.Bucket, import_name: str, obj: StorageObject) -> None:
+    written = gcs.source_generation(gcs.current(bucket, import_name))
+    if written == obj.generation:
+        raise Ignored(f"{import_name} already holds generation {obj.generation} of {obj.name}")
+    if written > obj.generation:
+        raise Ignored(f"{import_name} already holds generation {written} of {obj.name}, newer than {obj.generation}")
 
 
 # ---------------------------------------------------------------- load
