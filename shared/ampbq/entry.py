@@ -86,8 +86,8 @@ def _summary(result: object) -> dict:
         log.info("hour loaded", extra={"fields": {"step": "load", "date": f"{result.hour:%Y-%m-%d}",
                  "hour": f"{result.hour:%H}", "generation": result.generation}})
         return {"events": result.events, "rows": result.rows, "rejected": result.rejected, "loaded": result.loaded}
-    if result is not None and hasattr(result, "as_metadata"):  # transform's counts, as numbers
-        return {key: int(value) for key, value in result.as_metadata().items()}
+    if result is not None and hasattr(result, "log_fields"):  # transform's counts, per part too
+        return result.log_fields()
     return {}
 
 

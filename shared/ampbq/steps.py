@@ -21,7 +21,7 @@ from google.api_core import exceptions as gexc
 from google.cloud import bigquery, storage
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
 
-from . import amplitude, gcs, load, naming, transform, unpack
+from . import amplitude, gcs, hour_parts, load, naming, transform, unpack
 from . import bigquery as bq_adapter
 from .config import Config
 from .errors import Ignored, NoData, PermanentError, TooLarge, TransientError
@@ -244,21 +244,31 @@ def unpack_archive(bucket: storage.Bucket, raw_name: str, hours: HourRange, resu
             archive = zipfile.ZipFile(raw)
         except zipfile.BadZipFile as why:
             raise TransientError(f"{naming.gs_uri(bucket.name, raw_name)} is not a readable zip: {why}") from None
-        plan = unpack.plan(archive.namelist(), hours)
-        for reason in plan.refused:
-            log.error("zip entry refused", extra={"fields": {"object": raw_name, "reason": reason}})
-        result.refused.extend(plan.refused)
+        # By ZipInfo, not by name: a name the zip holds twice is two entries, both kept.
+        plan = unpack.plan(archive.infolist(), hours)
+        for refusal in plan.refusals:
+            # The manifest keeps what `ampbq status` needs to fail the hour the entry was for.
+            record = refusal.record(unpack.holds_data(archive, refusal.info))
+            log.error("zip entry refused", extra={"fields": {"object": raw_name, "reason": refusal.reason, "entry": refusal.name,
+                                                             "bytes": refusal.size, "data": record["data"]}})
+            result.refused.append(record)
         for hour, entries in plan.hours.items():
             name = naming.hour_object_name(hour)
+            # Each part's size is the zip's (file_size), known before the copy: the part index
+            # goes into the metadata of the very upload that finalizes the object.
             metadata = {
                 "upload_hour": f"{hour:%Y-%m-%dT%H}",
                 "parts": str(len(entries)),
                 "source_zip": naming.gs_uri(bucket.name, raw_name),
-            }
+            } | hour_parts.encode([(entry.label, entry.info.file_size) for entry in entries])
             with gcs.writer(bucket, name, metadata, "application/gzip") as out:
-                size = unpack.copy_hour(archive, entries, out)
+                copied = unpack.copy_hour(archive, entries, out)
+            for part in copied:
+                if part.error:
+                    log.error("zip entry damaged", extra={"fields": _hour_fields(hour, name) | {"entry": part.label, "reason": part.error}})
             result.hours[name] = len(entries)
-            log.info("hour object written", extra={"fields": _hour_fields(hour, name) | {"parts": len(entries), "bytes": size}})
+            log.info("hour object written", extra={"fields": _hour_fields(hour, name) | {
+                "parts": len(entries), "bytes": sum(part.size for part in copied)}})
 
 
 def _hour_fields(hour: datetime, name: str = "", generation: int | None = None) -> dict:
@@ -283,7 +293,7 @@ def transform_hour(obj: StorageObject, bucket: storage.Bucket) -> transform.Coun
     hour = naming.parse_hour_object(obj.name)
     if hour is None:
         raise Ignored(f"not an export hour object: {obj.name}")
-    _live(bucket, obj)
+    live = _live(bucket, obj)
     import_name = naming.import_object_name(hour)
     _skip_if_written(bucket, import_name, obj)
     lineage = Lineage(hour, naming.gs_uri(bucket.name, obj.name), obj.generation)
@@ -296,7 +306,7 @@ def transform_hour(obj: StorageObject, bucket: storage.Bucket) -> transform.Coun
     ) as out, transform.LazyWriter(
         lambda: gcs.writer(bucket, rejects_scratch, content_type="application/x-ndjson")
     ) as rejects:
-        counts = transform.transform_stream(transform.open_gzip(raw), out, rejects, lineage)
+        counts = transform.transform_parts(raw, hour_parts.decode(live.metadata, live.size), out, rejects, lineage)
     # Publish in the order a crash can resume: the rejects first, then the import object, whose
     # finalize starts the load. Each is published only over an older source generation's object,
     # so a transform of an older generation that finishes last changes nothing.

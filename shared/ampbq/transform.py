@@ -19,6 +19,7 @@ from isal import isal_zlib
 
 from . import repeated_keys
 from .bytescan import scan_lines
+from .hour_parts import Part, Slice
 from .repeated_keys import RepeatedKey, colons_match_all
 from .shaping import Lineage, RejectedEvent, Shaper
 
@@ -29,6 +30,16 @@ RUN_BYTES = 32 << 10
 # BigQuery rejects JSON rows over 100 MB; an Amplitude event is a few KB. Anything this long is
 # not an event; it is quarantined whole rather than parsed.
 MAX_LINE_BYTES = 8 << 20
+# Room for the per-part counts in the import object's metadata (8 KiB in all, keys and values).
+PART_COUNTS_BUDGET = 4 << 10
+
+
+@dataclass
+class PartCounts:
+    part: str
+    events: int
+    rows: int
+    rejected: int
 
 
 @dataclass
@@ -36,9 +47,35 @@ class Counts:
     events: int = 0
     rows: int = 0
     rejected: int = 0
+    lines: int = field(default=0, compare=False)  # lines read, blank ones too: where the next part's numbering goes on
+    parts: list[PartCounts] = field(default_factory=list, compare=False)  # when the hour's parts are known
 
     def as_metadata(self) -> dict[str, str]:
-        return {"events": str(self.events), "rows": str(self.rows), "rejected": str(self.rejected)}
+        metadata = {"events": str(self.events), "rows": str(self.rows), "rejected": str(self.rejected)}
+        if len(self.parts) > 1:
+            metadata["part_counts"] = part_counts_text(self.parts)
+        return metadata
+
+    def log_fields(self) -> dict:
+        fields = {"events": self.events, "rows": self.rows, "rejected": self.rejected}
+        if self.parts:
+            fields["parts"] = [vars(p) for p in self.parts]
+        return fields
+
+
+def part_counts_text(parts: list[PartCounts]) -> str:
+    """`events:rows:rejected` of every part, in the hour object's part order (`70:70:0,51:50:1`).
+
+    An hour of too many parts for PART_COUNTS_BUDGET lists only its parts with rejects, by
+    position (`rejected-only;3=51:50:1`), and cut short with `;…` if even that is too long; the
+    transform's log line has them all."""
+    text = ",".join(f"{p.events}:{p.rows}:{p.rejected}" for p in parts)
+    if len(text) <= PART_COUNTS_BUDGET:
+        return text
+    text = "rejected-only;" + ",".join(f"{i}={p.events}:{p.rows}:{p.rejected}" for i, p in enumerate(parts) if p.rejected)
+    if len(text) <= PART_COUNTS_BUDGET:
+        return text
+    return text[: text.rfind(",", 0, PART_COUNTS_BUDGET - 2)] + ";…"
 
 
 def decode(line: bytes):
@@ -64,8 +101,10 @@ def encode(row: dict) -> bytes:
         return json.dumps(row, ensure_ascii=False, separators=(",", ":")).encode()
 
 
-def reject_record(line_number: int, reason: str, raw: bytes, source_object: str) -> bytes:
+def reject_record(line_number: int, reason: str, raw: bytes, source_object: str, part: str = "") -> bytes:
     record = {"line": line_number, "reason": reason, "source_object": source_object}
+    if part:
+        record["part"] = part  # the zip entry the line came from
     try:
         record["raw"] = raw.decode("utf-8")
     except UnicodeDecodeError:
@@ -73,8 +112,12 @@ def reject_record(line_number: int, reason: str, raw: bytes, source_object: str)
     return orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
 
 
-def transform_stream(lines: BinaryIO, out: BinaryIO, rejects: BinaryIO, lineage: Lineage) -> Counts:
+def transform_stream(lines: BinaryIO, out: BinaryIO, rejects: BinaryIO, lineage: Lineage, first_line: int = 0,
+                     part: str = "", shaper: Shaper | None = None) -> Counts:
     """Shape every line of the decompressed `lines` stream into `out`; bad lines go to `rejects`.
+
+    Lines are numbered from `first_line + 1` (a later part of an hour goes on from the earlier
+    ones); `part` names the zip entry in reject records, and `shaper` may be shared across parts.
 
     Lines take the fast path when their event has the common shape: a run of about RUN_BYTES of
     whole lines at a time (`Shaper.shape_lines_unscreened`), or, in a run it declines, line by line
@@ -83,7 +126,7 @@ def transform_stream(lines: BinaryIO, out: BinaryIO, rejects: BinaryIO, lineage:
     all of them); a chunk that fails it is shaped again with the screen line by line. Each
     chunk's rows are written at once (~1 MiB).
     """
-    shaper = Shaper(lineage)
+    shaper = shaper or Shaper(lineage)
     counts = Counts()
 
     def general_path(raw: bytes, number: int, chunk: "_Chunk") -> None:
@@ -101,7 +144,7 @@ def transform_stream(lines: BinaryIO, out: BinaryIO, rejects: BinaryIO, lineage:
             chunk.rows_apart.append(row)
             chunk.rows += (row, b"\n")
             return
-        chunk.rejects.append(reject_record(number, reason, raw, lineage.source_object))
+        chunk.rejects.append(reject_record(number, reason, raw, lineage.source_object, part))
 
     def shape_each(pieces: list[bytes], number: int, shape_fast, chunk: "_Chunk") -> "_Chunk":
         """Shape the lines after line `number` one by one into `chunk`."""
@@ -150,7 +193,7 @@ def transform_stream(lines: BinaryIO, out: BinaryIO, rejects: BinaryIO, lineage:
             position = stop
         return chunk if numbered - number == line_count else None
 
-    number = 0
+    number = first_line
     tail = b""
     try:
         while True:
@@ -192,9 +235,52 @@ def transform_stream(lines: BinaryIO, out: BinaryIO, rejects: BinaryIO, lineage:
         # cannot be read, so the damage itself is recorded as one rejected line.
         counts.events += 1
         counts.rejected += 1
-        reason = f"compressed stream is damaged after line {number}: {broken}"
-        rejects.write(reject_record(number + 1, reason, b"", lineage.source_object))
+        where = f"part {part} is damaged" if part else "compressed stream is damaged"
+        reason = f"{where} after line {number}: {broken}"
+        number += 1
+        rejects.write(reject_record(number, reason, b"", lineage.source_object, part))
+    counts.lines = number
     return counts
+
+
+def transform_parts(raw: BinaryIO, parts: list[Part] | None, out: BinaryIO, rejects: BinaryIO, lineage: Lineage) -> Counts:
+    """Transform an hour object of `parts` (hour_parts.decode; None: unknown, one part), each
+    part inflated on its own: damage in one ends only that part, and the next starts clean at
+    its own first byte. Line numbers run on across the parts, as in the hour object."""
+    if not parts or len(parts) == 1:
+        # The whole object is the one part: read it straight, without a Slice in between.
+        counts = transform_stream(open_gzip(raw), out, rejects, lineage, part=parts[0].label if parts else "")
+        if parts:
+            counts.parts = [PartCounts(parts[0].label, counts.events, counts.rows, counts.rejected)]
+        return counts
+    shaper = Shaper(lineage)
+    total = Counts()
+    for part in parts:
+        counts = transform_stream(open_gzip(Slice(raw, part.start, part.size)), out, rejects, lineage,
+                                  first_line=total.lines, part=part.label, shaper=shaper)
+        total.events += counts.events
+        total.rows += counts.rows
+        total.rejected += counts.rejected
+        total.lines = counts.lines
+        total.parts.append(PartCounts(part.label, counts.events, counts.rows, counts.rejected))
+    return total
+
+
+def count_events(compressed: BinaryIO) -> int:
+    """The events `transform_stream` counts in one gzip part: its non-blank lines, the damage
+    (if any) counting as one, the partial line before it not at all. Reads as the transform does
+    (READ_CHUNK at a time), so a damaged part counts exactly as the transform will."""
+    stream = open_gzip(compressed)
+    events, tail = 0, b""
+    try:
+        while chunk := stream.read(READ_CHUNK):
+            text = tail + chunk
+            end = text.rfind(b"\n") + 1
+            events += sum(1 for line in text[:end].split(b"\n") if line.strip())
+            tail = text[end:]
+    except DamagedStream:
+        return events + 1
+    return events + (1 if tail.strip() else 0)
 
 
 @dataclass

@@ -1,57 +1,159 @@
-"""Split an Export API zip into one gzip stream per upload hour (pure; works on a ZipFile).
+"""Split an Export API zip into one object per upload hour (pure; works on a ZipFile).
 
 Amplitude writes `{project}/{project}_{YYYY-MM-DD}_{H}#{n}.json.gz`, several `#n` parts per hour.
-Concatenated gzip members are a valid gzip stream, so an hour's parts are copied byte for byte,
-one after the other, without decompressing.
+An hour's parts are copied byte for byte, one after the other, without decompressing; where each
+part starts and ends goes into the hour object's metadata (hour_parts), so the transform can
+inflate each part on its own and one damaged part costs only its own lines.
+
+Entries are taken by their ZipInfo, never by name: a zip may hold the same name twice, and
+opening by name would read the last of them twice and lose the first.
 """
 
 from __future__ import annotations
 
 import logging
-import shutil
+import re
 import zipfile
-from collections import defaultdict
+import zlib
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import BinaryIO, Iterable
 
 from .naming import HourRange, ZipEntry, parse_zip_entry
+from .transform import DamagedStream, open_gzip
 
 log = logging.getLogger(__name__)
 COPY_CHUNK = 1 << 20
+# The hour in a name that is not quite Amplitude's (another folder, another suffix): enough to
+# say which hour a refused entry's events belonged to.
+_NAMED_HOUR = re.compile(r"_(\d{4}-\d{2}-\d{2})_(\d{1,2})(?:#\d+)?\.json(?:\.gz)?$")
+
+
+@dataclass(frozen=True)
+class Member(ZipEntry):
+    """A zip entry of an hour: its parsed name, its ZipInfo and how rejects and logs name it."""
+
+    info: zipfile.ZipInfo | None = field(default=None, compare=False, repr=False)
+    label: str = ""
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """An entry the export does not write: its name, size (uncompressed bytes in the zip), the
+    hour its name gives when it gives one, and why."""
+
+    name: str
+    size: int
+    hour: datetime | None
+    reason: str
+    info: zipfile.ZipInfo | None = field(default=None, compare=False, repr=False)
+
+    def record(self, data: bool) -> dict:
+        """What the manifest keeps; `data`: whether the entry held anything (holds_data)."""
+        return {"name": self.name, "size": self.size, "hour": f"{self.hour:%Y-%m-%dT%H}" if self.hour else None,
+                "reason": self.reason, "data": data}
 
 
 @dataclass
 class Plan:
-    hours: dict[datetime, list[ZipEntry]] = field(default_factory=dict)
-    refused: list[str] = field(default_factory=list)  # "name: reason", never written
+    hours: dict[datetime, list[Member]] = field(default_factory=dict)
+    refusals: list[Refusal] = field(default_factory=list)  # never written
+
+    @property
+    def refused(self) -> list[str]:
+        return [r.reason for r in self.refusals]
 
 
-def plan(names: Iterable[str], requested: HourRange) -> Plan:
-    """Group entry names by upload hour; refuse odd names and hours outside the request."""
-    hours: dict[datetime, list[ZipEntry]] = defaultdict(list)
-    refused = []
-    for name in names:
+def named_hour(name: str) -> datetime | None:
+    match = _NAMED_HOUR.search(name)
+    if not match or int(match.group(2)) > 23:
+        return None
+    try:
+        day = datetime.strptime(match.group(1), "%Y-%m-%d")
+    except ValueError:
+        return None
+    return day.replace(hour=int(match.group(2)), tzinfo=timezone.utc)
+
+
+def plan(entries: Iterable[zipfile.ZipInfo | str], requested: HourRange) -> Plan:
+    """Group entries (ZipInfos, or bare names) by upload hour; refuse odd names and hours outside
+    the request. Entries of one name are all kept, told apart in their labels."""
+    hours: dict[datetime, list[Member]] = defaultdict(list)
+    refusals = []
+    seen: Counter = Counter()
+    for item in entries:
+        info = item if isinstance(item, zipfile.ZipInfo) else None
+        name = info.filename if info else item
         if name.endswith("/"):
             continue  # a folder entry carries no data
+        size = info.file_size if info else 0
         try:
             entry = parse_zip_entry(name)
         except ValueError as why:
-            refused.append(str(why))
+            refusals.append(Refusal(name, size, named_hour(name), str(why), info))
             continue
         if entry.hour not in requested:
-            refused.append(f"entry {name!r} is for hour {entry.hour:%Y-%m-%dT%H}, outside {requested}")
+            reason = f"entry {name!r} is for hour {entry.hour:%Y-%m-%dT%H}, outside {requested}"
+            refusals.append(Refusal(name, size, entry.hour, reason, info))
             continue
-        hours[entry.hour].append(entry)
+        seen[name] += 1
+        label = name if seen[name] == 1 else f"{name}~{seen[name]}"
+        hours[entry.hour].append(Member(name, entry.project_id, entry.hour, entry.partition, info, label))
+    # Stable: entries of one name stay in the zip's order.
     ordered = {hour: sorted(parts, key=lambda e: (len(e.partition), e.partition)) for hour, parts in sorted(hours.items())}
-    return Plan(ordered, refused)
+    return Plan(ordered, refusals)
 
 
-def copy_hour(archive: zipfile.ZipFile, entries: list[ZipEntry], out: BinaryIO) -> int:
-    """Append each entry's gzip bytes to `out`; return the number of compressed bytes copied."""
-    copied = 0
+@dataclass(frozen=True)
+class Copied:
+    label: str
+    size: int  # compressed bytes written for the part
+    error: str = ""  # the zip's complaint while reading it (a bad CRC...), if any
+
+
+def copy_hour(archive: zipfile.ZipFile, entries: list[ZipEntry], out: BinaryIO) -> list[Copied]:
+    """Append each entry's gzip bytes to `out`, one after the other; what was written per entry.
+
+    An entry the zip itself cannot read to its end (a bad CRC, a broken deflate stream) keeps
+    the bytes read before the damage and is padded with zeros to the size the zip declares, so
+    the part index written beforehand (from the ZipInfos) stays true; the zeros are not gzip, so
+    the transform rejects that part, and that part only."""
+    copied = []
     for entry in entries:
-        with archive.open(entry.name) as member:
-            shutil.copyfileobj(member, out, COPY_CHUNK)
-        copied += archive.getinfo(entry.name).file_size
+        info = getattr(entry, "info", None) or archive.getinfo(entry.name)
+        size, error = 0, ""
+        try:
+            with archive.open(info) as member:
+                while chunk := member.read(COPY_CHUNK):
+                    out.write(chunk)
+                    size += len(chunk)
+        except (zipfile.BadZipFile, zlib.error, EOFError) as why:
+            error = f"{type(why).__name__}: {why}"
+            while size < info.file_size:
+                pad = min(COPY_CHUNK, info.file_size - size)
+                out.write(bytes(pad))
+                size += pad
+        copied.append(Copied(getattr(entry, "label", "") or entry.name, size, error))
     return copied
+
+
+def holds_data(archive: zipfile.ZipFile, info: zipfile.ZipInfo | None) -> bool:
+    """Whether a refused entry holds anything but whitespace, inflated (with the transform's own
+    reader) when it is gzip; reading stops at the first byte that is not. One the zip or gzip
+    cannot read counts as data: what it held is not known, and not loaded."""
+    if info is None:
+        return True
+    if info.file_size == 0:
+        return False
+    try:
+        with archive.open(info) as member:
+            gzipped = member.read(2) == b"\x1f\x8b"
+        with archive.open(info) as member:
+            source = open_gzip(member) if gzipped else member
+            while chunk := source.read(COPY_CHUNK):
+                if chunk.strip():
+                    return True
+        return False
+    except (zipfile.BadZipFile, zlib.error, EOFError, DamagedStream):
+        return True

@@ -1,0 +1,118 @@
+"""Where each zip entry ("part") sits inside an hour object, kept in the object's metadata (pure).
+
+An hour object is its parts' gzip bytes one after the other. Knowing each part's byte range, the
+transform inflates every part on its own, so one damaged part costs only its own lines.
+
+Encoding (metadata key `part_index`), compact because GCS allows 8 KiB of custom metadata per
+object, keys and values together: the entry names' common prefix and suffix once, then each
+part's middle and compressed size, in the object's order:
+
+    203138/203138_2020-11-24_9#|.json.gz|70:48211,627:51002
+
+Names are %-quoted, so `|`, `,`, `:` and `+` never occur in them. When the index of every part
+would not fit in INDEX_BUDGET (an hour of many hundreds of parts), adjacent parts are grouped, as
+few per group as fits: `70+2:150000` is the part `…#70…` and the 2 parts after it, 150000 bytes
+together. A group is inflated as one stream, so damage in it costs the rest of that group, never
+another group's lines.
+
+An hour object without the key, or with an index that does not add up to the object's size
+(written by an older version, or dropped by hand), is read as one part.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import BinaryIO
+from urllib.parse import quote, unquote
+
+INDEX_KEY = "part_index"
+# Leaves about 2 KiB of the 8 KiB for the object's other metadata (upload_hour, parts, source_zip).
+INDEX_BUDGET = 6 << 10
+_SAFE = "/#~._-"
+
+
+@dataclass(frozen=True)
+class Part:
+    """A part's byte range in the hour object and how rejects and logs name it."""
+
+    label: str
+    start: int
+    size: int
+
+
+def _middles(labels: list[str]) -> tuple[str, str, list[str]]:
+    prefix = os.path.commonprefix(labels)
+    rest = [label[len(prefix):] for label in labels]
+    suffix = os.path.commonprefix([r[::-1] for r in rest])[::-1]
+    return prefix, suffix, [r[: len(r) - len(suffix)] for r in rest]
+
+
+def encode(parts: list[tuple[str, int]]) -> dict[str, str]:
+    """The metadata recording `parts` ((label, compressed size), in the object's order)."""
+    if not parts:
+        return {}
+    labels = [quote(label, safe=_SAFE) for label, _ in parts]
+    prefix, suffix, middles = _middles(labels)
+    sizes = [size for _, size in parts]
+    per_group = 1
+    while True:
+        entries = []
+        for first in range(0, len(parts), per_group):
+            more = min(per_group, len(parts) - first) - 1
+            group = f"{middles[first]}+{more}" if more else middles[first]
+            entries.append(f"{group}:{sum(sizes[first:first + more + 1])}")
+        value = f"{prefix}|{suffix}|{','.join(entries)}"
+        if len(value) + len(INDEX_KEY) <= INDEX_BUDGET:
+            return {INDEX_KEY: value}
+        if per_group >= len(parts):
+            return {}  # not even one group fits (names that long are not Amplitude's): read as one part
+        # Grow the groups just enough for the next try to be about within budget.
+        per_group = min(len(parts), max(per_group + 1, per_group * len(value) // INDEX_BUDGET))
+
+
+def decode(metadata: dict[str, str] | None, object_size: int | None) -> list[Part] | None:
+    """The parts recorded in an hour object's metadata; None when it records none it can trust."""
+    value = (metadata or {}).get(INDEX_KEY)
+    if not value:
+        return None
+    try:
+        prefix, suffix, listing = value.split("|")
+        parts, start = [], 0
+        for entry in listing.split(","):
+            middle, size_text = entry.rsplit(":", 1)
+            middle, _, more = middle.partition("+")
+            label = unquote(prefix + middle + suffix)
+            if more:
+                label = f"{label} and the {int(more)} parts after it"
+            size = int(size_text)
+            if size < 0:
+                return None
+            parts.append(Part(label, start, size))
+            start += size
+    except ValueError:
+        return None
+    if object_size is not None and start != object_size:
+        return None  # the bytes are not the ones indexed: reading it whole is the safe way
+    return parts
+
+
+class Slice:
+    """A read-only view of `size` bytes of `source` from `start`: one part of an hour object.
+
+    Reads go straight through to `source` (a GCS BlobReader or a local file), seeking only when
+    the previous part was left unfinished (damaged), so consecutive parts stream as one read.
+    """
+
+    def __init__(self, source: BinaryIO, start: int, size: int):
+        self._source, self._position, self._left = source, start, size
+
+    def read(self, size: int = -1) -> bytes:
+        if self._left <= 0:
+            return b""
+        if self._source.tell() != self._position:
+            self._source.seek(self._position)
+        data = self._source.read(self._left if size is None or size < 0 else min(size, self._left))
+        self._position += len(data)
+        self._left -= len(data)
+        return data
