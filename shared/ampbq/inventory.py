@@ -60,7 +60,7 @@ def read(bucket: storage.Bucket, bq: bigquery.Client, config: Config, hours: Hou
             table_rows=table_rows.get(hour, 0) if counts else None, table_fingerprint=fingerprints.get(hour),
             archives=coverage.archives(hour),
             exported=True if hour in sources else coverage.exported(hour), failures=failed,
-            exporting=coverage.exporting(hour, now),
+            exporting=coverage.exporting(hour, now), refused=coverage.refused(hour),
         ))
     return Inventory(evidence, warnings)
 
@@ -84,6 +84,7 @@ class ExportCoverage:
     manifests: list[tuple[HourRange, ObjectInfo, frozenset]] = field(default_factory=list)
     dead: list[tuple[HourRange, ObjectInfo, str]] = field(default_factory=list)
     attempts: list[tuple[HourRange, ObjectInfo]] = field(default_factory=list)  # export runs' markers
+    refusals: list[tuple[HourRange, ObjectInfo, list[dict]]] = field(default_factory=list)  # per manifest
     _entries: dict[str, frozenset] = field(default_factory=dict)
 
     @classmethod
@@ -112,9 +113,13 @@ class ExportCoverage:
         if kind in ("started.json", "split.json"):
             self.attempts.append((span, object_info(blob)))
             return
-        written = json.loads(blob.download_as_bytes()).get("hours", {})
+        record = json.loads(blob.download_as_bytes())
+        written = record.get("hours", {})
         with_data = frozenset(h for h in map(naming.parse_hour_object, written) if h is not None)
         self.manifests.append((span, object_info(blob), with_data))
+        # Older manifests list refused entries as bare reasons: what those held is not known.
+        held = [r for r in record.get("refused", []) if isinstance(r, dict) and r.get("data")]
+        self.refusals.append((span, object_info(blob), held))
 
     def _add_dead_letter(self, blob: storage.Blob, hours: HourRange) -> None:
         span = naming.parse_export_dead_letter(blob.name)
@@ -151,6 +156,29 @@ class ExportCoverage:
         return any(hour in span and info.updated and now - info.updated < RETRY_WINDOW and (after is None or info.updated > after)
                    for span, info in self.attempts)
 
+    def refused(self, hour: datetime) -> tuple[str, ...]:
+        """The refused zip entries with data that leave the hour incomplete, in words.
+
+        An entry counts while its manifest is the latest finished export of the hour (a later
+        export of the range decides again). An entry whose name tells no hour counts for every
+        hour of its archive's range: its events may belong to any of them, and nothing else would
+        say that hour is incomplete. An entry for an hour outside its archive's range counts for
+        that hour (when a status range takes in both): no other record says what it held."""
+        latest = self._latest_manifest(hour)
+        found = {}
+        for span, info, held in self.refusals:
+            is_latest = latest is not None and latest[1].name == info.name
+            for entry in held:
+                named = _hour_of(entry.get("hour"))
+                if named is None:
+                    applies, why = is_latest, f"its name tells no hour, so any hour of {span} may miss its events"
+                else:
+                    applies, why = (is_latest if named in span else True) and named == hour, "its events are not loaded"
+                if applies:
+                    found[f"export refused zip entry {entry.get('name')!r} ({entry.get('size')} bytes) of {info.name}: "
+                          f"{entry.get('reason')}; {why}"] = None
+        return tuple(found)
+
     def failures(self, hour: datetime) -> tuple[str, ...]:
         """Export dead letters for the hour's range newer than the last finished export of it."""
         after = self._last_finished(hour)
@@ -169,6 +197,13 @@ class ExportCoverage:
                         continue  # refused by the export step; not an hour's data
             self._entries[name] = frozenset(hours)
         return self._entries[name]
+
+
+def _hour_of(text: str | None) -> datetime | None:
+    try:
+        return datetime.strptime(text, "%Y-%m-%dT%H").replace(tzinfo=timezone.utc) if text else None
+    except ValueError:
+        return None
 
 
 def error_text(blob: storage.Blob) -> str:

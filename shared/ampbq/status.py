@@ -12,7 +12,8 @@
             through a range that holds the hour (its attempt marker is under export/raw/).
 - MISSING   no hour object and nothing says the hour had no data: the export never ran for it,
             or it ran but did not write the hour object.
-- FAILED    a step gave up on the live generation (a dead-letter record exists for it).
+- FAILED    a step gave up on the live generation (a dead-letter record exists for it), or
+            the export refused a zip entry holding data for the hour (its events are not loaded).
 - MISMATCH  the counts disagree, or BigQuery holds rows nothing accounts for.
 
 An hour whose objects are gone (the bucket's lifecycle rules delete export/ and import/ after a
@@ -93,6 +94,7 @@ class HourEvidence:
     exported: bool | None = None  # did a finished export find data for the hour? None: unknown
     failures: tuple[str, ...] = ()  # dead-letter errors for the live generations (or the export)
     exporting: bool = False  # an export run is part-way through a range that holds the hour
+    refused: tuple[str, ...] = ()  # zip entries with data for the hour that the export refused
 
 
 @dataclass(frozen=True)
@@ -144,6 +146,8 @@ def classify(evidence: HourEvidence) -> HourStatus:
 
 def _decide(e: HourEvidence) -> tuple[State, str]:
     src, imp, led = e.hour_object, e.import_object, e.ledger
+    if e.refused:  # whatever else landed, those events did not: a person must look at the archive
+        return State.FAILED, e.refused[0]
     if src is None:
         return _without_hour_object(e)
     if led is None and e.table_rows:

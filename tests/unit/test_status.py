@@ -191,3 +191,9 @@ def test_an_hour_the_latest_export_emptied_reads_no_data_once_its_rows_are_gone(
     still_there = loaded_hour(hour_object=empty, import_object=target(events=0, rows=0, rejected=0),
                               ledger=ledger(events=0, rows=0, rejected=0, loaded=0), table_rows=3)
     assert classify(still_there).state is State.MISMATCH
+
+
+def test_a_loaded_hour_with_a_refused_entry_holding_its_events_is_failed():
+    status = classify(loaded_hour(refused=("export refused zip entry '203138/x.json.gz' (52 bytes) of …",)))
+    assert (status.state, status.reason) == (State.FAILED, "export refused zip entry '203138/x.json.gz' (52 bytes) of …")
+    assert exit_code([status]) == EXIT_PROBLEM
