@@ -15,6 +15,7 @@ import socket
 import tempfile
 import threading
 import time
+import warnings
 import zipfile
 import zlib
 from collections import Counter, deque
@@ -57,7 +58,9 @@ class ZipSource:
 
     def write(self, hours: HourRange, sink: BinaryIO) -> int:
         count = 0
-        with zipfile.ZipFile(self.path) as source, zipfile.ZipFile(sink, "w", zipfile.ZIP_STORED) as target:
+        with zipfile.ZipFile(self.path) as source, zipfile.ZipFile(sink, "w", zipfile.ZIP_STORED) as target, \
+                warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "Duplicate name")  # a name the zip holds twice is served twice
             for info in source.infolist():
                 if info.is_dir() or not (self.whole or _in_range(info.filename, hours)):
                     continue
