@@ -11,6 +11,7 @@ import json
 import os
 import tempfile
 import time
+import zipfile
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
@@ -146,7 +147,10 @@ def wait_for_manifest(stack: Stack, bucket, hours: HourRange, timeout: float) ->
 
 
 def events_per_hour_in(zip_path: Path) -> Counter:
-    counts = events_per_hour(zip_path)
+    try:
+        counts = events_per_hour(zip_path)
+    except zipfile.BadZipFile as why:  # the archive itself, not one of its parts: nothing to serve
+        raise ValueError(f"{zip_path} is not a readable zip: {why}") from None
     if not counts:
         raise ValueError(f"{zip_path} holds no events")
     return counts

@@ -17,7 +17,6 @@ import threading
 import time
 import warnings
 import zipfile
-import zlib
 from collections import Counter, deque
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -28,6 +27,7 @@ from urllib.parse import parse_qs, urlparse
 from .naming import HourRange, parse_zip_entry
 from .synthetic import Dataset, write_export_zip
 from .transform import count_events
+from .unpack import EntryReader
 
 STREAM_CHUNK = 1 << 20
 
@@ -64,7 +64,9 @@ class ZipSource:
             for info in source.infolist():
                 if info.is_dir() or not (self.whole or _in_range(info.filename, hours)):
                     continue
-                with source.open(info) as member, target.open(info.filename, "w") as out:
+                # As the export step reads it: an entry the zip cannot read is served as far as it
+                # reads, then zeros, as a valid entry (the export's part index stays true).
+                with EntryReader(source, info) as member, target.open(info.filename, "w") as out:
                     shutil.copyfileobj(member, out, STREAM_CHUNK)
                 count += 1
         return count
@@ -98,11 +100,8 @@ def events_per_hour(archive: Path | BinaryIO) -> Counter:
                 hour = parse_zip_entry(info.filename).hour
             except ValueError:
                 continue  # not an hour file: the export step refuses it
-            try:
-                with source.open(info) as member:
-                    counts[hour] += count_events(member)
-            except (zipfile.BadZipFile, zlib.error, EOFError):
-                counts[hour] += 1  # the zip cannot read the entry: the export pads it, the transform rejects it once
+            with EntryReader(source, info) as member:  # the bytes the export copies, damage and all
+                counts[hour] += count_events(member)
     return counts
 
 

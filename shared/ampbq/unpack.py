@@ -112,29 +112,58 @@ class Copied:
     error: str = ""  # the zip's complaint while reading it (a bad CRC...), if any
 
 
-def copy_hour(archive: zipfile.ZipFile, entries: list[ZipEntry], out: BinaryIO) -> list[Copied]:
-    """Append each entry's gzip bytes to `out`, one after the other; what was written per entry.
+class EntryReader:
+    """A zip entry's bytes as the export copies them: read by its ZipInfo, and when the zip cannot
+    read it to its end (a bad CRC, a broken deflate stream, a bad local header), the bytes read
+    before the damage, then zeros up to the size the zip declares.
 
-    An entry the zip itself cannot read to its end (a bad CRC, a broken deflate stream) keeps
-    the bytes read before the damage and is padded with zeros to the size the zip declares, so
-    the part index written beforehand (from the ZipInfos) stays true; the zeros are not gzip, so
-    the transform rejects that part, and that part only."""
+    The size stays the one the part index was written with (from the ZipInfos, before the copy);
+    the zeros are not gzip, so the transform rejects that part, and that part only. The stub and
+    the demo's count read entries through this too, so all of them see the same bytes."""
+
+    def __init__(self, archive: zipfile.ZipFile, info: zipfile.ZipInfo):
+        self._archive, self._info = archive, info
+        self._member = None
+        self.size = 0  # bytes handed out so far
+        self.error = ""  # the zip's complaint, if any
+
+    def read(self, size: int = COPY_CHUNK) -> bytes:
+        size = COPY_CHUNK if size is None or size < 0 else size
+        if not self.error:
+            try:
+                if self._member is None:
+                    self._member = self._archive.open(self._info)
+                data = self._member.read(size)
+            except (zipfile.BadZipFile, zlib.error, EOFError) as why:
+                self.error = f"{type(why).__name__}: {why}"
+            else:
+                self.size += len(data)
+                return data
+        pad = max(0, min(size, self._info.file_size - self.size))
+        self.size += pad
+        return bytes(pad)
+
+    def close(self) -> None:
+        if self._member is not None:
+            self._member.close()
+
+    def __enter__(self) -> "EntryReader":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def copy_hour(archive: zipfile.ZipFile, entries: list[ZipEntry], out: BinaryIO) -> list[Copied]:
+    """Append each entry's gzip bytes (EntryReader) to `out`, one after the other; what was
+    written per entry."""
     copied = []
     for entry in entries:
         info = getattr(entry, "info", None) or archive.getinfo(entry.name)
-        size, error = 0, ""
-        try:
-            with archive.open(info) as member:
-                while chunk := member.read(COPY_CHUNK):
-                    out.write(chunk)
-                    size += len(chunk)
-        except (zipfile.BadZipFile, zlib.error, EOFError) as why:
-            error = f"{type(why).__name__}: {why}"
-            while size < info.file_size:
-                pad = min(COPY_CHUNK, info.file_size - size)
-                out.write(bytes(pad))
-                size += pad
-        copied.append(Copied(getattr(entry, "label", "") or entry.name, size, error))
+        with EntryReader(archive, info) as member:
+            while chunk := member.read(COPY_CHUNK):
+                out.write(chunk)
+        copied.append(Copied(getattr(entry, "label", "") or entry.name, member.size, member.error))
     return copied
 
 

@@ -172,7 +172,7 @@ def test_refused_entries_record_name_size_hour_and_whether_they_hold_data():
     assert len(plan.refused) == 4
 
 
-def test_an_entry_the_zip_cannot_read_is_padded_to_its_size_and_rejected_alone():
+def test_an_entry_the_zip_cannot_read_is_padded_to_its_size_and_rejected_alone(tmp_path):
     blobs = [gzip_lines(lines) for _, lines in PARTS]
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:
@@ -182,6 +182,8 @@ def test_an_entry_the_zip_cannot_read_is_padded_to_its_size_and_rejected_alone()
     at = raw.find(blobs[1]) + len(blobs[1]) // 2
     raw[at] ^= 0xFF  # the middle part's bytes no longer match its CRC
     archive = zipfile.ZipFile(io.BytesIO(bytes(raw)))
+    with pytest.raises(zipfile.BadZipFile):
+        archive.read(PARTS[1][0])
     members = unpack.plan(archive.infolist(), HourRange.day(HOUR.date())).hours[HOUR]
     out = io.BytesIO()
     copied = unpack.copy_hour(archive, members, out)
@@ -190,6 +192,14 @@ def test_an_entry_the_zip_cannot_read_is_padded_to_its_size_and_rejected_alone()
     metadata = hour_parts.encode([(m.label, m.info.file_size) for m in members])
     counts, rows, rejects = run(out.getvalue(), hour_parts.decode(metadata, len(out.getvalue())))
     assert counts.rows >= 40 and [r["part"] for r in rejects] == [PARTS[1][0]]
+    # The stub serves, and the demo counts, the very bytes the export copied.
+    assert stub.events_per_hour(io.BytesIO(bytes(raw)))[HOUR] == counts.events
+    (tmp_path / "damaged.zip").write_bytes(raw)
+    served = io.BytesIO()
+    stub.ZipSource(tmp_path / "damaged.zip").write(HourRange.day(HOUR.date()), served)
+    with zipfile.ZipFile(served) as again:
+        assert again.testzip() is None  # a valid zip now, holding the same bytes
+        assert b"".join(again.read(m.name) for m in members) == out.getvalue()
 
 
 def test_the_slice_reads_only_its_range_and_seeks_past_an_unfinished_part():
@@ -198,3 +208,15 @@ def test_the_slice_reads_only_its_range_and_seeks_past_an_unfinished_part():
     assert first.read(2) == b"aa"
     assert second.read() == b"cccc" and second.read() == b""
     assert first.read(100) == b"aa"
+
+
+def test_demo_on_a_file_that_is_not_a_zip_is_a_one_line_error(tmp_path):
+    from click.testing import CliRunner
+
+    from ampbq.cli import main
+
+    path = tmp_path / "export.zip"
+    path.write_bytes(b"<html>Too many requests</html>")
+    result = CliRunner().invoke(main, ["demo", "--zip", str(path), "--workdir", str(tmp_path / "stack")])
+    assert result.exit_code == 1 and f"Error: {path} is not a readable zip" in result.output
+    assert "Traceback" not in result.output
