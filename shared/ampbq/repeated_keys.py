@@ -21,6 +21,7 @@ of colons, not of `":`.
 from __future__ import annotations
 
 import json
+import re
 from typing import Iterable
 
 from .bytescan import COLON, count_byte
@@ -71,11 +72,40 @@ def _unique(pairs: list[tuple[str, object]]) -> dict:
     return found
 
 
+class UnrepresentableNumber(ValueError):
+    """A JSON number no FLOAT64 column or JSON value can hold: the parser would make it inf or 0."""
+
+    def __init__(self, text: str, why: str):
+        shown = text if len(text) <= 40 else text[:37] + "..."
+        super().__init__(f"the number {shown} {why}")
+        self.text = text
+
+
 def _refuse_constant(name: str):
     raise ValueError(f"{name} is not valid JSON")
 
 
+def _exact_float(text: str) -> float:
+    """A JSON number with a fraction or exponent, as a float, unless the float would not be it.
+
+    BigQuery holds such a number as a FLOAT64, in a column or inside a JSON value. Beyond about
+    ±1.8e308 the parser turns it into inf, which json and orjson then write as null (or "inf" as
+    text); below about 4.9e-324 it turns a non-zero number into 0. Either change would be silent,
+    so the line is rejected instead."""
+    value = float(text)
+    if value in (_INF, -_INF):
+        raise UnrepresentableNumber(text, "is beyond FLOAT64's range (about ±1.8e308)")
+    if value == 0.0 and _NONZERO_DIGIT.search(text.partition("e")[0].partition("E")[0]):
+        raise UnrepresentableNumber(text, "is too small for FLOAT64 (below about 4.9e-324) and would become 0")
+    return value
+
+
+_INF = float("inf")
+_NONZERO_DIGIT = re.compile(r"[1-9]")
+
+
 def loads(text: str):
-    """Parse JSON exactly: integers of any size kept whole, NaN/Infinity refused, and
-    RepeatedKey raised for the first key an object repeats."""
-    return json.loads(text, object_pairs_hook=_unique, parse_constant=_refuse_constant)
+    """Parse JSON exactly: integers of any size kept whole, NaN/Infinity refused, numbers beyond
+    FLOAT64's range refused (UnrepresentableNumber), and RepeatedKey raised for the first key an
+    object repeats."""
+    return json.loads(text, object_pairs_hook=_unique, parse_constant=_refuse_constant, parse_float=_exact_float)

@@ -40,6 +40,18 @@ LINEAGE_COLUMNS = ("_extra", "_upload_hour", "_source_object", "_source_generati
 REQUIRED_FIELDS = ("uuid", "event_time", "server_upload_time")
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+# Every integer up to 2**53 is a float exactly; beyond it, only some are.
+FLOAT_EXACT_INT = 2**53
+# "The JSON data type has a nesting limit of 500" (cloud.google.com/bigquery/docs/json-data,
+# Limitations). The page does not say where the count starts; a load parses the whole row, so
+# the row itself counts as the first level here: a JSON column's value may nest 499 levels. A
+# value BigQuery might have taken at 500 is quarantined, never an hour's load failed by one.
+MAX_NESTING = 500
+# TIMESTAMP holds 0001-01-01 00:00:00 to 9999-12-31 23:59:59.999999 UTC
+# (cloud.google.com/bigquery/docs/reference/standard-sql/data-types#timestamp_type): the range of
+# Python's datetime, so a conversion to UTC that leaves datetime's range leaves BigQuery's.
+TIMESTAMP_RANGE = "0001-01-01 00:00:00 to 9999-12-31 23:59:59.999999 UTC"
+_YEAR_OUT_OF_RANGE = re.compile(r"^(0000|[+-]?\d{5,})-")
 _AMPLITUDE_TS = re.compile(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}(\.\d{1,6})?$")
 _INT_TEXT = re.compile(r"^-?\d+$")
 # Seconds with more than 6 decimals: fromisoformat would cut them to microseconds, silently.
@@ -63,7 +75,8 @@ def _fail(column: str, expected: str, value: Any) -> RejectedEvent:
 
 
 def format_timestamp(moment: datetime) -> str:
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")
+    # isoformat, not strftime: glibc's %Y writes the year 1 as "1", which BigQuery refuses.
+    return moment.astimezone(timezone.utc).replace(tzinfo=None).isoformat(" ", "microseconds")
 
 
 def to_timestamp(column: str, value: Any) -> str | None:
@@ -76,13 +89,18 @@ def to_timestamp(column: str, value: Any) -> str | None:
     try:
         moment = datetime.fromisoformat(value)
     except ValueError:
+        if _YEAR_OUT_OF_RANGE.match(value):
+            raise _fail(column, f"a timestamp within BigQuery's range ({TIMESTAMP_RANGE})", value) from None
         raise _fail(column, "a timestamp like 2022-11-14 00:57:33.008000", value) from None
     if (finer := _SUB_MICROSECONDS.search(value)) and finer.group(1).strip("0"):
         raise _fail(column, "a timestamp no finer than microseconds (BigQuery's precision)", value)
     if moment.tzinfo is None:
         # Amplitude's own format is UTC without a zone: keep the text exactly when it is that format.
         return value if _AMPLITUDE_TS.match(value) else format_timestamp(moment.replace(tzinfo=timezone.utc))
-    return format_timestamp(moment)
+    try:
+        return format_timestamp(moment)
+    except OverflowError:  # its UTC time is before year 1 or after year 9999 (an offset pushed it out)
+        raise _fail(column, f"a timestamp within BigQuery's range ({TIMESTAMP_RANGE})", value) from None
 
 
 def to_int(column: str, value: Any) -> int | None:
@@ -104,8 +122,13 @@ def to_int(column: str, value: Any) -> int | None:
 
 def to_float(column: str, value: Any) -> float | None:
     kind = type(value)
-    if kind is float or kind is int:
-        return float(value)
+    if kind is float:
+        return value
+    if kind is int:
+        # float() would round an integer beyond 2**53 (or overflow past 1.8e308) without a word.
+        if -FLOAT_EXACT_INT <= value <= FLOAT_EXACT_INT or _float_holds(value):
+            return float(value)
+        raise _fail(column, "a number FLOAT64 holds exactly", value)
     if kind is str:
         if value == "":
             return None
@@ -117,6 +140,27 @@ def to_float(column: str, value: Any) -> float | None:
             raise _fail(column, "a finite number", value)
         return number
     raise _fail(column, "a number", value)
+
+
+def _float_holds(number: int) -> bool:
+    try:
+        return float(number) == number
+    except OverflowError:
+        return False
+
+
+def nested_deeper_than(value: Any, levels: int) -> bool:
+    """Whether the list or dict `value` nests more than `levels` levels (`[]` is one, `[[]]` two).
+    A loop, not recursion: the parser may hand over values nested nearly 1,000 deep."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > levels:
+            return True
+        for child in (item.values() if type(item) is dict else item):
+            if type(child) is dict or type(child) is list:
+                stack.append((child, depth + 1))
+    return False
 
 
 def to_bool(column: str, value: Any) -> bool | None:
@@ -294,6 +338,11 @@ class Shaper:
             raise _fail("uuid", "a string", event["uuid"])
         if extra is not None:
             row["_extra"] = extra
+        for column, value in row.items():
+            # The row is the first level of nesting (see MAX_NESTING), so its values get one less.
+            if (type(value) is dict or type(value) is list) and nested_deeper_than(value, MAX_NESTING - 1):
+                raise RejectedEvent(f"field {column!r} is nested deeper than BigQuery's JSON limit of "
+                                    f"{MAX_NESTING} levels (counting the row as the first)")
         row.update(self._lineage)
         row["_source_line"] = line
         return row
@@ -305,9 +354,13 @@ class Shaper:
 # checks the rest), and `uuid` must not be empty.
 _INT64 = Annotated[int, msgspec.Meta(ge=INT64_MIN, le=INT64_MAX)]
 _TIMESTAMP_TEXT = Annotated[str, msgspec.Meta(min_length=26, max_length=26)]
+# msgspec's `float` takes the integer 9007199254740993 as 9007199254740992.0, without a word, and
+# checks the bounds after that rounding. Below 2**53 in size every integer is a float exactly; a
+# value from 2**53 on declines the line (`to_float` decides, exactly).
+_FLOAT = Annotated[float, msgspec.Meta(gt=-FLOAT_EXACT_INT, lt=FLOAT_EXACT_INT)]
 _UUID_TEXT = Annotated[str, msgspec.Meta(min_length=1)]
 _FAST_TYPES: dict[Callable, Any] = {
-    to_text: str, to_timestamp: _TIMESTAMP_TEXT, to_int: _INT64, to_float: float, to_bool: bool, to_json: Any,
+    to_text: str, to_timestamp: _TIMESTAMP_TEXT, to_int: _INT64, to_float: _FLOAT, to_bool: bool, to_json: Any,
     to_text_array: list[str],
 }
 

@@ -18,10 +18,10 @@ import orjson
 from isal import isal_zlib
 
 from . import repeated_keys
-from .bytescan import scan_lines
+from .bytescan import opening_brackets, scan_chunk
 from .hour_parts import Part, Slice
-from .repeated_keys import RepeatedKey, colons_match_all
-from .shaping import Lineage, RejectedEvent, Shaper
+from .repeated_keys import RepeatedKey, UnrepresentableNumber, colons_match_all
+from .shaping import MAX_NESTING, Lineage, RejectedEvent, Shaper
 
 READ_CHUNK = 1 << 20
 # The fast path decodes and encodes this many bytes of whole lines (about 15 events) per call:
@@ -30,6 +30,12 @@ RUN_BYTES = 32 << 10
 # BigQuery rejects JSON rows over 100 MB; an Amplitude event is a few KB. Anything this long is
 # not an event; it is quarantined whole rather than parsed.
 MAX_LINE_BYTES = 8 << 20
+# "JSON: Maximum row size 100 MB" (cloud.google.com/bigquery/quotas, load jobs): one longer row
+# fails the whole load. A fast-path row is its line re-encoded plus the lineage: strings come out
+# no longer, a number at most 4.5 times (`1e15` is written `1000000000000000.0`), and only lines
+# up to MAX_LINE_BYTES take it, so its rows stay far below. The general path can write a line's
+# object as escaped text in a STRING column, so its rows are measured.
+MAX_ROW_BYTES = 100 * 1000 * 1000
 # Room for the per-part counts in the import object's metadata (8 KiB in all, keys and values).
 PART_COUNTS_BUDGET = 4 << 10
 
@@ -89,6 +95,10 @@ def decode(line: bytes):
         return repeated_keys.loads(text)
     except RepeatedKey as repeated:
         raise RejectedEvent(f"line is JSON but its {repeated}") from None
+    except UnrepresentableNumber as number:
+        raise RejectedEvent(f"line is JSON but {number}: no column or JSON value can hold it exactly") from None
+    except RecursionError:
+        raise RejectedEvent(f"line is nested too deep to parse, far beyond BigQuery's JSON limit of {MAX_NESTING} levels") from None
     except ValueError as error:
         raise RejectedEvent(f"line is not valid JSON: {error}") from None
 
@@ -133,7 +143,10 @@ def transform_stream(lines: BinaryIO, out: BinaryIO, rejects: BinaryIO, lineage:
         try:
             if len(raw) > MAX_LINE_BYTES:
                 raise RejectedEvent(f"line is {len(raw)} bytes, over the {MAX_LINE_BYTES} byte limit")
-            row = encode(shaper.shape(decode(raw), number))
+            fields = shaper.shape(decode(raw), number)
+            row = encode(fields)
+            if len(row) > MAX_ROW_BYTES:
+                raise RejectedEvent(oversized_row(row, fields))
         except RejectedEvent as why:
             reason = str(why)
         except (RecursionError, TypeError, ValueError) as why:
@@ -202,25 +215,31 @@ def transform_stream(lines: BinaryIO, out: BinaryIO, rejects: BinaryIO, lineage:
                 text = tail + chunk_bytes
                 end = text.rfind(b"\n") + 1  # the chunk's whole lines; the rest waits for the next chunk
                 tail = text[end:]
-                line_count, objects_only = scan_lines(text, end)
+                line_count, objects_only, deep = scan_chunk(text, end, MAX_NESTING)
             elif tail:
                 # The last line, without a newline.
                 text, end, tail, line_count, objects_only = tail, len(tail), b"", 1, False
+                deep = opening_brackets(text) > MAX_NESTING
             else:
                 break
+            fast_line, screened_line = shaper.shape_line_unscreened, shaper.shape_line
+            if deep:
+                # Some line may nest deeper than BigQuery's JSON allows, which msgspec would take:
+                # the chunk goes line by line, and lines with that many brackets take the general path.
+                fast_line, screened_line = _shallow_only(fast_line), _shallow_only(screened_line)
             chunk = None
-            # Runs need every line to be one `{…}` (scan_lines) and none over the limit.
-            if objects_only and end <= MAX_LINE_BYTES:
+            # Runs need every line to be one `{…}` (scan_chunk), none over the limit and none deep.
+            if objects_only and not deep and end <= MAX_LINE_BYTES:
                 chunk = shape_runs(text, end, number, line_count)
             if chunk is None:
-                chunk = shape_each(text[:end].split(b"\n")[:line_count], number, shaper.shape_line_unscreened, _Chunk())
+                chunk = shape_each(text[:end].split(b"\n")[:line_count], number, fast_line, _Chunk())
             rows = b"".join(chunk.rows)
             if chunk.fast and not colons_match_all(
                     text, rows, chunk.fast, shaper.colons_added,
                     lines_apart=[tail, *chunk.lines_apart], rows_apart=chunk.rows_apart):
                 # Some line may repeat a key: shape the chunk again, screening line by line;
                 # the doubtful lines go through the general path, which parses them exactly.
-                chunk = shape_each(text[:end].split(b"\n")[:line_count], number, shaper.shape_line, _Chunk())
+                chunk = shape_each(text[:end].split(b"\n")[:line_count], number, screened_line, _Chunk())
                 rows = b"".join(chunk.rows)
             number += line_count
             counts.events += chunk.events
@@ -281,6 +300,21 @@ def count_events(compressed: BinaryIO) -> int:
     except DamagedStream:
         return events + 1
     return events + (1 if tail.strip() else 0)
+
+
+def _shallow_only(shape_line):
+    """`shape_line` for lines of at most MAX_NESTING opening brackets (so nested no deeper);
+    None (the general path, which measures the nesting) for the others."""
+    def shape(raw: bytes, number: int) -> bytes | None:
+        return None if opening_brackets(raw) > MAX_NESTING else shape_line(raw, number)
+    return shape
+
+
+def oversized_row(row: bytes, fields: dict) -> str:
+    """Why a row over MAX_ROW_BYTES is rejected, naming its largest field."""
+    largest = max(fields, key=lambda column: len(encode({column: fields[column]})))
+    return (f"its row would be {len(row)} bytes, over BigQuery's {MAX_ROW_BYTES} byte limit for a JSON row "
+            f"(the largest field is {largest!r})")
 
 
 @dataclass

@@ -114,3 +114,43 @@ def test_samples_shape_without_rejects_or_extra(samples):
         row = shaper.shape(record, number)
         assert "_extra" not in row, (name, number)
         assert row["uuid"] == record["uuid"]
+
+
+def test_the_general_path_refuses_numbers_a_float_would_change_and_keeps_exact_zeros():
+    from ampbq import transform
+
+    for text, why in [(b"1e400", "beyond FLOAT64's range"), (b"-1e309", "beyond FLOAT64's range"),
+                      (b"1e-400", "would become 0"), (b"-0.0000001e-330", "would become 0")]:
+        with pytest.raises(RejectedEvent, match=why):
+            transform.decode(b'{"v":[1,' + text + b"]}")
+    assert transform.decode(b'{"v":[0e-400,-0.0e999,1e308,5e-324]}') == {"v": [0.0, -0.0, 1e308, 5e-324]}
+
+
+def test_float_columns_take_integers_only_when_a_float_holds_them_exactly():
+    assert shape(location_lat=2**53, location_lng=2**60, sample_rate=-7)["location_lat"] == 2.0**53
+    for value in (2**53 + 1, -(2**53) - 1, 10**400):
+        with pytest.raises(RejectedEvent, match="'location_lat': expected a number FLOAT64 holds exactly"):
+            shape(location_lat=value)
+
+
+def test_nesting_counts_the_row_as_the_first_level():
+    from ampbq.shaping import MAX_NESTING, nested_deeper_than
+
+    def deep(levels):
+        value = {}
+        for _ in range(levels - 1):
+            value = [1, value, "x"]
+        return value
+
+    assert not nested_deeper_than(deep(MAX_NESTING - 1), MAX_NESTING - 1) and nested_deeper_than(deep(MAX_NESTING), MAX_NESTING - 1)
+    assert shape(plan=deep(MAX_NESTING - 1))["plan"] == deep(MAX_NESTING - 1)
+    with pytest.raises(RejectedEvent, match="field 'plan' is nested deeper than BigQuery's JSON limit of 500 levels"):
+        shape(plan=deep(MAX_NESTING))
+
+
+def test_timestamps_converted_to_utc_stay_within_bigquerys_range_with_four_digit_years():
+    assert shape(client_event_time="0001-01-01T00:00:00")["client_event_time"] == "0001-01-01 00:00:00.000000"
+    assert shape(client_event_time="0999-06-01T12:00:00+02:00")["client_event_time"] == "0999-06-01 10:00:00.000000"
+    for value in ("0001-01-01T00:59:59+01:00", "9999-12-31T23:00:00-01:00", "0000-01-01 00:00:00.000000"):
+        with pytest.raises(RejectedEvent, match="'client_event_time': expected a timestamp within BigQuery's range"):
+            shape(client_event_time=value)

@@ -160,7 +160,7 @@ def shaped_both_ways(monkeypatch, lines: list[bytes]):
     raw = gzip_ndjson(lines)
     as_runs = run(raw)
     with monkeypatch.context() as patch:
-        patch.setattr(transform, "scan_lines", lambda text, end: (text.count(b"\n", 0, end), False))
+        patch.setattr(transform, "scan_chunk", lambda text, end, most: (text.count(b"\n", 0, end), False, False))
         one_by_one = run(raw)
     return as_runs, one_by_one
 
@@ -214,3 +214,130 @@ def test_glibc_takes_the_allocator_thresholds():
     if platform.libc_ver()[0] != "glibc":
         pytest.skip("mallopt is glibc's")
     assert allocator.keep_freed_buffers()
+
+
+# What BigQuery refuses never reaches a load, and nothing is silently changed: each limit below is
+# checked among ordinary generated lines, so the fast path's runs and scans see it too.
+
+def among_ordinary_lines(monkeypatch, odd: list[bytes]):
+    """`odd` lines spread among 200 generated ones, in chunks of a few runs; (counts, rows,
+    rejected, rows of the odd lines by line number)."""
+    monkeypatch.setattr(transform, "READ_CHUNK", 40_000)
+    monkeypatch.setattr(transform, "RUN_BYTES", 6_000)
+    lines = generated_lines(200)
+    at = {}
+    for i, line in enumerate(odd):
+        position = 7 + i * (190 // max(len(odd), 1))
+        lines.insert(position, line)
+        at[position + 1] = line
+    counts, rows, rejected = run(gzip_ndjson(lines))
+    assert counts.events == len(lines) and counts.rows + counts.rejected == counts.events
+    assert len(rows) == counts.rows and len(rejected) == counts.rejected
+    odd_rows = {row["_source_line"]: row for row in rows if row["_source_line"] in at}
+    assert all(record["line"] in at for record in rejected)  # no ordinary line was rejected
+    return counts, rows, rejected, odd_rows
+
+
+def with_fields(uuid: str, fields: bytes) -> bytes:
+    return good(uuid)[:-1] + b"," + fields + b"}"
+
+
+def test_numbers_beyond_float64_are_rejected_on_every_path_and_the_largest_kept(monkeypatch):
+    too_big = [b"1e400", b"-1e400", b"1e309", b"-1E+309", b"1.5e99999"]
+    odd = [with_fields(f"p{i}", b'"event_properties":{"v":' + n + b"}") for i, n in enumerate(too_big)]
+    odd += [with_fields("lat", b'"location_lat":1e400'), with_fields("os", b'"os_version":1e309'),
+            with_fields("extra", b'"not_in_schema":[1,-1e400]'), with_fields("id", b'"event_id":1e400'),
+            with_fields("edge", b'"event_properties":{"v":1e308,"w":-1.7976931348623157e308},"location_lat":1e308')]
+    counts, rows, rejected, odd_rows = among_ordinary_lines(monkeypatch, odd)
+    reasons = [r["reason"] for r in rejected]
+    assert len(reasons) == 9 and all(reason.endswith(
+        "is beyond FLOAT64's range (about ±1.8e308): no column or JSON value can hold it exactly") for reason in reasons)
+    assert reasons[0] == ("line is JSON but the number 1e400 is beyond FLOAT64's range (about ±1.8e308): "
+                          "no column or JSON value can hold it exactly")
+    (edge,) = odd_rows.values()
+    assert edge["event_properties"] == {"v": 1e308, "w": -1.7976931348623157e308} and edge["location_lat"] == 1e308
+
+
+def test_integers_beyond_int64_are_rejected_and_its_edges_kept(monkeypatch):
+    odd = [with_fields("over", b'"event_id":9223372036854775808'),
+           with_fields("under", b'"session_id":-9223372036854775809'),
+           with_fields("max", b'"event_id":9223372036854775807,"session_id":-9223372036854775808')]
+    counts, rows, rejected, odd_rows = among_ordinary_lines(monkeypatch, odd)
+    assert [r["reason"] for r in rejected] == [
+        "field 'event_id': expected an integer within INT64, got 9223372036854775808",
+        "field 'session_id': expected an integer within INT64, got -9223372036854775809"]
+    (edge,) = odd_rows.values()
+    assert (edge["event_id"], edge["session_id"]) == (2**63 - 1, -(2**63))
+
+
+def test_integers_a_float64_cannot_hold_are_rejected_from_float_columns(monkeypatch):
+    # msgspec's float would take 2**53 + 1 as 2**53; 2**60 is a float exactly.
+    odd = [with_fields("odd", b'"location_lat":9007199254740993'), with_fields("huge", b'"sample_rate":' + b"9" * 400),
+           with_fields("ok", b'"location_lat":9007199254740992,"location_lng":1152921504606846976,"sample_rate":-3')]
+    counts, rows, rejected, odd_rows = among_ordinary_lines(monkeypatch, odd)
+    assert [r["reason"].split(", got")[0] for r in rejected] == [
+        "field 'location_lat': expected a number FLOAT64 holds exactly",
+        "field 'sample_rate': expected a number FLOAT64 holds exactly"]
+    (edge,) = odd_rows.values()
+    assert (edge["location_lat"], edge["location_lng"], edge["sample_rate"]) == (2.0**53, 2.0**60, -3.0)
+
+
+def nested(depth: int) -> bytes:
+    return b"[" * (depth - 1) + b"{}" + b"]" * (depth - 1)  # `depth` levels: the innermost is {}
+
+
+def test_json_nested_beyond_bigquerys_limit_is_rejected_and_499_levels_kept(monkeypatch):
+    from ampbq.shaping import MAX_NESTING
+
+    assert MAX_NESTING == 500  # the row is level 1, so a JSON column's value may have 499
+    odd = [with_fields("deep", b'"event_properties":' + nested(500)),
+           with_fields("deeper", b'"user_properties":{"a":' + nested(700) + b"}"),
+           with_fields("unparseable", b'"groups":' + nested(50_000)),
+           with_fields("extra", b'"not_in_schema":' + nested(499)),  # `_extra` adds a level
+           with_fields("edge", b'"event_properties":' + nested(499)),
+           with_fields("brackets", b'"platform":"' + b"[" * 800 + b'","device_model":' + nested(700))]
+    counts, rows, rejected, odd_rows = among_ordinary_lines(monkeypatch, odd)
+    reasons = {r["raw"][:200].split('"uuid":"')[1].split('"')[0]: r["reason"] for r in rejected}
+    limit = "nested deeper than BigQuery's JSON limit of 500 levels (counting the row as the first)"
+    assert reasons == {"deep": f"field 'event_properties' is {limit}", "deeper": f"field 'user_properties' is {limit}",
+                       "unparseable": "line is nested too deep to parse, far beyond BigQuery's JSON limit of 500 levels",
+                       "extra": f"field '_extra' is {limit}"}
+    edge, text_column = sorted(odd_rows.values(), key=lambda row: row["uuid"])[::-1]
+    assert edge["uuid"] == "edge" and edge["event_properties"] == orjson.loads(nested(499))
+    # Brackets inside strings are not nesting, and a STRING column holds the value as text.
+    assert text_column["platform"] == "[" * 800 and text_column["device_model"] == nested(700).decode()
+
+
+def test_a_row_over_bigquerys_row_limit_is_rejected_naming_its_largest_field(monkeypatch):
+    # The fast path's rows are never measured: they are at most 4.5 times their line (`1e15` is
+    # written out in full), and lines over MAX_LINE_BYTES are rejected before.
+    assert transform.MAX_ROW_BYTES == 100_000_000 and 4.5 * transform.MAX_LINE_BYTES + 10_000 < transform.MAX_ROW_BYTES
+    monkeypatch.setattr(transform, "MAX_ROW_BYTES", 6_000)
+    # An object in a STRING column becomes escaped text: the row is longer than its line.
+    quotes = b'{"q":[' + b",".join([b'"\\\\\\""'] * 600) + b"]}"
+    long_row = with_fields("long", b'"device_model":' + quotes)
+    assert len(long_row) < 6_000 < len(transform.encode({"device_model": quotes.decode()})) * 1.5
+    counts, rows, rejected, odd_rows = among_ordinary_lines(monkeypatch, [long_row, with_fields("short", b'"device_model":{"q":1}')])
+    (record,) = rejected
+    assert record["reason"].startswith("its row would be ") and record["reason"].endswith(
+        "bytes, over BigQuery's 6000 byte limit for a JSON row (the largest field is 'device_model')")
+    assert [row["device_model"] for row in odd_rows.values()] == ['{"q":1}']
+
+
+def test_timestamps_outside_bigquerys_range_are_rejected_and_its_edges_kept(monkeypatch):
+    def at(uuid, event_time):
+        return good(uuid).replace(b'"2024-01-31 04:00:00.000000"', b'"' + event_time + b'"')
+
+    odd = [at("before", b"0001-01-01T00:30:00+01:00"), at("after", b"9999-12-31T23:30:00-01:00"),
+           at("year0", b"0000-12-31 23:59:59.999999"), at("year10000", b"10000-01-01 00:00:00.000000"),
+           with_fields("client", b'"client_event_time":"9999-12-31T23:59:59.999999-00:01"'),
+           at("first", b"0001-01-01 00:00:00.000000"), at("last", b"9999-12-31 23:59:59.999999"),
+           at("first_iso", b"0001-01-01T01:00:00+01:00"), at("last_iso", b"9999-12-31T22:59:59.999999-01:00")]
+    counts, rows, rejected, odd_rows = among_ordinary_lines(monkeypatch, odd)
+    in_range = "expected a timestamp within BigQuery's range (0001-01-01 00:00:00 to 9999-12-31 23:59:59.999999 UTC)"
+    assert [r["reason"].split(", got")[0] for r in rejected] == [f"field 'event_time': {in_range}"] * 4 + [
+        f"field 'client_event_time': {in_range}"]
+    kept = {row["uuid"]: row["event_time"] for row in odd_rows.values()}
+    # Year 1 keeps its four digits (strftime would write "1-01-01", which BigQuery refuses).
+    assert kept == {"first": "0001-01-01 00:00:00.000000", "last": "9999-12-31 23:59:59.999999",
+                    "first_iso": "0001-01-01 00:00:00.000000", "last_iso": "9999-12-31 23:59:59.999999"}
