@@ -335,6 +335,7 @@ LEASE_SECONDS = 120.0  # a lease not renewed for this long belongs to a holder t
 LOAD_BUDGET_SECONDS = 420.0  # then the invocation stops waiting and leaves its staged hour to the retry
 POLL_SECONDS = (0.2, 1.0)  # jittered wait between two looks at the marker and the lease
 COMMIT_ATTEMPTS = 5  # a holder's commit cancelled by a conflict (a broken lease) is planned again
+GATHER_SECONDS = (0.3, 1.5)  # the holder waits while the waiting list still grows: bigger batches, fewer transactions
 
 
 @dataclass(frozen=True)
@@ -521,6 +522,21 @@ def _waiting(bucket: storage.Bucket, config: Config) -> list[tuple[storage.Blob,
     return found
 
 
+def _gather(bucket: storage.Bucket, config: Config) -> list[tuple[storage.Blob, load.Staged]]:
+    """The waiting list once it stops growing (hours of the same day or backfill stage at about the
+    same time; a transaction costs seconds in BigQuery, so waiting a moment for them pays)."""
+    waiting = _waiting(bucket, config)
+    step, longest = GATHER_SECONDS
+    until = time.monotonic() + longest
+    while waiting and time.monotonic() < until:
+        time.sleep(step)
+        again = _waiting(bucket, config)
+        if len(again) <= len(waiting):
+            return again
+        waiting = again
+    return waiting
+
+
 def _ledger_state(bq: bigquery.Client, config: Config, hours: list[datetime]) -> dict[datetime, load.Loaded]:
     rows = bq_adapter.query_rows(bq, load.ledger_state_sql(config.ledger_table_id, hours))
     return {naming.utc_hour(r["upload_hour"]): load.Loaded(r["import_generation"], r["source_generation"],
@@ -532,7 +548,7 @@ def _commit_waiting(bq: bigquery.Client, config: Config, bucket: storage.Bucket,
     invocation's time is up: a waiter takes over the lease once it is released)."""
     conflicts = 0
     while time.monotonic() < deadline:
-        waiting = _waiting(bucket, config)
+        waiting = _gather(bucket, config)
         if not waiting:
             return
         markers = {(s.load.hour, s.load.import_generation): blob for blob, s in waiting}
