@@ -32,7 +32,8 @@ _NAMED_HOUR = re.compile(r"_(\d{4}-\d{2}-\d{2})_(\d{1,2})(?:#\d+)?\.json(?:\.gz)
 
 @dataclass(frozen=True)
 class Member(ZipEntry):
-    """A zip entry of an hour: its parsed name, its ZipInfo and how rejects and logs name it."""
+    """A zip entry of an hour: its parsed name, its ZipInfo and how rejects and logs name it
+    (`label`: the entry name; the second entry of a name the zip holds twice is `name~2`)."""
 
     info: zipfile.ZipInfo | None = field(default=None, compare=False, repr=False)
     label: str = ""
