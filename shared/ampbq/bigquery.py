@@ -15,7 +15,7 @@ from google.api_core.client_options import ClientOptions
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import bigquery
 
-from . import schema
+from . import schema, views
 from .config import Config
 from .errors import PermanentError, TransientError
 
@@ -68,6 +68,9 @@ def _create_tables(bq: bigquery.Client, config: Config) -> None:
     events.clustering_fields = list(schema.CLUSTERING_FIELDS)
     bq.create_table(events, exists_ok=True)
     bq.create_table(bigquery.Table(config.ledger_table_id, schema=schema_fields(schema.LEDGER_SCHEMA_FILE)), exists_ok=True)
+    dedup = bigquery.Table(config.table_id + views.DEDUP_SUFFIX)  # Terraform makes the same view from the same file
+    dedup.view_query = views.dedup_view_sql(config.table_id)
+    bq.create_table(dedup, exists_ok=True)
 
 
 def classify(error: Exception) -> Exception:

@@ -276,3 +276,21 @@ def test_ci_workflow_runs_fmt_init_validate_for_both_envs():
     assert "validate" in workflow
     for env in ENVS:
         assert env in workflow
+
+
+
+def test_dedup_view_is_the_sql_file_the_local_stack_uses_over_the_events_table():
+    from ampbq import views
+    from terraform_hcl import resolve_template, unwrap
+
+    view = resource("google_bigquery_table", "events_dedup")
+    assert view["table_id"] == "${var.table_id}" + views.DEDUP_SUFFIX
+    assert view["deletion_protection"] == "${var.deletion_protection}"
+    block = single(view["view"])
+    assert block["use_legacy_sql"] is False
+    match = re.fullmatch(r'templatefile\("(.+?)", \{events_table = "(.+)"\}\)', unwrap(block["query"]))
+    assert match, block["query"]
+    assert Path(resolve_template(match.group(1))).resolve() == views.DEDUP_VIEW_FILE.resolve()
+    # The one name views.dedup_view_sql fills in too, set to the events table's full id.
+    assert match.group(2) == "${var.project_id}.${google_bigquery_dataset.ops.dataset_id}.${google_bigquery_table.events.table_id}"
+    assert "${events_table}" in views.DEDUP_VIEW_FILE.read_text()

@@ -35,6 +35,26 @@ resource "google_bigquery_table" "events" {
   deletion_protection = var.deletion_protection
 }
 
+# The events read one row per uuid (and event_time): the query is the file the local stack's
+# tables use too (ampbq.views), and a filter on event_time prunes partitions as on the table.
+resource "google_bigquery_table" "events_dedup" {
+  #checkov:skip=CKV_GCP_80:A view stores no data; the table it reads is covered above.
+  dataset_id  = google_bigquery_dataset.ops.dataset_id
+  project     = var.project_id
+  table_id    = "${var.table_id}_dedup"
+  description = "The events table with one row per uuid and event_time: of copies of one exported event, the one of the latest _upload_hour (then the later object and line)."
+  labels      = local.labels
+
+  view {
+    query = templatefile("${local.schema_dir}/all_user_events_dedup.sql", {
+      events_table = "${var.project_id}.${google_bigquery_dataset.ops.dataset_id}.${google_bigquery_table.events.table_id}"
+    })
+    use_legacy_sql = false
+  }
+
+  deletion_protection = var.deletion_protection
+}
+
 # The load ledger: one row per loaded upload hour, with the generations and counts behind it.
 resource "google_bigquery_table" "loads" {
   #checkov:skip=CKV_GCP_80:Google-managed encryption at rest, as for the dataset (CKV_GCP_81).
