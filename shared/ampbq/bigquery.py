@@ -1,8 +1,10 @@
 """BigQuery adapter: client, tables, and jobs with deterministic ids.
 
-A job id is derived from the hour and the object generation, so a redelivered event asks
-BigQuery for a job that already exists (409) instead of running a second one; a job id that
-failed can never be reused, so a retry after a failure gets the next attempt suffix.
+A load job's id is derived from the hour and the object generation, so a redelivered event asks
+BigQuery for a job that already exists (409) instead of running a second one; a commit's id from
+its batch's token (one transaction commits many hours). A job id that failed can never be
+reused, so a retry after a failure gets the next attempt suffix. A transaction BigQuery cancelled
+for a concurrent update is transient: the lease holder plans its batch again.
 """
 
 from __future__ import annotations

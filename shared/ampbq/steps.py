@@ -331,7 +331,7 @@ def _skip_if_written(bucket: storage.Bucket, import_name: str, obj: StorageObjec
 # ---------------------------------------------------------------- load
 # Load invocations hand their commits to one lease holder per table (see `load`). The figures are
 # for BigQuery, where a transaction takes seconds and an invocation has 540 s.
-LEASE_SECONDS = 120.0  # a lease not renewed for this long belongs to a holder that died
+LEASE_SECONDS = 60.0  # a lease not renewed for this long belongs to a holder that died (renewed before each commit)
 LOAD_BUDGET_SECONDS = 420.0  # then the invocation stops waiting and leaves its staged hour to the retry
 POLL_SECONDS = (0.2, 1.0)  # jittered wait between two looks at the marker and the lease
 COMMIT_ATTEMPTS = 5  # a holder's commit cancelled by a conflict (a broken lease) is planned again
@@ -391,9 +391,12 @@ def load_hour(obj: StorageObject, config: Config, bucket: storage.Bucket, bq: bi
     _wait_for_commit(bq, config, bucket, hour_load, deadline)
     entry = _ledger_entry(bq, config, hour)
     if entry is None or entry["import_generation"] != obj.generation:
-        if entry is not None and hour_load.newer_than(entry["source_generation"], entry["import_generation"]):
-            raise TransientError(f"{obj.name}: staged generation {obj.generation} left the waiting list uncommitted")
-        raise Ignored(f"{obj.name}: a newer generation {entry and entry['import_generation']} is already loaded")
+        if entry is not None and not hour_load.newer_than(entry["source_generation"], entry["import_generation"]):
+            raise Ignored(f"{obj.name}: a newer generation {entry['import_generation']} is already loaded")
+        if any(s.load.hour == hour and s.load.newer_than(hour_load.source_generation, hour_load.import_generation)
+               for _, s in _waiting(bucket, config)):
+            raise Ignored(f"{obj.name}: a newer generation of the hour is waiting for its commit")
+        raise TransientError(f"{obj.name}: staged generation {obj.generation} left the waiting list uncommitted")
     outcome = LoadOutcome(hour, obj.generation, hour_load.events, hour_load.rows, hour_load.rejected, entry["loaded"])
     if outcome.loaded != outcome.rows or outcome.rows + outcome.rejected != outcome.events:
         raise PermanentError(
@@ -490,9 +493,12 @@ class _Lease:
                 return False  # someone else broke or renewed it first
         return self._write(0)
 
-    def renew(self) -> None:
-        if self.generation is not None and not self._write(self.generation):
-            raise TransientError(f"lost the commit lease {self.name} while holding it")
+    def renew(self) -> bool:
+        """False when a waiter broke it meanwhile: it is theirs now."""
+        if self.generation is not None and self._write(self.generation):
+            return True
+        self.generation = None
+        return False
 
     def release(self) -> None:
         if self.generation is not None:
@@ -558,6 +564,8 @@ def _commit_waiting(bq: bigquery.Client, config: Config, bucket: storage.Bucket,
             _drop_staged(bq, bucket, markers, staged)
         if not batch:
             continue
+        if not lease.renew():  # a commit takes seconds; the lease must outlive it
+            return
         try:
             committed = _commit_batch(bq, config, batch, ledger)
         except TransientError:
@@ -572,7 +580,6 @@ def _commit_waiting(bq: bigquery.Client, config: Config, bucket: storage.Bucket,
             if entry is not None and entry.import_generation == staged.load.import_generation:
                 _drop_staged(bq, bucket, markers, staged)
         log.info("hours committed", extra={"fields": {"batch": committed, "hours": len(batch), "waiting": len(waiting)}})
-        lease.renew()
 
 
 def _drop_staged(bq: bigquery.Client, bucket: storage.Bucket, markers: dict, staged: load.Staged) -> None:

@@ -173,3 +173,19 @@ def test_rows_replaced_by_as_many_other_rows_or_left_without_their_ledger_entry_
     assert ledger_entry(bq, config, hour) is None
     code, status = ampbq_status(stack, hour)
     assert (code, status["state"]) == (1, "mismatch") and "no load recorded" in status["reason"]
+
+
+def test_the_commit_lease_is_exclusive_until_its_holder_stops_renewing_it(bucket, monkeypatch):
+    from ampbq import steps
+
+    name = "load/lease/ops._lease_test.json"
+    holder, waiter = steps._Lease(bucket, name), steps._Lease(bucket, name)
+    assert holder.acquire() and not waiter.acquire()  # created only if absent, in the GCS stand-in too
+    assert holder.renew() and not waiter.acquire()
+    monkeypatch.setattr(steps, "LEASE_SECONDS", 0.0)  # the holder died: its lease is now stale
+    assert waiter.acquire()
+    assert not holder.renew()  # the old holder learns it lost the lease and commits nothing more
+    holder.release()
+    assert bucket.get_blob(name) is not None  # releasing a lost lease leaves the new holder's alone
+    waiter.release()
+    assert bucket.get_blob(name) is None
