@@ -78,7 +78,7 @@ def test_a_transaction_arriving_while_another_mutates_its_table_is_cancelled_by_
     before = stack.bigquery_rules_stats()["conflicts"]
     # The first transaction stays busy for a few seconds after its DELETE; the second arrives meanwhile.
     slow = (f"BEGIN TRANSACTION; DELETE FROM `{table}` WHERE uuid = 'a'; "
-            f"SELECT COUNT(*) FROM UNNEST(GENERATE_ARRAY(1, 4000000)) AS x; COMMIT TRANSACTION;")
+            f"SELECT COUNT(*) FROM UNNEST(GENERATE_ARRAY(1, 8000000)) AS x; COMMIT TRANSACTION;")
     outcome = {}
 
     def first():
@@ -90,7 +90,7 @@ def test_a_transaction_arriving_while_another_mutates_its_table_is_cancelled_by_
 
     runner = threading.Thread(target=first)
     runner.start()
-    time.sleep(0.5)
+    time.sleep(1.0)  # the first is running (it needs seconds) when the second arrives
     second = bq.query(f"BEGIN TRANSACTION; DELETE FROM `{table}` WHERE uuid = 'b'; COMMIT TRANSACTION;",
                       job_id=f"rules_conflict_{time.time_ns()}", job_retry=None)
     with pytest.raises(Exception, match="Transaction is aborted due to concurrent update against table"):
