@@ -436,12 +436,17 @@ def _stage(bq: bigquery.Client, config: Config, bucket: storage.Bucket, obj: Sto
         labels=_labels(hour, obj.generation),
     )
     uri = naming.gs_uri(obj.bucket, obj.name)
-    bq_adapter.run_job_once(
-        bq,
-        lambda attempt: naming.load_job_id(hour, obj.generation, attempt),
-        lambda job_id: bq.load_table_from_uri(uri, stage_id, job_id=job_id, job_config=job_config),
-    )
-    summary = bq_adapter.query_rows(bq, load.staged_summary_sql(stage_id))[0]
+    for again in ("", "_again"):
+        # "_again": the staging table was dropped after the job of the first id had filled it
+        # (a holder found it gone), so that finished job's id no longer stands for its rows.
+        bq_adapter.run_job_once(
+            bq,
+            lambda attempt: naming.load_job_id(hour, obj.generation, attempt) + again,
+            lambda job_id: bq.load_table_from_uri(uri, stage_id, job_id=job_id, job_config=job_config),
+        )
+        summary = bq_adapter.query_rows(bq, load.staged_summary_sql(stage_id))[0]
+        if summary["n"] == hour_load.rows:
+            break
     if summary["n"] != hour_load.rows:
         raise PermanentError(f"{obj.name}: staged {summary['n']} rows but transform wrote {hour_load.rows}")
     staged = load.Staged(hour_load, stage_id, summary["lo"], summary["hi"], int(summary["days"]))
@@ -574,12 +579,31 @@ def _commit_waiting(bq: bigquery.Client, config: Config, bucket: storage.Bucket,
                 raise
             time.sleep(random.uniform(*POLL_SECONDS))
             continue
+        except PermanentError:
+            # A staging table gone (expired after a day, or dropped with a duplicate's marker
+            # left behind) must not block every other hour: drop those, whose loads re-stage on
+            # their retry, and plan again. Any other permanent failure is the holder's to report.
+            gone = [staged for staged in batch if not _stage_exists(bq, staged)]
+            if not gone:
+                raise
+            for staged in gone:
+                log.warning("staging table gone", extra={"fields": {"table": staged.stage_id}})
+                _drop_staged(bq, bucket, markers, staged)
+            continue
         now = _ledger_state(bq, config, [s.load.hour for s in batch])
         for staged in batch:
             entry = now.get(staged.load.hour)
             if entry is not None and entry.import_generation == staged.load.import_generation:
                 _drop_staged(bq, bucket, markers, staged)
         log.info("hours committed", extra={"fields": {"batch": committed, "hours": len(batch), "waiting": len(waiting)}})
+
+
+def _stage_exists(bq: bigquery.Client, staged: load.Staged) -> bool:
+    try:
+        bq.get_table(staged.stage_id)
+        return True
+    except gexc.NotFound:
+        return False
 
 
 def _drop_staged(bq: bigquery.Client, bucket: storage.Bucket, markers: dict, staged: load.Staged) -> None:

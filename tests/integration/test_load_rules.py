@@ -189,3 +189,17 @@ def test_the_commit_lease_is_exclusive_until_its_holder_stops_renewing_it(bucket
     assert bucket.get_blob(name) is not None  # releasing a lost lease leaves the new holder's alone
     waiter.release()
     assert bucket.get_blob(name) is None
+
+
+def test_a_waiting_hour_whose_staging_table_is_gone_does_not_block_the_others(stack, bucket, bq, config):
+    from ampbq import load
+
+    lost_hour, hour = utc(2021, 8, 4, 1), utc(2021, 8, 4, 2)
+    lost = load.Staged(load.HourLoad(lost_hour, "gs://b/import/lost.json", 7, "gs://b/export/lost.json.gz", 7, 1, 1, 0),
+                       f"{config.project}.{config.dataset}._stage_gone", lost_hour, lost_hour, 1)
+    marker = bucket.blob(load.waiting_name(config.table_id, lost_hour, 7))
+    marker.metadata = {"staged": lost.to_json()}
+    marker.upload_from_string(lost.to_json(), "application/json")  # as if its table expired meanwhile
+    generation = drop_hour(bucket, hour, [event_line(f"after-lost-{i}", hour, hour) for i in range(4)])
+    assert wait_loaded(bq, config, hour, generation)["loaded"] == 4
+    assert bucket.get_blob(marker.name) is None and ledger_entry(bq, config, lost_hour) is None
