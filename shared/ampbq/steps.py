@@ -293,7 +293,7 @@ def transform_hour(obj: StorageObject, bucket: storage.Bucket) -> transform.Coun
     hour = naming.parse_hour_object(obj.name)
     if hour is None:
         raise Ignored(f"not an export hour object: {obj.name}")
-    live = _live(bucket, obj)
+    _live(bucket, obj)
     import_name = naming.import_object_name(hour)
     _skip_if_written(bucket, import_name, obj)
     lineage = Lineage(hour, naming.gs_uri(bucket.name, obj.name), obj.generation)
@@ -306,7 +306,7 @@ def transform_hour(obj: StorageObject, bucket: storage.Bucket) -> transform.Coun
     ) as out, transform.LazyWriter(
         lambda: gcs.writer(bucket, rejects_scratch, content_type="application/x-ndjson")
     ) as rejects:
-        counts = transform.transform_parts(raw, hour_parts.decode(live.metadata, live.size), out, rejects, lineage)
+        counts = transform.transform_parts(raw, _parts(bucket, obj), out, rejects, lineage)
     # Publish in the order a crash can resume: the rejects first, then the import object, whose
     # finalize starts the load. Each is published only over an older source generation's object,
     # so a transform of an older generation that finishes last changes nothing.
@@ -318,6 +318,13 @@ def transform_hour(obj: StorageObject, bucket: storage.Bucket) -> transform.Coun
     if not gcs.publish_if_newer(bucket, scratch, import_name, metadata, "application/x-ndjson"):
         raise Ignored(f"{import_name} already holds generation {obj.generation} of {obj.name} or a newer one")
     return counts
+
+
+def _parts(bucket: storage.Bucket, obj: StorageObject) -> list[hour_parts.Part] | None:
+    """The part index of exactly the generation the transform reads (None: read it as one part).
+    Its own small read, so the index always belongs to the bytes being read."""
+    blob = bucket.get_blob(obj.name, generation=obj.generation)
+    return hour_parts.decode(blob.metadata, blob.size) if blob is not None else None
 
 
 def _skip_if_written(bucket: storage.Bucket, import_name: str, obj: StorageObject) -> None:
