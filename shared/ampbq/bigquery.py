@@ -17,7 +17,7 @@ from google.api_core.client_options import ClientOptions
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import bigquery
 
-from . import schema, views
+from . import load, schema, views
 from .config import Config
 from .errors import PermanentError, TransientError
 
@@ -56,8 +56,10 @@ def ensure_tables(bq: bigquery.Client, config: Config) -> None:
     try:
         bq.get_table(config.table_id)
         bq.get_table(config.ledger_table_id)
+        bq.get_table(load.commit_lock_id(config.table_id))
     except gexc.NotFound:
         _create_tables(bq, config)
+    query_rows(bq, load.commit_lock_seed_sql(config.table_id))
     _READY.add(config.table_id)
 
 
@@ -70,6 +72,9 @@ def _create_tables(bq: bigquery.Client, config: Config) -> None:
     events.clustering_fields = list(schema.CLUSTERING_FIELDS)
     bq.create_table(events, exists_ok=True)
     bq.create_table(bigquery.Table(config.ledger_table_id, schema=schema_fields(schema.LEDGER_SCHEMA_FILE)), exists_ok=True)
+    lock = bigquery.Table(load.commit_lock_id(config.table_id), schema=[
+        bigquery.SchemaField("holder", "STRING"), bigquery.SchemaField("at", "TIMESTAMP")])
+    bq.create_table(lock, exists_ok=True)
     dedup = bigquery.Table(config.table_id + views.DEDUP_SUFFIX)  # Terraform makes the same view from the same file
     dedup.view_query = views.dedup_view_sql(config.table_id)
     bq.create_table(dedup, exists_ok=True)

@@ -123,6 +123,17 @@ def delete_if_older(bucket: storage.Bucket, name: str, source_generation_now: in
         pass  # replaced or deleted meanwhile: whoever did it decided
 
 
+def delete_if_source(bucket: storage.Bucket, name: str, source_generation_then: int) -> None:
+    """Delete `name` if it is still the object made from exactly `source_generation_then`."""
+    live = bucket.get_blob(name)
+    if live is None or source_generation(live) != source_generation_then:
+        return
+    try:
+        bucket.blob(name).delete(if_generation_match=live.generation)
+    except (gexc.NotFound, gexc.PreconditionFailed):
+        pass  # replaced or deleted meanwhile: whoever did it decided
+
+
 def classify(error: Exception) -> Exception:
     """Map a Cloud Storage error to the package's taxonomy (transient ones are retried)."""
     if isinstance(error, (gexc.TooManyRequests, gexc.ServerError, gexc.ServiceUnavailable)):

@@ -213,10 +213,5 @@ def load_job_id(hour: datetime, generation: int, attempt: int = 0) -> str:
     return f"ampbq_load_{hour_key(hour)}_{generation}{suffix}"
 
 
-def commit_job_id(hour: datetime, generation: int, attempt: int = 0) -> str:
-    suffix = f"_r{attempt}" if attempt else ""
-    return f"ampbq_commit_{hour_key(hour)}_{generation}{suffix}"
-
-
 def staging_table_name(table: str, hour: datetime, generation: int) -> str:
     return f"_stage_{table}_{hour_key(hour)}_{generation}"

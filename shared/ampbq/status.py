@@ -5,8 +5,10 @@
 - loaded    the ledger records a load of the live import object, which was made from the live
             hour object, and every count agrees (events = rows + rejected, rows in the table =
             rows the load wrote = rows transform wrote).
-- no data   no hour object, and the export run that covered the hour found nothing for it
-            (Amplitude answered 404, or its archive has no entry for the hour).
+- no data   the latest export that covered the hour found nothing for it (Amplitude answered
+            404, or its archive has no entry for the hour): the hour object is the empty one
+            the export writes then (`parts=0`) and its load left no rows, or there is no hour
+            object and that export's manifest does not list the hour.
 - pending   the chain is working on it: the import object or the ledger entry is for an older
             generation than the live object upstream of it, or an export run is part-way
             through a range that holds the hour (its attempt marker is under export/raw/).
@@ -176,7 +178,7 @@ def _decide(e: HourEvidence) -> tuple[State, str]:
 
 def _loaded(src: ObjectInfo, led: LedgerEntry) -> tuple[State, str]:
     if src.metadata.get("parts") == "0" and led.events == 0:
-        return State.NO_DATA, "the latest export found no events for this hour; it holds no rows"
+        return State.NO_DATA, "the export found no events for this hour"
     return State.LOADED, ""
 
 

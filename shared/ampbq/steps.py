@@ -90,13 +90,23 @@ def write_empty_hours(bucket: storage.Bucket, hours: HourRange, result: ExportRe
     its load replaces whatever the hour held with nothing (and logs "hour loaded", which the
     completeness alert counts). `parts=0` is what tells `status` the hour had no data.
     """
+    # A refused entry that held data may hold an hour's events: such an hour is not known to be
+    # empty (status shows it FAILED), and an entry whose name tells no hour may hold any of them.
+    doubtful = {r.get("hour") for r in result.refused if isinstance(r, dict) and r.get("data")}
+    if None in doubtful:
+        log.warning("no hour emptied", extra={"fields": {"range": str(hours), "reason":
+                    "a refused zip entry with data names no hour; its events may belong to any hour of the range"}})
+        return
     for hour in hours.hours():
         name = naming.hour_object_name(hour)
-        if name in result.hours:
+        if name in result.hours or f"{hour:%Y-%m-%dT%H}" in doubtful:
             continue
         live = gcs.current(bucket, name)
         if live is not None and (live.metadata or {}).get("parts") == "0":
             continue  # already empty: a new generation would only run the hour again
+        if live is not None:
+            log.warning("hour emptied", extra={"fields": _hour_fields(hour, name) | {"reason":
+                        "the latest export of its range has no events for it; its rows will be removed"}})
         metadata = {"upload_hour": f"{hour:%Y-%m-%dT%H}", "parts": "0", "exported_range": str(hours)}
         blob = bucket.blob(name)
         blob.metadata = metadata
@@ -316,6 +326,9 @@ def transform_hour(obj: StorageObject, bucket: storage.Bucket) -> transform.Coun
         gcs.delete_if_older(bucket, rejects_name, obj.generation)  # an older generation's rejects no longer apply
     metadata = rejects_meta | counts.as_metadata() | {"upload_hour": f"{hour:%Y-%m-%dT%H}"}
     if not gcs.publish_if_newer(bucket, scratch, import_name, metadata, "application/x-ndjson"):
+        # A newer generation's import object won; rejects this invocation published are not its.
+        if rejects.opened:
+            gcs.delete_if_source(bucket, rejects_name, obj.generation)
         raise Ignored(f"{import_name} already holds generation {obj.generation} of {obj.name} or a newer one")
     return counts
 
@@ -451,6 +464,12 @@ def _stage(bq: bigquery.Client, config: Config, bucket: storage.Bucket, obj: Sto
             lambda attempt: naming.load_job_id(hour, obj.generation, attempt) + again,
             lambda job_id: bq.load_table_from_uri(uri, stage_id, job_id=job_id, job_config=job_config),
         )
+        # A load job reads the live object behind its URI, not a generation. If that is still this
+        # generation after the job, it was throughout (generations only grow): the staged rows are its.
+        live = gcs.current(bucket, obj.name)
+        if live is None or live.generation != obj.generation:
+            raise Ignored(f"{obj.name} was replaced while generation {obj.generation} was loading; "
+                          f"the newer generation's event loads it")
         summary = bq_adapter.query_rows(bq, load.staged_summary_sql(stage_id))[0]
         if summary["n"] == hour_load.rows:
             break

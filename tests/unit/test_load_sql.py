@@ -23,10 +23,12 @@ def test_one_transaction_replaces_every_guarded_hour_of_the_batch_in_a_fixed_num
     sql = load.group_commit_script("p.ops.t", "p.ops.t_loads", batch, {}, "tok")
     body = statements(sql)
     assert body[0] == "BEGIN TRANSACTION;" and body[-1] == "COMMIT TRANSACTION;"
-    # never loaded: nothing to delete; one insert of the 168 stages, then the ledger's two statements
-    assert [line.split(" ", 2)[0] for line in body[1:-1]] == ["INSERT", "INSERT", "DELETE"]
-    assert all(f"`p.ops._stage_{h:02d}_22`" in body[1] for h in (5, 23)) and body[1].count("UNION ALL SELECT `") == 167
-    assert all(f"`{column}`" in body[1] for column in schema.column_names())
+    # the lock row first (every pair of commits conflicts), a delete of leftovers within the new
+    # rows' days, one insert of the 168 stages, then the ledger's two statements
+    assert [line.split(" ", 2)[0] for line in body[1:-1]] == ["UPDATE", "DELETE", "INSERT", "INSERT", "DELETE"]
+    assert body[1].startswith("UPDATE `p.ops.t_commit_lock` SET holder = 'tok'")
+    assert all(f"`p.ops._stage_{h:02d}_22`" in body[3] for h in (5, 23)) and body[3].count("UNION ALL SELECT `") == 167
+    assert all(f"`{column}`" in body[3] for column in schema.column_names())
 
 
 def test_the_guard_compares_the_source_generation_first_then_the_import_generation_and_the_planned_ledger_state():
@@ -45,12 +47,14 @@ def test_an_older_source_generation_is_superseded_even_with_a_newer_import_gener
     assert batch == [newer] and len(superseded) == 2
 
 
-def test_the_delete_is_pruned_to_the_partitions_the_ledger_recorded_and_skips_hours_never_loaded():
+def test_the_delete_is_pruned_to_the_partitions_the_ledger_recorded_or_for_hours_never_loaded_to_the_new_rows_days():
     second = HOUR + timedelta(hours=1)
     ledger = {HOUR: load.Loaded(20, 10, datetime(2024, 1, 2, tzinfo=timezone.utc), datetime(2024, 1, 31, 5, tzinfo=timezone.utc))}
     where = load.old_rows_filter([staged(), staged(second)], ledger)
     assert where == ("(_upload_hour = TIMESTAMP '2024-01-31 05:00:00+00' AND DATE(event_time) "
-                     "BETWEEN DATE '2024-01-02' AND DATE '2024-01-31')")
+                     "BETWEEN DATE '2024-01-02' AND DATE '2024-01-31') OR "
+                     "(_upload_hour = TIMESTAMP '2024-01-31 06:00:00+00' AND DATE(event_time) "
+                     "BETWEEN DATE '2024-01-30' AND DATE '2024-01-31')")
     assert load.old_partitions_upper_bound([staged()], ledger) == 30
     assert load.old_partitions_upper_bound([staged()], {HOUR: load.Loaded(20, 10)}) is None  # no range: count
 
@@ -62,7 +66,7 @@ def test_statements_are_split_into_ranges_of_at_most_4000_partitions():
     sql = load.group_commit_script("p.ops.t", "p.ops.t_loads", [staged()], {HOUR: load.Loaded(20, 10, T0, T0)}, "tok",
                                    delete_ranges=ranges[:2], insert_ranges=ranges)
     kinds = [line.split(" ", 2)[0] for line in statements(sql)[1:-1]]
-    assert kinds == ["DELETE"] * 2 + ["INSERT"] * 3 + ["INSERT", "DELETE"]
+    assert kinds == ["UPDATE"] + ["DELETE"] * 2 + ["INSERT"] * 3 + ["INSERT", "DELETE"]
     assert f"AND DATE(event_time) BETWEEN DATE '{ranges[2][0]}' AND DATE '{ranges[2][1]}';" in sql
 
 
@@ -77,8 +81,16 @@ def test_the_ledger_records_range_and_fingerprint_of_the_rows_in_the_table_and_r
 
 def test_an_hour_whose_every_line_was_rejected_inserts_nothing_but_is_recorded():
     sql = load.group_commit_script("p.ops.t", "p.ops.t_loads", [staged(lo=None, hi=None, partitions=0)], {}, "tok")
-    assert [line.split(" ", 2)[0] for line in statements(sql)[1:-1]] == ["INSERT", "DELETE"]
+    assert [line.split(" ", 2)[0] for line in statements(sql)[1:-1]] == ["UPDATE", "INSERT", "DELETE"]
     assert "WHERE FALSE GROUP BY" in sql
+
+
+def test_the_commit_lock_is_seeded_once_and_updated_first_in_every_transaction():
+    seed = load.commit_lock_seed_sql("p.ops.t")
+    assert seed.startswith("INSERT INTO `p.ops.t_commit_lock`") and "WHERE NOT EXISTS (SELECT 1 FROM `p.ops.t_commit_lock`)" in seed
+    for ledger in ({}, {HOUR: load.Loaded(20, 10, T0, T0)}):
+        assert statements(load.group_commit_script("p.ops.t", "p.ops.t_loads", [staged()], ledger, "tok"))[1].startswith(
+            "UPDATE `p.ops.t_commit_lock` SET holder = 'tok'")
 
 
 def test_waiting_markers_round_trip():

@@ -67,3 +67,21 @@ resource "google_bigquery_table" "loads" {
 
   deletion_protection = var.deletion_protection
 }
+
+# One row that every commit transaction of the load function updates first, so that BigQuery
+# cancels one of any two overlapping commits even when neither deletes rows (ampbq.load.commit_lock_id).
+# The load function adds the row on its first run.
+resource "google_bigquery_table" "commit_lock" {
+  #checkov:skip=CKV_GCP_80:Google-managed encryption at rest, as for the dataset (CKV_GCP_81).
+  dataset_id  = google_bigquery_dataset.ops.dataset_id
+  project     = var.project_id
+  table_id    = "${var.table_id}_commit_lock"
+  description = "One row the load function updates in each commit transaction, so that overlapping commits conflict."
+  schema = jsonencode([
+    { name = "holder", type = "STRING", mode = "NULLABLE", description = "The batch token of the last commit." },
+    { name = "at", type = "TIMESTAMP", mode = "NULLABLE", description = "When it committed." },
+  ])
+  labels = local.labels
+
+  deletion_protection = var.deletion_protection
+}
