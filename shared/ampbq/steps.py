@@ -82,13 +82,16 @@ EMPTY_HOUR = gzip.compress(b"", mtime=0)
 
 
 def write_empty_hours(bucket: storage.Bucket, hours: HourRange, result: ExportResult) -> None:
-    """Write an empty hour object for every hour of the range the export found no data for.
+    """Empty the hour object of every hour of the range that has one and the export found no
+    data for now.
 
     The latest finished export of a range decides every hour in it: an hour that had events in
     an earlier export and has none now (a user-privacy deletion at Amplitude, say) must end with
     no rows. An empty hour object runs the hour through transform and load like any other, and
-    its load replaces whatever the hour held with nothing (and logs "hour loaded", which the
-    completeness alert counts). `parts=0` is what tells `status` the hour had no data.
+    its load replaces whatever the hour held with nothing. `parts=0` is what tells `status` the
+    hour had no data. An hour with no hour object has nothing to empty (its rows, if any, came
+    from an object the lifecycle rule deleted after `export_retention_days`; `status` judges it
+    by the ledger): it gets no object, and no transform or load runs for it.
     """
     # A refused entry that held data may hold an hour's events: such an hour is not known to be
     # empty (status shows it FAILED), and an entry whose name tells no hour may hold any of them.
@@ -102,11 +105,12 @@ def write_empty_hours(bucket: storage.Bucket, hours: HourRange, result: ExportRe
         if name in result.hours or f"{hour:%Y-%m-%dT%H}" in doubtful:
             continue
         live = gcs.current(bucket, name)
-        if live is not None and (live.metadata or {}).get("parts") == "0":
-            continue  # already empty: a new generation would only run the hour again
-        if live is not None:
-            log.warning("hour emptied", extra={"fields": _hour_fields(hour, name) | {"reason":
-                        "the latest export of its range has no events for it; its rows will be removed"}})
+        if live is None or (live.metadata or {}).get("parts") == "0":
+            # Nothing to load, and nothing missing: the completeness alert counts this line too.
+            log.info("hour loaded", extra={"fields": _hour_fields(hour) | {"events": 0, "reason": "no data at Amplitude"}})
+            continue
+        log.warning("hour emptied", extra={"fields": _hour_fields(hour, name) | {"reason":
+                    "the latest export of its range has no events for it; its rows will be removed"}})
         metadata = {"upload_hour": f"{hour:%Y-%m-%dT%H}", "parts": "0", "exported_range": str(hours)}
         blob = bucket.blob(name)
         blob.metadata = metadata
