@@ -73,7 +73,7 @@ def _create_tables(bq: bigquery.Client, config: Config) -> None:
     bq.create_table(events, exists_ok=True)
     bq.create_table(bigquery.Table(config.ledger_table_id, schema=schema_fields(schema.LEDGER_SCHEMA_FILE)), exists_ok=True)
     lock = bigquery.Table(load.commit_lock_id(config.table_id), schema=[
-        bigquery.SchemaField("holder", "STRING"), bigquery.SchemaField("at", "TIMESTAMP")])
+        bigquery.SchemaField("holder", "STRING"), bigquery.SchemaField("locked_at", "TIMESTAMP")])
     bq.create_table(lock, exists_ok=True)
     dedup = bigquery.Table(config.table_id + views.DEDUP_SUFFIX)  # Terraform makes the same view from the same file
     dedup.view_query = views.dedup_view_sql(config.table_id)

@@ -260,7 +260,7 @@ def commit_lock_id(table_id: str) -> str:
 def commit_lock_seed_sql(table_id: str) -> str:
     """Give the lock table its row if it has none (run outside the transaction; a second row is harmless)."""
     lock = commit_lock_id(table_id)
-    return (f"INSERT INTO `{lock}` (holder, at) SELECT 'none', CURRENT_TIMESTAMP() FROM (SELECT 1 AS one) AS seed "
+    return (f"INSERT INTO `{lock}` (holder, locked_at) SELECT 'none', CURRENT_TIMESTAMP() FROM (SELECT 1 AS one) AS seed "
             f"WHERE NOT EXISTS (SELECT 1 FROM `{lock}`)")
 
 
@@ -278,7 +278,7 @@ def group_commit_script(table_id: str, ledger_id: str, batch: list[Staged], ledg
     guard = guard_sql(ledger_id, batch, ledger)
     guarded = f"_upload_hour IN (SELECT upload_hour FROM ({guard}))"
     statements = ["BEGIN TRANSACTION;",
-                  f"UPDATE `{commit_lock_id(table_id)}` SET holder = {literal(token)}, at = CURRENT_TIMESTAMP() WHERE TRUE;"]
+                  f"UPDATE `{commit_lock_id(table_id)}` SET holder = {literal(token)}, locked_at = CURRENT_TIMESTAMP() WHERE TRUE;"]
     old = old_rows_filter(batch, ledger)
     if old:
         for within in _within(delete_ranges):

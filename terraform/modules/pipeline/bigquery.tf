@@ -79,7 +79,7 @@ resource "google_bigquery_table" "commit_lock" {
   description = "One row the load function updates in each commit transaction, so that overlapping commits conflict."
   schema = jsonencode([
     { name = "holder", type = "STRING", mode = "NULLABLE", description = "The batch token of the last commit." },
-    { name = "at", type = "TIMESTAMP", mode = "NULLABLE", description = "When it committed." },
+    { name = "locked_at", type = "TIMESTAMP", mode = "NULLABLE", description = "When it committed." },
   ])
   labels = local.labels
 
