@@ -30,6 +30,9 @@ class Config:
     # Seconds an export invocation works before it stops between two parts and leaves the rest to
     # the platform's retry, well inside the function's 540 s timeout (steps.ExportRun).
     export_budget_seconds: float = 300.0
+    # Seconds after which a load's commit lease that was not renewed is taken to belong to a holder
+    # that died (steps._Lease); it is renewed before each commit.
+    load_lease_seconds: float = 60.0
 
     @property
     def table_id(self) -> str:
@@ -63,4 +66,5 @@ class Config:
             http_attempts=int(env.get("AMPBQ_HTTP_ATTEMPTS", "5")),
             http_backoff_seconds=float(env.get("AMPBQ_HTTP_BACKOFF_SECONDS", "2")),
             export_budget_seconds=float(env.get("AMPBQ_EXPORT_BUDGET_SECONDS", "300")),
+            load_lease_seconds=float(env.get("AMPBQ_LOAD_LEASE_SECONDS", "60")),
         )

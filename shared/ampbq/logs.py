@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import re
 import sys
+import threading
 from datetime import datetime, timezone
 
 import orjson
@@ -51,14 +52,20 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(entry, default=str).decode()
 
 
+_SETUP_LOCK = threading.Lock()
+
+
 def setup(level: int = logging.INFO) -> None:
     """Route the package's loggers to stdout as JSON lines (idempotent)."""
     root = logging.getLogger("ampbq")
     root.setLevel(level)
     root.propagate = False
-    if any(getattr(h, "ampbq_stdout", False) for h in root.handlers):
-        return
-    handler = logging.StreamHandler(sys.stdout)
-    handler.setFormatter(JsonFormatter())
-    handler.ampbq_stdout = True
-    root.addHandler(handler)
+    # The functions serve requests on several threads: two first requests at once must not both
+    # add a handler (every line would then be written twice).
+    with _SETUP_LOCK:
+        if any(getattr(h, "ampbq_stdout", False) for h in root.handlers):
+            return
+        handler = logging.StreamHandler(sys.stdout)
+        handler.setFormatter(JsonFormatter())
+        handler.ampbq_stdout = True
+        root.addHandler(handler)

@@ -355,7 +355,6 @@ def _skip_if_written(bucket: storage.Bucket, import_name: str, obj: StorageObjec
 # ---------------------------------------------------------------- load
 # Load invocations hand their commits to one lease holder per table (see `load`). The figures are
 # for BigQuery, where a transaction takes seconds and an invocation has 540 s.
-LEASE_SECONDS = 60.0  # a lease not renewed for this long belongs to a holder that died (renewed before each commit)
 LOAD_BUDGET_SECONDS = 420.0  # then the invocation stops waiting and leaves its staged hour to the retry
 POLL_SECONDS = (0.2, 1.0)  # jittered wait between two looks at the marker and the lease
 COMMIT_ATTEMPTS = 5  # a holder's commit cancelled by a conflict (a broken lease) is planned again
@@ -494,7 +493,7 @@ def _wait_for_commit(bq: bigquery.Client, config: Config, bucket: storage.Bucket
         if time.monotonic() > deadline:
             raise TransientError(f"hour {hour_load.hour:%Y-%m-%dT%H} is staged but not committed within the "
                                  f"invocation's budget; the retry waits for it again")
-        lease = _Lease(bucket, load.lease_name(config.table_id))
+        lease = _Lease(bucket, load.lease_name(config.table_id), config.load_lease_seconds)
         if lease.acquire():
             try:
                 _commit_waiting(bq, config, bucket, lease, deadline)
@@ -509,17 +508,17 @@ class _Lease:
 
     It only serialises commits so that BigQuery never has to cancel one; correctness does not rest
     on it (the transaction's ledger guard does), so breaking a lease that was not renewed for
-    LEASE_SECONDS, whose holder died, is safe even if that holder was merely slow.
+    `stale_after` seconds, whose holder died, is safe even if that holder was merely slow.
     """
 
-    def __init__(self, bucket: storage.Bucket, name: str):
-        self.bucket, self.name, self.generation = bucket, name, None
+    def __init__(self, bucket: storage.Bucket, name: str, stale_after: float = 60.0):
+        self.bucket, self.name, self.generation, self.stale_after = bucket, name, None, stale_after
 
     def acquire(self) -> bool:
         held = self.bucket.get_blob(self.name)
         if held is not None:
             age = (datetime.now(timezone.utc) - held.updated).total_seconds() if held.updated else 0
-            if age < LEASE_SECONDS:
+            if age < self.stale_after:
                 return False
             log.warning("breaking a stale lease", extra={"fields": {"object": self.name, "age_seconds": round(age)}})
             try:

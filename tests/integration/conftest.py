@@ -38,8 +38,10 @@ def stub():
 
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory, stub):
+    # Shorter backoffs, and a killed load's commit lease going stale after 15 s instead of 60 s.
+    fast = {"AMPBQ_HTTP_BACKOFF_SECONDS": "0.1", "AMPBQ_LOAD_LEASE_SECONDS": "15"}
     settings = StackSettings(workdir=tmp_path_factory.mktemp("stack"), amplitude_url=stub.url, api_key=API_KEY,
-                             secret_key=SECRET_KEY, extra_env={"AMPBQ_HTTP_BACKOFF_SECONDS": "0.1"})
+                             secret_key=SECRET_KEY, extra_env=fast)
     saved = dict(os.environ)
     with Stack(settings) as running:
         os.environ.update(running.client_env())

@@ -182,7 +182,7 @@ def test_the_commit_lease_is_exclusive_until_its_holder_stops_renewing_it(bucket
     holder, waiter = steps._Lease(bucket, name), steps._Lease(bucket, name)
     assert holder.acquire() and not waiter.acquire()  # created only if absent, in the GCS stand-in too
     assert holder.renew() and not waiter.acquire()
-    monkeypatch.setattr(steps, "LEASE_SECONDS", 0.0)  # the holder died: its lease is now stale
+    waiter.stale_after = 0.0  # the holder died: its lease is now stale
     assert waiter.acquire()
     assert not holder.renew()  # the old holder learns it lost the lease and commits nothing more
     holder.release()
