@@ -649,9 +649,9 @@ def bench(events, sizes, repeat, naive, formats, drift, profile, export_gb, e2e,
         bare = min(best["bare"], best["bare-msgspec"], key=lambda run: run.busy)
         transform = best["transform"]
         echo(f"  transform throughput = {bare.busy / transform.busy:.2f}x the faster bare loop's, "
-             f"{VARIANTS[bare.variant][0]} (time ratio {transform.busy / bare.busy:.2f}; target: time <= 1.50x)")
+             f"{VARIANTS[bare.variant][0]} (time ratio {transform.busy / bare.busy:.2f})")
         if naive:
-            echo(f"  transform throughput = {best['naive'].busy / transform.busy:.1f}x the naive reference's (target: >= 10x)")
+            echo(f"  transform throughput = {best['naive'].busy / transform.busy:.1f}x the naive reference's")
 
         if formats:
             echo("\nimport format (BigQuery reads plain NDJSON in parallel, a gzip file serially; GCS bytes cost money):")
@@ -694,8 +694,8 @@ def bench(events, sizes, repeat, naive, formats, drift, profile, export_gb, e2e,
         echo(f"\nexport unpack (ampbq.steps.unpack_archive, the export step's own code, against fake-gcs-server; "
              f"the zip is read through GCS ranged reads of {info['chunk'] >> 20} MiB, hour objects written by resumable upload):")
         echo(f"  zip {info['zip_bytes'] / 1e9:.2f} GB, {run.extra['hour_objects']} hour objects of {info['parts_per_hour']} parts: "
-             f"{run.seconds:.1f} s ({info['zip_bytes'] / MB / run.seconds:.0f} MB/s), peak RSS {run.peak_rss / MB:.0f} MB "
-             f"(target <= 300 MB); biggest temp file {info['biggest_temp_file']} bytes (limit: one chunk, {info['chunk']} bytes)")
+             f"{run.seconds:.1f} s ({info['zip_bytes'] / MB / run.seconds:.0f} MB/s), peak RSS {run.peak_rss / MB:.0f} MB"
+             f"; biggest temp file {info['biggest_temp_file']} bytes (limit: one chunk, {info['chunk']} bytes)")
         echo(f"  (fake-gcs-server itself peaked at {info['emulator_peak_rss'] / MB:,.0f} MB: it buffers uploads in RAM; not part of the step)")
 
     if e2e:
