@@ -113,20 +113,20 @@ def publish_if_newer(bucket: storage.Bucket, scratch: str, name: str, metadata: 
 
 def delete_if_older(bucket: storage.Bucket, name: str, source_generation_now: int) -> None:
     """Delete `name` if it was made from an older source generation than `source_generation_now`
-    (a newer one's object stays); the delete is conditional on the generation just read."""
-    live = bucket.get_blob(name)
-    if live is None or source_generation(live) >= source_generation_now:
-        return
-    try:
-        bucket.blob(name).delete(if_generation_match=live.generation)
-    except (gexc.NotFound, gexc.PreconditionFailed):
-        pass  # replaced or deleted meanwhile: whoever did it decided
+    (a newer one's object stays)."""
+    _delete_if(bucket, name, lambda made_from: made_from < source_generation_now)
 
 
 def delete_if_source(bucket: storage.Bucket, name: str, source_generation_then: int) -> None:
     """Delete `name` if it is still the object made from exactly `source_generation_then`."""
+    _delete_if(bucket, name, lambda made_from: made_from == source_generation_then)
+
+
+def _delete_if(bucket: storage.Bucket, name: str, made_from_matches) -> None:
+    """Delete the live `name` if its source generation matches; conditional on the generation
+    just read, so an object replaced meanwhile is left to whoever replaced it."""
     live = bucket.get_blob(name)
-    if live is None or source_generation(live) != source_generation_then:
+    if live is None or not made_from_matches(source_generation(live)):
         return
     try:
         bucket.blob(name).delete(if_generation_match=live.generation)

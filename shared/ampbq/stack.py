@@ -33,6 +33,7 @@ from pathlib import Path
 
 import requests
 
+from . import naming
 from .gcs_rules import GcsRules
 
 log = logging.getLogger(__name__)
@@ -387,8 +388,6 @@ class ImportMirror:
         self._lock = threading.Lock()
 
     def update(self, bucket: str, name: str) -> None:
-        from . import naming
-
         if naming.parse_import_object(name) is None:
             return
         target = self.root / bucket / name
