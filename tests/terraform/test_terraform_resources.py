@@ -144,7 +144,9 @@ def test_tables_deletion_protected_in_every_env():
         assert resource("google_bigquery_table", name)["deletion_protection"] == "${var.deletion_protection}"
     assert variable_default("deletion_protection") is True
     for env in ENVS:
-        assert "deletion_protection" not in named_blocks(TERRAFORM / "envs" / env, "module")["pipeline"]
+        # Passed through from terraform.tfvars, where it is true unless set false to tear down.
+        assert named_blocks(TERRAFORM / "envs" / env, "module")["pipeline"]["deletion_protection"] == "${var.deletion_protection}"
+        assert named_blocks(TERRAFORM / "envs" / env, "variable")["deletion_protection"]["default"] is True
 
 
 def test_dataset_default_is_ops_in_configured_location():
@@ -162,16 +164,6 @@ def test_bucket_uniform_access_public_prevention_versioning(name):
     assert bucket["uniform_bucket_level_access"] is True
     assert bucket["public_access_prevention"] == "enforced"
     assert single(bucket["versioning"]) == {"enabled": True}
-
-
-@pytest.mark.parametrize("env", ENVS)
-def test_data_bucket_default_name_follows_seed(env):
-    expression = module_locals()["bucket_name"]
-    template = re.search(r'"(\$\{var\.env\}-[a-z0-9-]+)"', expression).group(1)
-    assert template.replace("${var.env}", env) == f"{env}-sync-amplitude-data-to-big-query-bucket"
-    assert variable_default("bucket_name") is None
-    env_vars = named_blocks(TERRAFORM / "envs" / env, "variable")
-    assert env_vars["bucket_name"]["default"] is None
 
 
 def test_data_bucket_lifecycle_expires_each_prefix_by_variable():

@@ -33,3 +33,12 @@ output "secret_ids" {
 output "service_account_emails" {
   value = module.pipeline.service_account_emails
 }
+
+output "dataset_id" {
+  value = module.pipeline.dataset_id
+}
+
+output "cli_env" {
+  description = "Shell lines that point the ampbq CLI at this environment: eval \"$(terraform output -raw cli_env)\"."
+  value       = join("", [for name, value in module.pipeline.cli_env : "export ${name}=${value}\n"])
+}

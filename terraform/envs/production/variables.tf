@@ -1,54 +1,184 @@
-# What differs between installations. Set these in terraform.tfvars (see terraform.tfvars.example).
+# Every input of the pipeline module but `env`, which main.tf fixes. Set any of them in
+# terraform.tfvars (terraform.tfvars.example lists them all with their defaults); tracked files
+# need no edit. Descriptions, types and defaults are the module's (terraform/modules/pipeline/
+# variables.tf, which also validates the values). The four retention inputs default to null,
+# which keeps the value this environment's main.tf chooses.
 
 variable "project_id" {
-  description = "Google Cloud project for this environment."
+  description = "Google Cloud project that holds every resource of this environment."
   type        = string
 }
 
 variable "region" {
-  description = "Region of the functions, the scheduler job and the buckets."
+  description = "Region of the functions, the scheduler job and (by default) the data bucket."
   type        = string
   default     = "us-central1"
 }
 
-variable "bq_location" {
-  description = "BigQuery location; the region must lie inside it (us-central1 in US, europe-west1 in EU)."
-  type        = string
-  default     = "US"
-}
-
 variable "bucket_name" {
-  description = "Data bucket name; null keeps <env>-sync-amplitude-data-to-big-query-bucket. Bucket names are global: override it if that name is taken."
+  description = "Data bucket name. Null means \"<project_id>-<env>-amplitude\" (the project id lowercased, \":\" and \".\" turned into \"-\", cut so the name is at most 59 characters). Bucket names are global: set it if that name is taken, or if the project id begins with \"goog\", which bucket names may not."
   type        = string
   default     = null
 }
 
+variable "bucket_location" {
+  description = "Data bucket location. Null means the region. It must lie inside bq_location (for example us-central1 inside US), because load jobs read the bucket."
+  type        = string
+  default     = null
+}
+
+variable "source_bucket_name" {
+  description = "Bucket for the functions' source zips. Null means \"<bucket_name>-src\", the data bucket's name cut to 59 characters first so the result fits Cloud Storage's 63."
+  type        = string
+  default     = null
+}
+
+variable "bq_location" {
+  description = "BigQuery dataset location (AMPBQ_BQ_LOCATION), e.g. US or EU."
+  type        = string
+  default     = "US"
+}
+
+variable "dataset_id" {
+  description = "BigQuery dataset (AMPBQ_DATASET)."
+  type        = string
+  default     = "ops"
+}
+
+variable "table_id" {
+  description = "Events table (AMPBQ_TABLE). The load ledger is \"<table_id>_loads\"."
+  type        = string
+  default     = "all_user_events"
+}
+
+variable "deletion_protection" {
+  description = "Protect both BigQuery tables from terraform destroy. Set false and apply once before destroying."
+  type        = bool
+  default     = true
+}
+
 variable "amplitude_region" {
-  description = "Amplitude data center: US or EU."
+  description = "Amplitude data center (AMPLITUDE_REGION): US or EU."
   type        = string
   default     = "US"
 }
 
 variable "amplitude_url" {
-  description = "Optional Amplitude base URL override; empty uses the region's default."
+  description = "Optional base URL override for the Amplitude Export API (AMPLITUDE_URL); empty means the region's default."
   type        = string
   default     = ""
 }
 
+variable "topic_name" {
+  description = "Pub/Sub topic that starts a run. Override only if two environments share one project."
+  type        = string
+  default     = "daily-runs"
+}
+
+variable "scheduler_job_name" {
+  description = "Cloud Scheduler job name. Override only if two environments share one project."
+  type        = string
+  default     = "fire-amplitude-to-big-query-sync"
+}
+
+variable "scheduler_paused" {
+  description = "Create the daily job paused (for example in a staging project without real Amplitude keys)."
+  type        = bool
+  default     = false
+}
+
+variable "secret_ids" {
+  description = "Secret Manager secret ids for the Amplitude keys. Override only if two environments share one project."
+  type = object({
+    api_key    = optional(string, "amplitude-api-key")
+    secret_key = optional(string, "amplitude-secret-key")
+  })
+  default = {}
+}
+
+variable "secret_version" {
+  description = "Secret version the export function reads at instance start. \"latest\" picks up a rotated key on the next cold start or deploy."
+  type        = string
+  default     = "latest"
+}
+
+# Sizing. Every function handles one event per instance (concurrency 1), so memory is per event.
+variable "memory" {
+  description = "Memory per function instance, sized for a 4 GB Amplitude day with streaming code (no step holds a whole day). /tmp is in memory and counts against it."
+  type = object({
+    export    = optional(string, "1Gi")
+    transform = optional(string, "2Gi")
+    load      = optional(string, "512Mi")
+  })
+  default = {}
+}
+
+variable "cpu" {
+  description = "vCPUs per function instance. Transform parses JSON and needs a full vCPU or more."
+  type = object({
+    export    = optional(string, "1")
+    transform = optional(string, "1")
+    load      = optional(string, "1")
+  })
+  default = {}
+}
+
+variable "max_instances" {
+  description = "Upper bound on concurrent instances per function (see functions.tf for why each value)."
+  type = object({
+    export    = optional(number, 10)
+    transform = optional(number, 24)
+    load      = optional(number, 8)
+  })
+  default = {}
+}
+
+# Lifecycle of the data bucket. Ages are in days since the object was written.
+variable "export_retention_days" {
+  description = "Delete raw Amplitude backups under export/ after this many days. They are the only copy from which a day can be replayed without calling Amplitude again. Null keeps this environment's value, set in main.tf."
+  type        = number
+  default     = null
+}
+
+variable "export_nearline_after_days" {
+  description = "Move raw backups under export/ to Nearline after this many days; 0 keeps them in Standard. Null keeps this environment's value, set in main.tf."
+  type        = number
+  default     = null
+}
+
+variable "import_retention_days" {
+  description = "Delete intermediate NDJSON under import/ after this many days (they can be rebuilt from export/). Null keeps this environment's value, set in main.tf."
+  type        = number
+  default     = null
+}
+
+variable "rejects_retention_days" {
+  description = "Delete quarantined lines under rejects/ after this many days. Null keeps this environment's value, set in main.tf."
+  type        = number
+  default     = null
+}
+
+variable "noncurrent_version_retention_days" {
+  description = "Delete overwritten or deleted object versions in the data bucket after this many days."
+  type        = number
+  default     = 7
+}
+
+# Monitoring.
 variable "notification_channels" {
-  description = "Monitoring notification channel ids (projects/<p>/notificationChannels/<n>) that receive both alerts."
+  description = "Monitoring notification channel ids (projects/<p>/notificationChannels/<n>) for both alert policies. Empty creates the policies without notifications."
   type        = list(string)
   default     = []
 }
 
 variable "completeness_deadline_hour_utc" {
-  description = "UTC hour by which yesterday must be fully loaded."
+  description = "UTC hour by which the previous day's hours must all be loaded. The scheduled run starts at 03:00 UTC."
   type        = number
   default     = 5
 }
 
-variable "scheduler_paused" {
-  description = "Create the 03:00 UTC job paused."
-  type        = bool
-  default     = false
+variable "completeness_expected_hours" {
+  description = "Hours of one day that must log \"hour loaded\" before the deadline."
+  type        = number
+  default     = 24
 }

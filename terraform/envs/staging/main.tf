@@ -1,21 +1,37 @@
-# Staging: the same pipeline as production; only the values below differ.
+# Staging: the same pipeline as production; only the retention choices at the end differ.
+# Every input but env comes from this folder's variables (set them in terraform.tfvars).
 module "pipeline" {
   source = "../../modules/pipeline"
 
-  env                            = "staging"
-  project_id                     = var.project_id
-  region                         = var.region
-  bq_location                    = var.bq_location
-  bucket_name                    = var.bucket_name
-  amplitude_region               = var.amplitude_region
-  amplitude_url                  = var.amplitude_url
-  notification_channels          = var.notification_channels
-  completeness_deadline_hour_utc = var.completeness_deadline_hour_utc
-  scheduler_paused               = var.scheduler_paused
+  env                               = "staging"
+  project_id                        = var.project_id
+  region                            = var.region
+  bucket_name                       = var.bucket_name
+  bucket_location                   = var.bucket_location
+  source_bucket_name                = var.source_bucket_name
+  bq_location                       = var.bq_location
+  dataset_id                        = var.dataset_id
+  table_id                          = var.table_id
+  deletion_protection               = var.deletion_protection
+  amplitude_region                  = var.amplitude_region
+  amplitude_url                     = var.amplitude_url
+  topic_name                        = var.topic_name
+  scheduler_job_name                = var.scheduler_job_name
+  scheduler_paused                  = var.scheduler_paused
+  secret_ids                        = var.secret_ids
+  secret_version                    = var.secret_version
+  memory                            = var.memory
+  cpu                               = var.cpu
+  max_instances                     = var.max_instances
+  noncurrent_version_retention_days = var.noncurrent_version_retention_days
+  notification_channels             = var.notification_channels
+  completeness_deadline_hour_utc    = var.completeness_deadline_hour_utc
+  completeness_expected_hours       = var.completeness_expected_hours
 
   # Staging data is a rehearsal: keep raw backups a month, in Standard storage.
-  export_retention_days      = 30
-  export_nearline_after_days = 0
-  import_retention_days      = 3
-  rejects_retention_days     = 30
+  # A value set in terraform.tfvars takes the place of each of these.
+  export_retention_days      = coalesce(var.export_retention_days, 30)
+  export_nearline_after_days = coalesce(var.export_nearline_after_days, 0)
+  import_retention_days      = coalesce(var.import_retention_days, 3)
+  rejects_retention_days     = coalesce(var.rejects_retention_days, 30)
 }

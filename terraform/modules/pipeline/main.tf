@@ -8,9 +8,16 @@ locals {
   repo_root  = "${path.module}/../../.."
   schema_dir = "${local.repo_root}/shared/ampbq/schema"
 
-  bucket_name        = var.bucket_name != null ? var.bucket_name : "${var.env}-sync-amplitude-data-to-big-query-bucket"
+  # Bucket names are global, so the default data bucket name carries the project id, which no
+  # other installation has: "<project_id>-<env>-amplitude". The project id is lowercased, each run
+  # of characters other than letters, digits and "-" (the ":" and "." of a domain-scoped id such
+  # as example.com:analytics) becomes one "-", and it is cut so the whole name stays within 59
+  # characters, which leaves room for the source bucket's "-src" within Cloud Storage's 63.
+  bucket_suffix      = "-${var.env}-amplitude"
+  bucket_project     = trim(substr(replace(lower(var.project_id), "/[^a-z0-9-]+/", "-"), 0, 59 - length(local.bucket_suffix)), "-")
+  bucket_name        = var.bucket_name != null ? var.bucket_name : "${local.bucket_project}${local.bucket_suffix}"
   bucket_location    = var.bucket_location != null ? var.bucket_location : var.region
-  source_bucket_name = var.source_bucket_name != null ? var.source_bucket_name : "${local.bucket_name}-src"
+  source_bucket_name = var.source_bucket_name != null ? var.source_bucket_name : "${trim(substr(local.bucket_name, 0, 59), "-.")}-src"
 
   function_names = {
     export    = "${var.env}-ampbq-export"

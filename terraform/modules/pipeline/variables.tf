@@ -23,7 +23,7 @@ variable "region" {
 }
 
 variable "bucket_name" {
-  description = "Data bucket name. Null means \"<env>-sync-amplitude-data-to-big-query-bucket\"; bucket names are global, so override it if that name is taken."
+  description = "Data bucket name. Null means \"<project_id>-<env>-amplitude\" (the project id lowercased, \":\" and \".\" turned into \"-\", cut so the name is at most 59 characters). Bucket names are global: set it if that name is taken, or if the project id begins with \"goog\", which bucket names may not."
   type        = string
   default     = null
 }
@@ -35,7 +35,7 @@ variable "bucket_location" {
 }
 
 variable "source_bucket_name" {
-  description = "Bucket for the functions' source zips. Null means \"<bucket_name>-src\"."
+  description = "Bucket for the functions' source zips. Null means \"<bucket_name>-src\", the data bucket's name cut to 59 characters first so the result fits Cloud Storage's 63."
   type        = string
   default     = null
 }
