@@ -52,15 +52,24 @@ def demo(day, zip_path, events_per_hour, parts_per_hour, timeout, amplitude_url,
     from rich.table import Table
 
     from .demo import run_demo
+    from .errors import AmpbqError
+    from .stack import Terminated, raise_on_sigterm
 
     console = Console(stderr=True)
+    raise_on_sigterm()
     with console.status("starting the local stack…") as status:
         try:
             report = run_demo(day.date() if day else None, zip_path, events_per_hour, parts_per_hour, timeout,
                               workdir, progress=lambda done, total: status.update(f"hours landed: {done}/{total}"),
                               amplitude_url=amplitude_url)
-        except ValueError as why:
+        except (ValueError, AmpbqError) as why:
             raise click.ClickException(str(why)) from None
+        except Terminated:
+            status.stop()
+            click.echo("demo: stopped by SIGTERM; everything it started has stopped", err=True)
+            sys.exit(143)
+    if report.refused:
+        click.echo(f"Error: the export refused {report.refused}", err=True)
     table = Table(title=f"upload hours of {report.day:%Y-%m-%d}")
     for column in ("hour", "events exported", "rows loaded", "rejected", "state"):
         table.add_column(column, justify="right" if column != "state" else "left")
@@ -287,23 +296,36 @@ def rejects(ops: Ops, day, start, end, as_json, limit, replay, wait, timeout, po
 def stack(events_per_hour, quiet_hours, workdir) -> None:
     """Start the local stack with a stub Amplitude project and keep it running until Ctrl-C.
 
-    Prints the environment that points `ampbq` at it; paste it into another shell and try
-    backfill, status, reprocess and rejects. Everything it started stops when it stops.
+    Prints the environment that points `ampbq` at it, and writes the same lines to env.sh in
+    its workdir (default .stack/sandbox), so any other shell can load them while it runs and try
+    backfill, status, reprocess and rejects. Everything it started stops when it stops (Ctrl-C
+    or SIGTERM). A second stack in the same workdir is refused.
 
+    \b
     Example:
-
         ampbq stack --quiet-hours 03,04
-        # in another shell: eval "$(...printed exports...)"; ampbq backfill --start 2024-01-30
+        # in another shell, once it says "local stack up":
+        source .stack/sandbox/env.sh
+        ampbq backfill --start 2024-01-30
     """
     from . import sandbox
+    from .stack import StackError
 
     def announce(running) -> None:
         click.echo("\n".join(sandbox.exports(running)))
-        click.echo(f"# local stack up (logs in {running.workdir / 'logs'}); Ctrl-C stops it", err=True)
+        click.echo(f"# local stack up (logs in {running.workdir / 'logs'}); in another shell: "
+                   f"source {running.workdir / sandbox.ENV_FILE}; Ctrl-C stops it", err=True)
 
-    quiet = frozenset(int(h) for h in quiet_hours.split(",") if h.strip())
+    try:
+        quiet = frozenset(int(h) for h in quiet_hours.split(",") if h.strip())
+    except ValueError:
+        raise click.BadParameter(f"{quiet_hours!r} is not hours like 03,04", param_hint="--quiet-hours") from None
     with render.console(stderr=True).status("starting the local stack…") as spinner:
-        sandbox.serve(sandbox.GeneratedSource(events_per_hour, quiet_hours=quiet), workdir, announce, spinner.stop)
+        try:
+            sandbox.serve(sandbox.GeneratedSource(events_per_hour, quiet_hours=quiet), workdir, announce, spinner.stop)
+        except StackError as why:
+            spinner.stop()
+            raise click.ClickException(str(why)) from None
 
 
 def _register_bench() -> None:

@@ -45,6 +45,7 @@ class DemoReport:
     seconds: float = 0.0
     timed_out: bool = False
     conflicts: int | None = None  # transactions BigQuery would have cancelled (the rules layer's count)
+    refused: str | None = None  # why the export gave up on the range, from its dead-letter record
 
     @property
     def events(self) -> int:
@@ -60,11 +61,18 @@ class DemoReport:
 
     @property
     def ok(self) -> bool:
-        return not self.timed_out and all(h.landed for h in self.hours) and self.loaded + self.rejected == self.events
+        return not self.timed_out and self.refused is None and all(h.landed for h in self.hours) and self.loaded + self.rejected == self.events
 
     def summary_line(self) -> str:
         line = f"demo: date={self.day:%Y-%m-%d} hours={len(self.hours)} events={self.events} loaded={self.loaded} rejected={self.rejected}"
         return line if self.conflicts is None else f"{line} conflicts={self.conflicts}"
+
+
+def latest_complete_day(min_data_age_hours: float, now: datetime | None = None) -> date:
+    """The newest UTC day whose every hour Amplitude has complete: its last hour ended at least
+    `min_data_age_hours` ago. Before about 02:00 UTC that is the day before yesterday."""
+    now = now or datetime.now(timezone.utc)
+    return (now - timedelta(hours=min_data_age_hours)).date() - timedelta(days=1)
 
 
 def previous_utc_day(now: datetime | None = None) -> date:
@@ -72,17 +80,33 @@ def previous_utc_day(now: datetime | None = None) -> date:
     return (utc_hour(now) - timedelta(days=1)).date()
 
 
+def refuse_incomplete(day: date, min_data_age_hours: float, now: datetime | None = None) -> None:
+    """Say at once, before anything starts, that a day cannot be exported yet (the export would refuse it)."""
+    now = now or datetime.now(timezone.utc)
+    ready_at = datetime.combine(day + timedelta(days=1), datetime.min.time(), timezone.utc) + timedelta(hours=min_data_age_hours)
+    if now < ready_at:
+        raise ValueError(f"{day} is not complete at Amplitude until {ready_at:%Y-%m-%dT%H:%MZ} "
+                         f"(data is final {min_data_age_hours:g} h after each hour); "
+                         f"pass --date {latest_complete_day(min_data_age_hours, now)} or earlier")
+
+
 def run_demo(day: date | None = None, zip_path: Path | None = None, events_per_hour: int = 100,
              parts_per_hour: int = 2, timeout: float = 600, workdir: Path | None = None, progress=None,
              amplitude_url: str | None = None) -> DemoReport:
     """Start the stack, publish one daily-runs message, wait for every hour, and account for it."""
     workdir = Path(workdir or REPO / ".stack" / "demo")
+    # The functions inherit this process's environment, so they apply the same data-age rule.
+    min_age = float(os.environ.get("AMPBQ_MIN_DATA_AGE_HOURS", Config.min_data_age_hours))
+    if day is not None:
+        refuse_incomplete(day, min_age)
     if amplitude_url:
-        return run_external(amplitude_url, day or previous_utc_day(), timeout, workdir, progress)
-    explicit = day is not None or zip_path is not None
+        return run_external(amplitude_url, day or latest_complete_day(min_age), timeout, workdir, progress)
+    # The scheduler's message is empty (the export takes the previous UTC day); send the same
+    # unless the day to run is another one.
+    explicit = day is not None or zip_path is not None or latest_complete_day(min_age) != previous_utc_day()
     with tempfile.TemporaryDirectory(prefix="ampbq-demo-") as scratch:
         if zip_path is None:
-            dataset = Dataset.for_day(day or previous_utc_day(), events_per_hour=events_per_hour, parts_per_hour=parts_per_hour)
+            dataset = Dataset.for_day(day or latest_complete_day(min_age), events_per_hour=events_per_hour, parts_per_hour=parts_per_hour)
             zip_path = Path(scratch) / "served.zip"
             with open(zip_path, "wb") as sink:
                 write_export_zip(dataset, sink)
@@ -119,9 +143,9 @@ def run_external(amplitude_url: str, day: date, timeout: float, workdir: Path, p
         os.environ["STORAGE_EMULATOR_HOST"] = stack.storage_host
         config = stack_config(stack)
         bucket = gcs.client(config.project).bucket(config.bucket)
-        record = wait_for_manifest(stack, bucket, HourRange.day(day), timeout)
+        record, refused = wait_for_manifest(bucket, HourRange.day(day), timeout)
         if record is None:
-            return DemoReport(day, timed_out=True, seconds=time.monotonic() - started)
+            return DemoReport(day, timed_out=refused is None, refused=refused, seconds=time.monotonic() - started)
         expected: Counter = Counter()
         for archive in record["archives"]:
             with gcs.reader(bucket, archive) as raw:
@@ -132,18 +156,18 @@ def run_external(amplitude_url: str, day: date, timeout: float, workdir: Path, p
     return report
 
 
-def wait_for_manifest(stack: Stack, bucket, hours: HourRange, timeout: float) -> dict | None:
-    """The export run's manifest, or None if the export failed for good or never finished."""
+def wait_for_manifest(bucket, hours: HourRange, timeout: float) -> tuple[dict | None, str | None]:
+    """The export run's manifest, or why the export gave up on the range; (None, None) at the timeout."""
     deadline = time.monotonic() + timeout
-    log_path = stack.workdir / "logs" / "export.log"
     while time.monotonic() < deadline:
         blob = bucket.get_blob(naming.manifest_name(hours))
         if blob is not None:
-            return json.loads(blob.download_as_bytes())
-        if log_path.exists() and '"message":"export failed permanently' in log_path.read_text(errors="replace"):
-            return None  # refused or failed for good: the export log says why (a refused zip entry is not that)
+            return json.loads(blob.download_as_bytes()), None
+        refused = export_refusal(bucket)
+        if refused:
+            return None, refused
         time.sleep(0.5)
-    return None
+    return None, None
 
 
 def events_per_hour_in(zip_path: Path) -> Counter:
@@ -160,13 +184,26 @@ def stack_config(stack: Stack) -> Config:
     return Config.from_env(stack.function_env())
 
 
+def export_refusal(bucket) -> str | None:
+    """Why the export gave up for good on a range, from the dead-letter record it writes then."""
+    for blob in bucket.list_blobs(prefix=naming.dead_letter_name("export", "")[:-len(".json")]):
+        record = json.loads(blob.download_as_bytes())
+        return f"{record.get('range', blob.name)}: {record.get('error', 'see the export log')}"
+    return None
+
+
 def wait_for_hours(stack: Stack, day: date, expected: Counter, timeout: float, progress=None) -> DemoReport:
     config = stack_config(stack)
     bq = bq_adapter.client(config)
+    os.environ["STORAGE_EMULATOR_HOST"] = stack.storage_host
+    bucket = gcs.client(config.project).bucket(config.bucket)
     deadline = time.monotonic() + timeout
     report = DemoReport(day)
     while True:
+        report.refused = export_refusal(bucket)
         report.hours = account(bq, config, expected)
+        if report.refused:
+            return report
         landed = sum(1 for h in report.hours if h.landed)
         if progress:
             progress(landed, len(report.hours))

@@ -8,6 +8,7 @@ The stub serves generated events for any range it is asked for, like a live proj
 from __future__ import annotations
 
 import contextlib
+import shlex
 import signal
 import sys
 import time
@@ -54,9 +55,12 @@ def running(source: GeneratedSource, workdir: Path | None = None) -> Iterator[St
             yield stack
 
 
+ENV_FILE = "env.sh"  # in the workdir: `source` it in any shell while the stack runs
+
+
 def exports(stack: Stack) -> list[str]:
     """Shell lines that point a shell's `ampbq` at the running stack."""
-    return [f"export {name}={value}" for name, value in sorted(stack.client_env().items())]
+    return [f"export {name}={shlex.quote(value)}" for name, value in sorted(stack.client_env().items())]
 
 
 def serve(source: GeneratedSource, workdir: Path | None, announce: Callable[[Stack], None],
@@ -65,6 +69,7 @@ def serve(source: GeneratedSource, workdir: Path | None, announce: Callable[[Sta
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # a kill stops the stack too
     signal.signal(signal.SIGINT, signal.default_int_handler)  # even when started in the background
     with running(source, workdir) as stack:
+        (stack.workdir / ENV_FILE).write_text("\n".join(exports(stack)) + "\n")
         started()
         announce(stack)
         sys.stdout.flush()

