@@ -20,6 +20,7 @@ from .shaping import Lineage
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="ampbq", message="%(prog)s %(version)s")
 def main() -> None:
     """Keep a complete, exact copy of Amplitude events in BigQuery."""
 
