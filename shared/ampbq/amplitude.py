@@ -35,6 +35,7 @@ def export_url(config: Config) -> str:
 
 def download(session: requests.Session, config: Config, hours: HourRange, sink: BinaryIO) -> int:
     """Stream the export zip for `hours` into `sink`; return the number of bytes written."""
+    config.require_amplitude_keys()
     params = {"start": api_hour(hours.start), "end": api_hour(hours.end)}
     auth = (config.amplitude_api_key, config.amplitude_secret_key)
     try:

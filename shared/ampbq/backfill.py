@@ -15,11 +15,11 @@ from datetime import date, datetime, timedelta, timezone
 from typing import Callable
 
 import requests
-from google.api_core.exceptions import GoogleAPICallError
+from google.api_core.exceptions import GoogleAPICallError, GoogleAPIError
 from google.cloud import bigquery, storage
 
 from . import bigquery as bq_adapter
-from . import inventory, load, naming, steps
+from . import calls, inventory, load, naming, steps
 from .config import Config
 from .errors import AmpbqError, Ignored, PermanentError
 from .events import StorageObject
@@ -81,12 +81,16 @@ def publish(project: str, topic: str, bodies: list[dict]) -> list[str]:
 
     publisher = pubsub_v1.PublisherClient()
     path = publisher.topic_path(project, topic)
-    futures = [publisher.publish(path, json.dumps(body).encode()) for body in bodies]
-    return [future.result(timeout=60) for future in futures]
+    futures = [publisher.publish(path, json.dumps(body).encode(), **calls.publish()) for body in bodies]
+    try:
+        return [future.result(timeout=calls.result_seconds(60)) for future in futures]
+    except (GoogleAPIError, TimeoutError) as error:
+        # gRPC errors carry no URL: name the service here.
+        raise calls.unreachable(error, "Pub/Sub", calls.pubsub_endpoint()) or error
 
 
 def _generation(bucket: storage.Bucket, name: str) -> int | None:
-    blob = bucket.get_blob(name)
+    blob = bucket.get_blob(name, **calls.storage())
     return blob.generation if blob else None
 
 
@@ -148,7 +152,7 @@ def wait(runs: list[Run], bucket: storage.Bucket, bq: bigquery.Client, config: C
 
 def check(run: Run, bucket: storage.Bucket, bq: bigquery.Client, config: Config) -> None:
     if _generation(bucket, naming.manifest_name(run.hours)) in (None, run.manifest_before):
-        dead = bucket.get_blob(_export_dead_letter(run.hours))
+        dead = bucket.get_blob(_export_dead_letter(run.hours), **calls.storage())
         if dead is not None and dead.generation != run.dead_letter_before:
             run.error = "export failed: " + inventory.error_text(dead)
             run.done = True

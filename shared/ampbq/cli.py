@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
 from datetime import datetime, timezone
@@ -14,12 +15,13 @@ from . import allocator
 from . import backfill as backfills
 from . import inventory, naming, rejects as quarantine, render, reprocess as redrops, status as states
 from . import transform as core
-from .cli_options import Ops, cloud_command, range_options, span, wait_options
+from .cli_options import Group, Ops, cloud_command, range_options, span, wait_options
+from .errors import PermanentError
 from .naming import HourRange
 from .shaping import Lineage
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="ampbq", message="%(prog)s %(version)s")
 def main() -> None:
     """Keep a complete, exact copy of Amplitude events in BigQuery."""
@@ -83,7 +85,7 @@ def demo(day, zip_path, events_per_hour, parts_per_hour, timeout, amplitude_url,
     sys.exit(0 if report.ok else 1)
 
 
-_AMPLITUDE_FILE = re.compile(r"_(\d{4}-\d{2}-\d{2})_(\d{1,2})#\d+\.json\.gz$")
+_AMPLITUDE_FILE = re.compile(r"_(\d{4}-\d{2}-\d{2})_(\d{1,2})#\d+\.json(\.gz)?$")
 
 
 def hour_from_name(path: Path) -> datetime | None:
@@ -102,22 +104,33 @@ def hour_from_name(path: Path) -> datetime | None:
 @click.argument("dst", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--hour", type=click.DateTime(["%Y-%m-%dT%H"]), help="Upload hour, if SRC's name does not say it.")
 def transform_command(src: Path, dst: Path, hour) -> None:
-    """Run the transform step on local files: gzip NDJSON in, BigQuery-ready NDJSON out.
+    """Run the transform step on local files: NDJSON in (gzip or plain), BigQuery-ready NDJSON out.
 
-    Rejected lines go beside DST, as DST with the suffix .rejects.json.
+    Rejected lines go beside DST, as DST with the suffix .rejects.json. SRC is only read: a DST
+    (or rejects file) that is SRC is refused.
 
     Example:
 
         ampbq transform 203138_2020-11-24_9#627.json.gz rows.json
+        ampbq transform sample.json rows.json --hour 2024-01-31T05
     """
     upload_hour = hour.replace(tzinfo=timezone.utc) if hour else hour_from_name(src)
     if upload_hour is None:
         raise click.UsageError(f"cannot tell the upload hour from {src.name}; pass --hour YYYY-MM-DDTHH")
     rejects_path = dst.with_name(dst.name.removesuffix(".json") + ".rejects.json")
+    for written in (dst, rejects_path):
+        if _same_file(src, written):
+            raise click.UsageError(f"{written} is the same file as SRC {src}; the transform would overwrite its "
+                                   "input: choose another DST")
+    if not dst.parent.is_dir():
+        raise click.ClickException(f"cannot write {dst}: directory {dst.parent} does not exist")
     lineage = Lineage(upload_hour, src.resolve().as_uri(), 0)
     allocator.keep_freed_buffers()
-    with open(src, "rb") as raw, open(dst, "wb") as out, core.LazyWriter(lambda: open(rejects_path, "wb")) as rejects:
-        counts = core.transform_stream(core.open_gzip(raw), out, rejects, lineage)
+    try:
+        with open(src, "rb") as raw, open(dst, "wb") as out, core.LazyWriter(lambda: open(rejects_path, "wb")) as rejects:
+            counts = core.transform_stream(core.open_local(raw), out, rejects, lineage)
+    except OSError as error:
+        raise click.ClickException(f"{error.filename or dst}: {error.strerror or error}") from None
     if not counts.rejected:
         rejects_path.unlink(missing_ok=True)
     else:
@@ -125,29 +138,40 @@ def transform_command(src: Path, dst: Path, hour) -> None:
     click.echo(f"transform: events={counts.events} rows={counts.rows} rejected={counts.rejected}")
 
 
+def _same_file(src: Path, other: Path) -> bool:
+    """Whether `other` is `src` under another spelling (a symlink, .., a hard link)."""
+    try:
+        return other.exists() and os.path.samefile(src, other)
+    except OSError:
+        return False
+
+
 # ------------------------------------------------------------------ operating it
 # These commands work against the cloud (application default credentials) and the local stack
 # alike: the clients honour STORAGE_EMULATOR_HOST, BIGQUERY_EMULATOR_HOST, PUBSUB_EMULATOR_HOST.
-def show_statuses(ops: Ops, hours: HourRange, only: set | None = None) -> int:
+def show_statuses(ops: Ops, hours: HourRange, only: set | None = None, wide: bool = False) -> int:
     """Print the status table of `hours` (or of the `only` hours among them); return the exit code."""
     found = inventory.read(ops.bucket, ops.bq, ops.config, hours)
     statuses = [states.classify(e) for e in found.hours if only is None or e.hour in only]
-    render.console().print(render.status_table(statuses, render.span_label(hours)))
+    console = render.console(wide=wide)
+    console.print(render.status_table(statuses, render.span_label(hours), console.width))
     for warning in found.warnings:
         click.echo(f"warning: {warning}", err=True)
     click.echo(states.summary_line(statuses, str(hours)))
     return states.exit_code(statuses)
 
 
-def after_redrop(ops: Ops, done: list, stage: str, wait: bool, timeout: float, poll: float, stderr: bool = False) -> int:
+def after_redrop(ops: Ops, done: list, stage: str, wait: bool, timeout: float, poll: float, stderr: bool = False,
+                 wide: bool = False) -> int:
     """Show what was re-dropped, wait for those hours to settle, show them; return the exit code."""
-    render.console(stderr=stderr).print(render.redrop_table(done, stage))
+    console = render.console(stderr=stderr, wide=wide)
+    console.print(render.redrop_table(done, stage, console.width))
     dropped = [r.hour for r in done if not r.error]
     code = states.EXIT_PROBLEM if len(dropped) < len(done) else states.EXIT_COMPLETE
     if wait and dropped:
         with render.progress("hours settled") as update:
             settled = redrops.wait(dropped, ops.bucket, ops.bq, ops.config, timeout, poll, update)
-        shown = show_statuses(ops, HourRange(min(dropped), max(dropped)), set(dropped))
+        shown = show_statuses(ops, HourRange(min(dropped), max(dropped)), set(dropped), wide)
         code = max(code, shown if settled is not None else states.EXIT_PENDING)
     return code
 
@@ -165,8 +189,12 @@ def backfill(ops: Ops, start, end, hours, local, topic, wait, timeout, poll) -> 
 
     Publishes {"date": ...} (or, with --hours, {"start": ..., "end": ...}) per day to the run
     topic, so the deployed chain does the days in parallel, then shows a progress bar until
-    every day has landed. Refuses hours that are not over yet. Exit status: 0 all landed,
-    1 a day or hour failed, 3 still running at --timeout.
+    every day has landed. Refuses hours that are not over yet (exit 2). With --local it exports
+    here, and needs AMPLITUDE_API_KEY and AMPLITUDE_SECRET_KEY. Exit status: 0 all landed,
+    1 a day or hour failed, 2 wrong usage, 3 still running at --timeout.
+
+    Waits at most 30 s in all for Cloud Storage, BigQuery or Pub/Sub to answer a call, then
+    says which could not be reached (AMPBQ_CONNECT_TIMEOUT_SECONDS sets another bound).
 
     Example:
 
@@ -177,8 +205,13 @@ def backfill(ops: Ops, start, end, hours, local, topic, wait, timeout, poll) -> 
         span_hours = backfills.parse_hours(hours) if hours else None
     except ValueError as why:
         raise click.BadParameter(str(why), param_hint="--hours") from None
-    plan = backfills.plan(start.date(), (end or start).date(), span_hours, datetime.now(timezone.utc),
-                          ops.config.min_data_age_hours)
+    try:
+        plan = backfills.plan(start.date(), (end or start).date(), span_hours, datetime.now(timezone.utc),
+                              ops.config.min_data_age_hours)
+    except PermanentError as why:  # a range that ends before it starts, or is not over yet
+        raise click.UsageError(str(why)) from None
+    if local:
+        ops.config.require_amplitude_keys()
     for warning in plan.warnings:
         click.echo(f"warning: {warning}", err=True)
     runs = backfills.snapshot(ops.bucket, plan.ranges)
@@ -208,13 +241,17 @@ def backfill(ops: Ops, start, end, hours, local, topic, wait, timeout, poll) -> 
 @click.option("--date", "day", type=click.DateTime(["%Y-%m-%d"]), help="Every hour of this UTC day that has an object.")
 @click.option("--from", "stage", type=click.Choice(sorted(redrops.STAGES)), default="export", show_default=True,
               help="export: transform and load again; import: load again.")
+@click.option("--wide", is_flag=True, help="Every column of the table, however wide; a narrower terminal gets the main ones.")
 @wait_options(2.0)
-def reprocess(ops: Ops, hour_list, day, stage, wait, timeout, poll) -> None:
+def reprocess(ops: Ops, hour_list, day, stage, wait, timeout, poll, wide) -> None:
     """Run the chain again for exactly these hours, replacing their rows.
 
     Rewrites each hour's object under export/ (or import/) onto itself: a new generation, which
     the chain processes like a new object. An hour without an object under export/ cannot be
-    reprocessed: re-export it with `ampbq backfill --hours`.
+    reprocessed: re-export it with `ampbq backfill --hours`. Exit status as `ampbq status`.
+
+    Waits at most 30 s in all for Cloud Storage, BigQuery or Pub/Sub to answer a call, then
+    says which could not be reached (AMPBQ_CONNECT_TIMEOUT_SECONDS sets another bound).
 
     Example:
 
@@ -229,19 +266,27 @@ def reprocess(ops: Ops, hour_list, day, stage, wait, timeout, poll) -> None:
             raise click.ClickException(f"no objects under {stage}/{day:%Y-%m-%d}/; re-export the day with ampbq backfill")
     else:
         hours = sorted({h.replace(tzinfo=timezone.utc) for h in hour_list})
-    sys.exit(after_redrop(ops, redrops.reprocess(ops.bucket, hours, stage), stage, wait, timeout, poll))
+    sys.exit(after_redrop(ops, redrops.reprocess(ops.bucket, hours, stage), stage, wait, timeout, poll, wide=wide))
 
 
 @main.command()
 @cloud_command
 @range_options
 @click.option("--json", "as_json", is_flag=True, help="One JSON document: every hour and the summary.")
-def status(ops: Ops, day, start, end, as_json) -> None:
+@click.option("--wide", is_flag=True, help="Every column of the table, however wide; a narrower terminal gets the main ones.")
+def status(ops: Ops, day, start, end, as_json, wide) -> None:
     """Show, per upload hour, what is in GCS and BigQuery and whether the hour is complete.
 
     States: loaded, no data (Amplitude had nothing for the hour), pending (the chain is on it),
-    MISSING, FAILED (a step gave up; see deadletter/), MISMATCH (counts disagree). Exit status:
-    0 every hour loaded or no data, 1 any MISSING/FAILED/MISMATCH, 3 only pending remain.
+    not over (the hour has not ended), not ready (over, but Amplitude has all of an hour only
+    AMPBQ_MIN_DATA_AGE_HOURS, 2 h, after it ends), MISSING, FAILED (a step gave up; see
+    deadletter/), MISMATCH (counts disagree).
+
+    Exit codes: 0 every hour loaded or no data; 1 any MISSING, FAILED or MISMATCH, or an error;
+    2 wrong usage; 3 the rest are pending, not over or not ready (ask again later).
+
+    Waits at most 30 s in all for Cloud Storage, BigQuery or Pub/Sub to answer a call, then
+    says which could not be reached (AMPBQ_CONNECT_TIMEOUT_SECONDS sets another bound).
 
     Example:
 
@@ -250,7 +295,7 @@ def status(ops: Ops, day, start, end, as_json) -> None:
     """
     hours = span(day, start, end)
     if not as_json:
-        sys.exit(show_statuses(ops, hours))
+        sys.exit(show_statuses(ops, hours, wide=wide))
     found = inventory.read(ops.bucket, ops.bq, ops.config, hours)
     statuses = [states.classify(e) for e in found.hours]
     click.echo(json.dumps(states.document(str(hours), statuses, found.warnings), indent=1, default=str))
@@ -263,13 +308,17 @@ def status(ops: Ops, day, start, end, as_json) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Every record as one JSON line.")
 @click.option("--limit", default=50, show_default=True, help="Lines to show in the table.")
 @click.option("--replay", is_flag=True, help="Reprocess the hours that have rejects, from export/, with the code deployed now.")
+@click.option("--wide", is_flag=True, help="Every column of the table, however wide; a narrower terminal gets the main ones.")
 @wait_options(2.0)
-def rejects(ops: Ops, day, start, end, as_json, limit, replay, wait, timeout, poll) -> None:
+def rejects(ops: Ops, day, start, end, as_json, limit, replay, wait, timeout, poll, wide) -> None:
     """List the lines transform quarantined, with the reason for each; replay them after a fix.
 
     Replay reprocesses each hour that has rejects from its export object: the load replaces
     an hour as a whole, so re-feeding only the rejected lines would drop the hour's good rows.
     Deploy the fix first; lines the new code still refuses stay in rejects/.
+
+    Waits at most 30 s in all for Cloud Storage, BigQuery or Pub/Sub to answer a call, then
+    says which could not be reached (AMPBQ_CONNECT_TIMEOUT_SECONDS sets another bound).
 
     Example:
 
@@ -282,12 +331,14 @@ def rejects(ops: Ops, day, start, end, as_json, limit, replay, wait, timeout, po
         for record in records:
             click.echo(json.dumps(record.as_json()))
     else:
-        render.console().print(render.rejects_table(records, limit))
+        console = render.console(wide=wide)
+        console.print(render.rejects_table(records, limit, console.width))
         for kind, n in quarantine.by_kind(records).most_common():
             click.echo(f"{n:>8}  {kind}")
     click.echo(f"rejects: {hours} hours={len({r.hour for r in records})} lines={len(records)}", err=as_json)
     if replay and records:
-        sys.exit(after_redrop(ops, quarantine.replay(ops.bucket, records), "export", wait, timeout, poll, stderr=as_json))
+        sys.exit(after_redrop(ops, quarantine.replay(ops.bucket, records), "export", wait, timeout, poll, stderr=as_json,
+                              wide=wide))
 
 
 @main.command()

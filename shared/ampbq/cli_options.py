@@ -4,26 +4,74 @@ library errors turned into clean click errors (the only place that happens)."""
 from __future__ import annotations
 
 import functools
+import inspect
 import os
 from datetime import date, datetime, timezone
 from functools import cached_property
 
 import click
-from google.api_core.exceptions import GoogleAPICallError
-from google.auth.exceptions import DefaultCredentialsError
+import requests
+import urllib3.exceptions
+from google.api_core.exceptions import GoogleAPIError
+from google.auth.exceptions import GoogleAuthError
 
 from . import bigquery as bq_adapter
-from . import gcs
+from . import calls, gcs
 from .config import Config
 from .errors import AmpbqError
 from .naming import HourRange
 
 
-class Ops:
-    """One invocation's configuration, and its clients, made when first used."""
+def keep_examples(text: str | None) -> str | None:
+    """Help text whose indented blocks (the examples) click prints as they are, one line each.
 
-    def __init__(self, config: Config):
-        self.config = config
+    click rewraps every paragraph; a paragraph after a line holding only \\b is left alone. This
+    puts that marker before each indented paragraph that has none.
+    """
+    if not text:
+        return text
+    paragraphs = inspect.cleandoc(text).split("\n\n")
+    for n, paragraph in enumerate(paragraphs):
+        if paragraph[:1].isspace() and not paragraph.lstrip(" ").startswith("\b"):
+            paragraphs[n] = "\b\n" + paragraph
+    return "\n\n".join(paragraphs)
+
+
+class UsageLine(click.ClickException):
+    """Wrong usage, told in one line like every other error (click's own form takes three), exit 2."""
+
+    exit_code = 2
+
+    def __init__(self, error: click.UsageError):
+        where = f" (see '{error.ctx.command_path} --help')" if error.ctx is not None else ""
+        super().__init__(error.format_message() + where)
+
+
+class Group(click.Group):
+    """The `ampbq` group: every command added to it prints its examples one per line, and any
+    command's wrong usage is one line `Error: …` (exit 2)."""
+
+    def add_command(self, cmd: click.Command, name: str | None = None) -> None:
+        cmd.help = keep_examples(cmd.help)
+        super().add_command(cmd, name)
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except click.UsageError as error:
+            raise UsageLine(error) from None
+
+
+class Ops:
+    """One invocation's configuration, and its clients, made when first used (so a command
+    checks its usage before the environment)."""
+
+    def __init__(self, env: dict[str, str]):
+        self.env = env
+
+    @cached_property
+    def config(self) -> Config:
+        return Config.from_env(self.env)
 
     @cached_property
     def bucket(self):
@@ -34,20 +82,42 @@ class Ops:
         return bq_adapter.client(self.config)
 
 
+# Errors of the client libraries and their transports: each ends the command with one line.
+_LIBRARY_ERRORS = (AmpbqError, GoogleAPIError, GoogleAuthError, requests.RequestException, urllib3.exceptions.HTTPError,
+                   OSError)
+
+
 def cloud_command(function):
-    """--bucket/--project over the environment, and library errors as clean messages (exit 1)."""
+    """--bucket/--project over the environment, every call to Cloud Storage, BigQuery and Pub/Sub
+    bounded in time (calls.py), and library errors as one clean line (exit 1)."""
 
     @click.option("--project", help="Google Cloud project [default: $AMPBQ_PROJECT].")
     @click.option("--bucket", help="Data bucket [default: $AMPBQ_BUCKET].")
     @functools.wraps(function)
     def wrapper(bucket, project, **kwargs):
         overrides = {k: v for k, v in (("AMPBQ_BUCKET", bucket), ("AMPBQ_PROJECT", project)) if v}
+        env = {**os.environ, **overrides}
         try:
-            return function(Ops(Config.from_env({**os.environ, **overrides})), **kwargs)
-        except (AmpbqError, GoogleAPICallError, DefaultCredentialsError) as error:
-            raise click.ClickException(str(error).splitlines()[0]) from None
+            with calls.bounded(calls.seconds_from_env(env)):
+                return function(Ops(env), **kwargs)
+        except BrokenPipeError:
+            raise  # the reader went away (`| head`): click exits quietly
+        except _LIBRARY_ERRORS as error:
+            raise click.ClickException(error_line(error)) from None
 
     return wrapper
+
+
+def error_line(error: BaseException) -> str:
+    """One line for a person: the service that could not be reached, or the error's first line."""
+    found = calls.unreachable(error)
+    if found is not None:
+        return str(found)
+    text = str(error).strip()
+    if isinstance(error, GoogleAPIError) and not text:
+        text = type(error).__name__
+    first = text.splitlines()[0] if text else type(error).__name__
+    return first if len(first) <= 300 else first[:299] + "…"
 
 
 class HourOrDay(click.ParamType):

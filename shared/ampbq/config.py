@@ -34,6 +34,19 @@ class Config:
     # that died (steps._Lease); it is renewed before each commit.
     load_lease_seconds: float = 60.0
 
+    def unset_amplitude_keys(self) -> list[str]:
+        """The Export API credentials' variables that are empty: an export cannot run without both."""
+        return [name for name, value in (("AMPLITUDE_API_KEY", self.amplitude_api_key),
+                                         ("AMPLITUDE_SECRET_KEY", self.amplitude_secret_key)) if not value]
+
+    def require_amplitude_keys(self) -> None:
+        """Refuse to export with a key unset (Amplitude would answer 401, read as refused credentials)."""
+        unset = self.unset_amplitude_keys()
+        if unset:
+            verb = "is" if len(unset) == 1 else "are"
+            raise PermanentError(f"{' and '.join(unset)} {verb} not set; the Export API needs the Amplitude "
+                                 "project's API key and secret key")
+
     @property
     def table_id(self) -> str:
         return f"{self.project}.{self.dataset}.{self.table}"
@@ -62,9 +75,17 @@ class Config:
             amplitude_api_key=env.get("AMPLITUDE_API_KEY", ""),
             amplitude_secret_key=env.get("AMPLITUDE_SECRET_KEY", ""),
             bigquery_emulator_host=env.get("BIGQUERY_EMULATOR_HOST", ""),
-            min_data_age_hours=float(env.get("AMPBQ_MIN_DATA_AGE_HOURS", "2")),
-            http_attempts=int(env.get("AMPBQ_HTTP_ATTEMPTS", "5")),
-            http_backoff_seconds=float(env.get("AMPBQ_HTTP_BACKOFF_SECONDS", "2")),
-            export_budget_seconds=float(env.get("AMPBQ_EXPORT_BUDGET_SECONDS", "300")),
-            load_lease_seconds=float(env.get("AMPBQ_LOAD_LEASE_SECONDS", "60")),
+            min_data_age_hours=_number(env, "AMPBQ_MIN_DATA_AGE_HOURS", "2", float),
+            http_attempts=_number(env, "AMPBQ_HTTP_ATTEMPTS", "5", int),
+            http_backoff_seconds=_number(env, "AMPBQ_HTTP_BACKOFF_SECONDS", "2", float),
+            export_budget_seconds=_number(env, "AMPBQ_EXPORT_BUDGET_SECONDS", "300", float),
+            load_lease_seconds=_number(env, "AMPBQ_LOAD_LEASE_SECONDS", "60", float),
         )
+
+
+def _number(env: Mapping[str, str], name: str, default: str, kind: type):
+    text = env.get(name) or default
+    try:
+        return kind(text)
+    except ValueError:
+        raise PermanentError(f"{name} must be {'a whole number' if kind is int else 'a number'}, not {text!r}") from None

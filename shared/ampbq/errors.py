@@ -33,3 +33,12 @@ class TooLarge(AmpbqError):
 
 class NotReady(PermanentError):
     """The range ends too recently for Amplitude to have all its data."""
+
+
+class Unreachable(AmpbqError):
+    """A service did not answer the command line within its bound (see calls.py)."""
+
+    def __init__(self, service: str, endpoint: str, reason: str, seconds: float | None = None):
+        self.service, self.endpoint, self.reason, self.seconds = service, endpoint, reason, seconds
+        after = f" after {seconds:g} s" if seconds is not None else ""
+        super().__init__(f"cannot reach {service} at {endpoint} ({reason}){after}")

@@ -34,10 +34,11 @@ def current(bucket: storage.Bucket, name: str) -> storage.Blob | None:
 
 
 @contextlib.contextmanager
-def reader(bucket: storage.Bucket, name: str, generation: int | None = None) -> Iterator[BinaryIO]:
-    """Read one generation of an object through ranged requests of CHUNK bytes."""
+def reader(bucket: storage.Bucket, name: str, generation: int | None = None, **options) -> Iterator[BinaryIO]:
+    """Read one generation of an object through ranged requests of CHUNK bytes (`options`:
+    retry= and timeout= for each request)."""
     blob = bucket.blob(name, generation=generation)
-    with blob.open("rb", chunk_size=CHUNK) as stream:
+    with blob.open("rb", chunk_size=CHUNK, **options) as stream:
         yield stream
 
 

@@ -17,10 +17,11 @@ from google.api_core import exceptions as gexc
 from google.cloud import bigquery, storage
 
 from . import bigquery as bq_adapter
-from . import gcs, naming
+from . import calls, gcs, naming
 from .config import Config
 from .load import timestamp_literal
 from .naming import HourRange
+from .errors import PermanentError
 from .status import HourEvidence, LedgerEntry, ObjectInfo
 
 # Cloud Functions retries a failing event for up to 24 hours.
@@ -50,7 +51,7 @@ def read(bucket: storage.Bucket, bq: bigquery.Client, config: Config, hours: Hou
     imports = _listed(bucket, [f"{naming.IMPORT_PREFIX}{d}/" for d in days], naming.parse_import_object)
     coverage = ExportCoverage.read(bucket, hours, needed=[h for h in hours.hours() if h not in sources])
     failures = _step_failures(bucket, days, sources, imports)
-    ledger, table_rows, fingerprints = _bigquery(bq, config, hours, counts, warnings)
+    ledger, table_rows, fingerprints = _bigquery(bq, config, hours, counts, warnings, waiting=bool(imports))
     evidence = []
     now = datetime.now(timezone.utc)
     for hour in hours.hours():
@@ -61,6 +62,7 @@ def read(bucket: storage.Bucket, bq: bigquery.Client, config: Config, hours: Hou
             archives=coverage.archives(hour),
             exported=True if hour in sources else coverage.exported(hour), failures=failed,
             exporting=coverage.exporting(hour, now), refused=coverage.refused(hour),
+            now=now, min_data_age_hours=config.min_data_age_hours,
         ))
     return Inventory(evidence, warnings)
 
@@ -68,7 +70,7 @@ def read(bucket: storage.Bucket, bq: bigquery.Client, config: Config, hours: Hou
 def _listed(bucket: storage.Bucket, prefixes: list[str], parse) -> dict[datetime, ObjectInfo]:
     found = {}
     for prefix in prefixes:
-        for blob in bucket.list_blobs(prefix=prefix):
+        for blob in bucket.list_blobs(prefix=prefix, **calls.storage()):
             hour = parse(blob.name)
             if hour is not None:
                 found[hour] = object_info(blob)
@@ -92,11 +94,12 @@ class ExportCoverage:
         coverage = cls(bucket)
         # A run's archives sit under its first day; a range may start the day before.
         for day in [hours.start.date() - timedelta(days=1), *days_of(hours)]:
-            for blob in bucket.list_blobs(prefix=f"{naming.RAW_PREFIX}{day}/"):
+            for blob in bucket.list_blobs(prefix=f"{naming.RAW_PREFIX}{day}/", **calls.storage()):
                 coverage._add_raw(blob, hours)
         if needed:
             for day in [hours.start.date() - timedelta(days=1), *days_of(hours)]:
-                for blob in bucket.list_blobs(prefix=f"{naming.DEAD_LETTER_PREFIX}export/{day:%Y%m%d}"):
+                for blob in bucket.list_blobs(prefix=f"{naming.DEAD_LETTER_PREFIX}export/{day:%Y%m%d}",
+                                               **calls.storage()):
                     coverage._add_dead_letter(blob, hours)
         return coverage
 
@@ -113,7 +116,7 @@ class ExportCoverage:
         if kind in ("started.json", "split.json"):
             self.attempts.append((span, object_info(blob)))
             return
-        record = json.loads(blob.download_as_bytes())
+        record = json.loads(blob.download_as_bytes(**calls.storage()))
         written = record.get("hours", {})
         with_data = frozenset(h for h in map(naming.parse_hour_object, written) if h is not None)
         self.manifests.append((span, object_info(blob), with_data))
@@ -189,7 +192,7 @@ class ExportCoverage:
         """The hours an archive has entries for (its central directory only; ranged reads)."""
         if name not in self._entries:
             hours = set()
-            with gcs.reader(self.bucket, name) as raw:
+            with gcs.reader(self.bucket, name, **calls.storage()) as raw:
                 for entry in zipfile.ZipFile(raw).namelist():
                     try:
                         hours.add(naming.parse_zip_entry(entry).hour)
@@ -209,7 +212,7 @@ def _hour_of(text: str | None) -> datetime | None:
 def error_text(blob: storage.Blob) -> str:
     """The `error` of a dead-letter record (entry._record_dead_letter writes them)."""
     try:
-        return str(json.loads(blob.download_as_bytes()).get("error", "see the dead-letter record"))
+        return str(json.loads(blob.download_as_bytes(**calls.storage())).get("error", "see the dead-letter record"))
     except (ValueError, gexc.NotFound):
         return f"see {blob.name}"
 
@@ -220,12 +223,26 @@ def _step_failures(bucket, days, sources: dict, imports: dict) -> dict[datetime,
     found: dict[datetime, tuple[str, ...]] = {}
     for step, prefix in (("transform", naming.EXPORT_PREFIX), ("load", naming.IMPORT_PREFIX)):
         for day in days:
-            for blob in bucket.list_blobs(prefix=f"{naming.DEAD_LETTER_PREFIX}{step}/{prefix}{day}/"):
+            for blob in bucket.list_blobs(prefix=f"{naming.DEAD_LETTER_PREFIX}{step}/{prefix}{day}/", **calls.storage()):
                 parsed = naming.parse_object_dead_letter(blob.name)
                 hour = live.get(parsed[1:]) if parsed else None
                 if hour is not None:
                     found[hour] = found.get(hour, ()) + (f"{step}: {error_text(blob)}",)
     return found
+
+
+def missing_table(bq, config: Config) -> str | None:
+    """Which of the dataset, the ledger and the events table does not exist, in words (None: all do)."""
+    try:
+        bq.get_dataset(f"{config.project}.{config.dataset}", **calls.bigquery())
+    except gexc.NotFound:
+        return f"dataset {config.project}.{config.dataset} (AMPBQ_DATASET={config.dataset})"
+    for table in (config.ledger_table_id, config.table_id):
+        try:
+            bq.get_table(table, **calls.bigquery())
+        except gexc.NotFound:
+            return f"table {table}"
+    return None
 
 
 def ledger_sql(config: Config, hours: HourRange, counts: bool) -> str:
@@ -245,11 +262,20 @@ FROM ledger AS l FULL OUTER JOIN counts AS c ON l.upload_hour = c.upload_hour
 ORDER BY hour"""
 
 
-def _bigquery(bq, config: Config, hours: HourRange, counts: bool, warnings: list[str]):
+def _bigquery(bq, config: Config, hours: HourRange, counts: bool, warnings: list[str], waiting: bool):
+    """The ledger and the table's counts. A table that does not exist is an error when import
+    objects of the range wait to be loaded into it (a mistyped dataset would otherwise leave
+    those hours pending for ever); before anything was loaded (the local stack's load step makes
+    the tables on its first load) it is a warning."""
     try:
-        rows = [dict(row) for row in bq.query(ledger_sql(config, hours, counts)).result()]
+        job = bq.query(ledger_sql(config, hours, counts), **calls.query())
+        rows = [dict(row) for row in job.result(**calls.query_result())]
     except gexc.NotFound as missing:
-        warnings.append(f"BigQuery tables not found ({missing.message}); nothing has been loaded yet")
+        what = missing_table(bq, config) or f"table ({str(missing.message).splitlines()[0]})"
+        if waiting:
+            raise PermanentError(f"BigQuery {what} does not exist, though {hours} has import objects for it to hold; "
+                                 "check AMPBQ_PROJECT, AMPBQ_DATASET and AMPBQ_TABLE") from None
+        warnings.append(f"BigQuery {what} does not exist; nothing has been loaded into it")
         return {}, {}, {}
     except gexc.GoogleAPICallError as error:
         raise bq_adapter.classify(error) from error

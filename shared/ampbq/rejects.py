@@ -16,7 +16,7 @@ from datetime import datetime
 
 from google.cloud import storage
 
-from . import naming
+from . import calls, naming
 from .naming import HourRange
 from .reprocess import Redrop, reprocess
 
@@ -75,12 +75,12 @@ def read(bucket: storage.Bucket, hours: HourRange) -> list[Reject]:
     """Every reject record of the range's hours, in hour and line order."""
     found = []
     for day in sorted({h.date() for h in hours.hours()}):
-        for blob in bucket.list_blobs(prefix=f"{naming.REJECTS_PREFIX}{day}/"):
+        for blob in bucket.list_blobs(prefix=f"{naming.REJECTS_PREFIX}{day}/", **calls.storage()):
             hour = parse_hour(blob.name)
             if hour is None or hour not in hours:
                 continue
             generation = (blob.metadata or {}).get("source_generation", "")
-            found.extend(parse_records(hour, blob.download_as_bytes(), generation))
+            found.extend(parse_records(hour, blob.download_as_bytes(**calls.storage()), generation))
     return sorted(found, key=lambda r: (r.hour, r.line))
 
 

@@ -18,7 +18,7 @@ from typing import Callable
 from google.api_core import exceptions as gexc
 from google.cloud import bigquery, storage
 
-from . import gcs, inventory, naming
+from . import calls, gcs, inventory, naming
 from .config import Config
 from .errors import PermanentError
 from .naming import HourRange
@@ -40,7 +40,7 @@ class Redrop:
 
 def redrop(bucket: storage.Bucket, name: str, now: datetime | None = None) -> tuple[int, int]:
     """Rewrite `name` onto itself; return (old generation, new generation)."""
-    source = bucket.get_blob(name)
+    source = bucket.get_blob(name, **calls.storage())
     if source is None:
         raise PermanentError(f"gs://{bucket.name}/{name} does not exist")
     target = bucket.blob(name)
@@ -51,7 +51,7 @@ def redrop(bucket: storage.Bucket, name: str, now: datetime | None = None) -> tu
     token = None
     try:
         while True:  # large objects may take several calls; same location and class is one
-            token, _, _ = target.rewrite(source, token=token, if_generation_match=source.generation)
+            token, _, _ = target.rewrite(source, token=token, if_generation_match=source.generation, **calls.storage())
             if token is None:
                 break
     except (gexc.PreconditionFailed, gexc.NotFound):
@@ -66,7 +66,7 @@ def reprocess(bucket: storage.Bucket, hours: list[datetime], stage: str) -> list
     done = []
     for hour in hours:
         name = STAGES[stage](hour)
-        if bucket.get_blob(name) is None:
+        if bucket.get_blob(name, **calls.storage()) is None:
             done.append(Redrop(hour, name, None, error=_MISSING_HINT[stage].format(hour=hour)))
             continue
         try:
@@ -89,7 +89,7 @@ def existing_hours(bucket: storage.Bucket, hours: HourRange, stage: str) -> list
     prefix = naming.EXPORT_PREFIX if stage == "export" else naming.IMPORT_PREFIX
     found = set()
     for day in inventory.days_of(hours):
-        for blob in bucket.list_blobs(prefix=f"{prefix}{day}/"):
+        for blob in bucket.list_blobs(prefix=f"{prefix}{day}/", **calls.storage()):
             hour = parse(blob.name)
             if hour is not None and hour in hours:
                 found.add(hour)

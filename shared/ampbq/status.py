@@ -12,6 +12,9 @@
 - pending   the chain is working on it: the import object or the ledger entry is for an older
             generation than the live object upstream of it, or an export run is part-way
             through a range that holds the hour (its attempt marker is under export/raw/).
+- not over  the hour has not ended yet: nothing can have been exported for it.
+- not ready the hour is over, but Amplitude's data for it is complete only `min_data_age_hours`
+            (2 h) after it ends, and the export refuses it until then.
 - MISSING   no hour object and nothing says the hour had no data: the export never ran for it,
             or it ran but did not write the hour object.
 - FAILED    a step gave up on the live generation (a dead-letter record exists for it), or
@@ -26,7 +29,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import Enum
 
 
@@ -34,6 +37,8 @@ class State(str, Enum):
     LOADED = "loaded"
     NO_DATA = "no_data"
     PENDING = "pending"
+    NOT_OVER = "not_over"
+    NOT_READY = "not_ready"
     MISSING = "missing"
     FAILED = "failed"
     MISMATCH = "mismatch"
@@ -50,6 +55,9 @@ PROBLEMS = frozenset({State.MISSING, State.FAILED, State.MISMATCH})
 COMPLETE = frozenset({State.LOADED, State.NO_DATA})
 # States that will not change until a person (or a new run) acts: what the waits wait for.
 SETTLED = COMPLETE | PROBLEMS
+# Not a problem yet: the hour is not over, or Amplitude may not have all of it (exit 3, like pending).
+TOO_EARLY = frozenset({State.NOT_OVER, State.NOT_READY})
+HOUR = timedelta(hours=1)
 
 EXIT_COMPLETE, EXIT_PROBLEM, EXIT_PENDING = 0, 1, 3
 
@@ -97,6 +105,8 @@ class HourEvidence:
     failures: tuple[str, ...] = ()  # dead-letter errors for the live generations (or the export)
     exporting: bool = False  # an export run is part-way through a range that holds the hour
     refused: tuple[str, ...] = ()  # zip entries with data for the hour that the export refused
+    now: datetime | None = None  # when the evidence was read (None: long after the hour)
+    min_data_age_hours: float = 2.0  # how long after its end Amplitude has all of an hour (config)
 
 
 @dataclass(frozen=True)
@@ -192,6 +202,9 @@ def _without_hour_object(e: HourEvidence) -> tuple[State, str]:
         return State.MISMATCH, f"{e.table_rows} rows in BigQuery but no hour object and no load recorded"
     if e.exported is False:
         return State.NO_DATA, "the export found no events for this hour"
+    early = _too_early(e)
+    if early is not None:
+        return early
     if e.failures:
         return State.FAILED, e.failures[0]
     if e.exporting:
@@ -199,6 +212,20 @@ def _without_hour_object(e: HourEvidence) -> tuple[State, str]:
     if e.exported:
         return State.MISSING, "the raw archive has this hour but no hour object was written"
     return State.MISSING, "no finished export covers this hour"
+
+
+def _too_early(e: HourEvidence) -> tuple[State, str] | None:
+    """NOT_OVER or NOT_READY for an hour nothing was exported for yet, because it is too recent."""
+    if e.now is None:
+        return None
+    ends = e.hour + HOUR
+    ready = ends + timedelta(hours=e.min_data_age_hours)
+    if e.now < ends:
+        return State.NOT_OVER, f"ends at {ends:%Y-%m-%d %H:%M} UTC; exportable from {ready:%Y-%m-%d %H:%M} UTC"
+    if e.now < ready:
+        return State.NOT_READY, (f"over; Amplitude has all of it {e.min_data_age_hours:g} h after its end: "
+                                 f"exportable from {ready:%Y-%m-%d %H:%M} UTC")
+    return None
 
 
 def count_problems(led: LedgerEntry, table_rows: int | None, imp: ObjectInfo | None = None,
@@ -226,7 +253,8 @@ def summary(statuses: list[HourStatus]) -> Counter:
 
 
 def exit_code(statuses: list[HourStatus]) -> int:
-    """0: every hour complete; 1: a person must act; 3: only work in progress remains."""
+    """0: every hour complete; 1: a person must act; 3: only work in progress, or hours too
+    recent to export (not over, not ready), remain."""
     states = {s.state for s in statuses}
     if states & PROBLEMS:
         return EXIT_PROBLEM

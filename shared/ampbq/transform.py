@@ -9,6 +9,7 @@ reject record (line number, reason, the raw line), so rows + rejected == events 
 from __future__ import annotations
 
 import base64
+import io
 import json
 import zlib
 from dataclasses import dataclass, field
@@ -373,6 +374,15 @@ class GzipStream:
 
 def open_gzip(fileobj: BinaryIO) -> GzipStream:
     return GzipStream(fileobj)
+
+
+GZIP_MAGIC = b"\x1f\x8b"
+
+
+def open_local(fileobj: io.BufferedReader) -> BinaryIO:
+    """A local file's lines: decompressed if it is gzip (it starts with 1f 8b), else as they are
+    (plain NDJSON, as samples usually come). The hour objects in GCS are always gzip."""
+    return open_gzip(fileobj) if fileobj.peek(2)[:2] == GZIP_MAGIC else fileobj
 
 
 class LazyWriter:

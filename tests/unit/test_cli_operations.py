@@ -46,7 +46,7 @@ def test_commands_without_configuration_fail_cleanly():
 
 def test_backfill_of_days_not_over_is_refused_before_touching_anything():
     result = CliRunner().invoke(main, ["backfill", "--start", "2999-01-01"], env=ENV)
-    assert result.exit_code == 1 and "not over yet" in result.output
+    assert result.exit_code == 2 and "not over yet" in result.output  # wrong usage: nothing was done
 
 
 def test_backfill_hours_must_be_a_span_of_the_day():
