@@ -98,12 +98,16 @@ def cloud_command(function):
         overrides = {k: v for k, v in (("AMPBQ_BUCKET", bucket), ("AMPBQ_PROJECT", project)) if v}
         env = {**os.environ, **overrides}
         try:
-            with calls.bounded(calls.seconds_from_env(env)):
+            seconds = calls.seconds_from_env(env)
+        except AmpbqError as error:
+            raise click.ClickException(str(error)) from None
+        with calls.bounded(seconds):  # error_line reads the bound
+            try:
                 return function(Ops(env), **kwargs)
-        except BrokenPipeError:
-            raise  # the reader went away (`| head`): click exits quietly
-        except _LIBRARY_ERRORS as error:
-            raise click.ClickException(error_line(error)) from None
+            except BrokenPipeError:
+                raise  # the reader went away (`| head`): click exits quietly
+            except _LIBRARY_ERRORS as error:
+                raise click.ClickException(error_line(error)) from None
 
     return wrapper
 

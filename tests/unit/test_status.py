@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import pytest
 
@@ -138,12 +138,45 @@ def test_rows_without_an_hour_object_or_a_load_are_a_mismatch():
     assert status.state is State.MISMATCH and "4 rows in BigQuery" in status.reason
 
 
+def test_hour_not_over_yet_is_not_over_rather_than_missing():
+    status = classify(HourEvidence(HOUR, table_rows=0, now=HOUR + timedelta(minutes=20)))
+    assert (status.state, status.state.label) == (State.NOT_OVER, "not over")
+    assert status.reason == "ends at 2022-01-05 08:00 UTC; exportable from 2022-01-05 10:00 UTC"
+    assert classify(HourEvidence(HOUR, table_rows=0, now=HOUR - timedelta(days=3))).state is State.NOT_OVER  # a future day
+
+
+def test_hour_over_but_within_the_data_age_is_not_ready():
+    status = classify(HourEvidence(HOUR, table_rows=0, now=HOUR + timedelta(hours=2, minutes=59)))
+    assert (status.state, status.state.label) == (State.NOT_READY, "not ready")
+    assert "exportable from 2022-01-05 10:00 UTC" in status.reason
+    later = HourEvidence(HOUR, table_rows=0, now=HOUR + timedelta(hours=6), min_data_age_hours=8)
+    assert classify(later).state is State.NOT_READY and "8 h after its end" in classify(later).reason
+    # The export refuses a range that is not ready: its dead letter does not make the hour FAILED.
+    refused = HourEvidence(HOUR, table_rows=0, failures=("export: not ready",), now=HOUR + timedelta(hours=2))
+    assert classify(refused).state is State.NOT_READY
+
+
+def test_hour_past_its_data_age_without_an_export_is_missing_again():
+    status = classify(HourEvidence(HOUR, table_rows=0, now=HOUR + timedelta(hours=3)))
+    assert status.state is State.MISSING
+
+
+def test_evidence_of_a_recent_hour_still_decides_over_its_age():
+    now = HOUR + timedelta(minutes=30)
+    assert classify(loaded_hour(now=now)).state is State.LOADED
+    assert classify(HourEvidence(HOUR, table_rows=0, exported=False, now=now)).state is State.NO_DATA
+    assert classify(HourEvidence(HOUR, table_rows=4, now=now)).state is State.MISMATCH
+
+
 @pytest.mark.parametrize("states, code", [
     ([State.LOADED, State.NO_DATA], EXIT_COMPLETE),
     ([State.LOADED, State.PENDING], EXIT_PENDING),
     ([State.PENDING, State.MISSING], EXIT_PROBLEM),
     ([State.LOADED, State.MISMATCH], EXIT_PROBLEM),
     ([State.FAILED], EXIT_PROBLEM),
+    ([State.LOADED, State.NOT_OVER], EXIT_PENDING),
+    ([State.NOT_READY, State.NOT_OVER], EXIT_PENDING),
+    ([State.NOT_READY, State.MISSING], EXIT_PROBLEM),
 ])
 def test_exit_code_gates_on_the_worst_state(states, code):
     from ampbq.status import HourStatus
