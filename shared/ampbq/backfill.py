@@ -15,7 +15,7 @@ from datetime import date, datetime, timedelta, timezone
 from typing import Callable
 
 import requests
-from google.api_core.exceptions import GoogleAPICallError, GoogleAPIError
+from google.api_core.exceptions import GoogleAPICallError
 from google.cloud import bigquery, storage
 
 from . import bigquery as bq_adapter
@@ -82,11 +82,7 @@ def publish(project: str, topic: str, bodies: list[dict]) -> list[str]:
     publisher = pubsub_v1.PublisherClient()
     path = publisher.topic_path(project, topic)
     futures = [publisher.publish(path, json.dumps(body).encode(), **calls.publish()) for body in bodies]
-    try:
-        return [future.result(timeout=calls.result_seconds(60)) for future in futures]
-    except (GoogleAPIError, TimeoutError) as error:
-        # gRPC errors carry no URL: name the service here.
-        raise calls.unreachable(error, "Pub/Sub", calls.pubsub_endpoint()) or error
+    return [future.result(timeout=calls.result_seconds(60)) for future in futures]
 
 
 def _generation(bucket: storage.Bucket, name: str) -> int | None:

@@ -127,23 +127,31 @@ def pubsub_endpoint() -> str:
     return os.environ.get("PUBSUB_EMULATOR_HOST") or "pubsub.googleapis.com"
 
 
-def unreachable(error: BaseException, service: str | None = None, endpoint: str | None = None) -> Unreachable | None:
+def unreachable(error: BaseException) -> Unreachable | None:
     """The service that did not answer, if that is what `error` says; None for any other error.
 
     The service and its address come from the failed request's URL (Cloud Storage, BigQuery,
-    Google's sign-in); gRPC errors (Pub/Sub) carry no URL, so their caller names them.
+    Google's sign-in). A gRPC error carries no URL: it is Pub/Sub's, the one gRPC client here.
     """
     chain = list(_chain(error))
     if not any(_is_connection_failure(e) for e in chain):
         return None
     url = next((e.request.url for e in chain if isinstance(getattr(e, "request", None), requests.PreparedRequest)
                 and e.request.url), None)
-    if url and service is None:
+    if url:
         service, endpoint = _service_of(url)
-    if service is None:
+    elif any(_from_grpc(e) for e in chain):
+        service, endpoint = "Pub/Sub", pubsub_endpoint()
+    else:
         return None
     timed_out = any(isinstance(e, (gexc.RetryError, concurrent.futures.TimeoutError)) for e in chain)
-    return Unreachable(service, endpoint or "?", _reason(chain), _bound.get() if timed_out else None)
+    return Unreachable(service, endpoint, _reason(chain), _bound.get() if timed_out else None)
+
+
+def _from_grpc(error: BaseException) -> bool:
+    import grpc  # only the Pub/Sub client brings it; loaded when such an error is at hand
+
+    return isinstance(error, gexc.GoogleAPICallError) and isinstance(error.response, grpc.RpcError)
 
 
 def _chain(error: BaseException) -> Iterator[BaseException]:

@@ -63,5 +63,23 @@ def test_wrong_credentials_fail_once_without_the_secret_in_the_message(stub, cap
     assert len(stub.requests) == 0  # refused before the range was even read
 
 
+@pytest.mark.parametrize("key, secret, named", [("", "s3cr3t-value", "AMPLITUDE_API_KEY is not set"),
+                                               ("key-1", "", "AMPLITUDE_SECRET_KEY is not set"),
+                                               ("", "", "AMPLITUDE_API_KEY and AMPLITUDE_SECRET_KEY are not set")])
+def test_an_unset_key_is_named_not_taken_for_refused_credentials(stub, key, secret, named):
+    unset = Config(bucket="b", project="p", amplitude_url=stub.url, amplitude_api_key=key, amplitude_secret_key=secret)
+    sent = []
+
+    class Session(requests.Session):
+        def request(self, *args, **kwargs):
+            sent.append(args)
+            return super().request(*args, **kwargs)
+
+    with pytest.raises(PermanentError) as failure:
+        amplitude.download(Session(), unset, DATASET.range, io.BytesIO())
+    assert str(failure.value).startswith(named) and "refused" not in str(failure.value)
+    assert sent == []  # Amplitude is not asked at all
+
+
 def test_config_repr_hides_the_secret(stub):
     assert "s3cr3t-value" not in repr(config(stub))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 
+import grpc
 import pytest
 import requests
 import urllib3.exceptions
@@ -74,13 +75,17 @@ def test_no_answer_and_an_unknown_host_are_said_as_such():
     assert calls.unreachable(unknown).reason == "host name not found"
 
 
-def test_grpc_errors_are_named_by_their_caller():
-    error = retried(gexc.ServiceUnavailable("failed to connect to all addresses; last error: UNKNOWN: "
-                                            "ipv4:127.0.0.1:9: Failed to connect to remote host: Connection refused"))
-    assert calls.unreachable(error) is None  # no URL says which service
+class RpcError(grpc.RpcError):
+    """What the gRPC channel raises (the real one is internal to grpc)."""
+
+
+def test_a_grpc_error_is_pubsub_the_one_grpc_client(monkeypatch):
+    monkeypatch.setenv("PUBSUB_EMULATOR_HOST", "127.0.0.1:9")
+    message = "failed to connect to all addresses; last error: UNKNOWN: ipv4:127.0.0.1:9: Connection refused"
+    error = retried(gexc.ServiceUnavailable(message, response=RpcError()))
     with calls.bounded(5):
-        found = calls.unreachable(error, "Pub/Sub", "127.0.0.1:9")
-    assert str(found) == "cannot reach Pub/Sub at 127.0.0.1:9 (connection refused) after 5 s"
+        assert str(calls.unreachable(error)) == "cannot reach Pub/Sub at 127.0.0.1:9 (connection refused) after 5 s"
+    assert calls.unreachable(retried(gexc.ServiceUnavailable(message))) is None  # neither a URL nor gRPC: unknown
 
 
 def test_a_service_that_answered_is_not_unreachable():
