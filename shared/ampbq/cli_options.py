@@ -55,6 +55,14 @@ class Group(click.Group):
         cmd.help = keep_examples(cmd.help)
         super().add_command(cmd, name)
 
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except click.UsageError as error:
+            if type(error).__name__ == "NoArgsIsHelpError":  # plain `ampbq`: click prints the help
+                raise
+            raise UsageLine(error) from None
+
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)

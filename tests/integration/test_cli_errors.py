@@ -209,6 +209,13 @@ def test_wrong_usage_exits_2_with_one_error_line(args, tmp_path):
     one_error_line(result)
 
 
+@pytest.mark.parametrize("args", [("--bogus",), ("statuz", "--date", "2023-03-01")])
+def test_wrong_usage_of_ampbq_itself_exits_2_with_one_error_line(args):
+    result, _ = ampbq(*args, env=offline_env(closed_port()))
+    assert result.returncode == 2
+    assert "(see 'ampbq --help')" in one_error_line(result)
+
+
 # ------------------------------------------------------------------ transform on local files
 EVENT = {"uuid": "a", "event_time": "2020-11-24 09:00:00.000000", "server_upload_time": "2020-11-24 09:00:01.000000"}
 LINES = json.dumps(EVENT).encode() + b"\n" + json.dumps(EVENT | {"uuid": "b"}).encode() + b"\n"
