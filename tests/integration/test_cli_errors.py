@@ -3,7 +3,7 @@ its exit status and its stderr checked. No traceback, no long wait: one line `Er
 exit 0 complete, 1 a problem or an error, 2 wrong usage, 3 not yet.
 
 Tests without the `stack` fixture need no service (they point the clients at closed ports);
-the others use the session's local stack. Upload days are in 2023 so no other test meets them.
+the others use the local stack the integration tests share. Upload days are in 2023 so no other test meets them.
 """
 
 from __future__ import annotations

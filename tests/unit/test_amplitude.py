@@ -70,13 +70,13 @@ def test_an_unset_key_is_named_not_taken_for_refused_credentials(stub, key, secr
     unset = Config(bucket="b", project="p", amplitude_url=stub.url, amplitude_api_key=key, amplitude_secret_key=secret)
     sent = []
 
-    class Session(requests.Session):
+    class Counting(requests.Session):
         def request(self, *args, **kwargs):
             sent.append(args)
             return super().request(*args, **kwargs)
 
     with pytest.raises(PermanentError) as failure:
-        amplitude.download(Session(), unset, DATASET.range, io.BytesIO())
+        amplitude.download(Counting(), unset, DATASET.range, io.BytesIO())
     assert str(failure.value).startswith(named) and "refused" not in str(failure.value)
     assert sent == []  # Amplitude is not asked at all
 

@@ -18,12 +18,12 @@ HOUR = datetime(2024, 1, 31, 5, tzinfo=timezone.utc)
 
 def statuses():
     source = ObjectInfo("export/2024-01-31/05.json.gz", 1706745600123456, 12_345_678, {"parts": "2"})
-    target = ObjectInfo("import/2024-01-31/05.json", 1706745600654321, 4096,
+    imported = ObjectInfo("import/2024-01-31/05.json", 1706745600654321, 4096,
                         {"source_generation": str(source.generation), "events": "1200", "rows": "1199", "rejected": "1"})
-    loaded = HourEvidence(HOUR, source, target, LedgerEntry(target.generation, source.generation, 1200, 1199, 1, 1199),
+    loaded = HourEvidence(HOUR, source, imported, LedgerEntry(imported.generation, source.generation, 1200, 1199, 1, 1199),
                           table_rows=1199, archives=("export/raw/2024-01-31/20240131T00-20240131T23.zip",), exported=True)
-    mismatch = HourEvidence(HOUR + timedelta(hours=1), source, target,
-                            LedgerEntry(target.generation, source.generation, 1200, 1199, 1, 1199), table_rows=1000)
+    mismatch = HourEvidence(HOUR + timedelta(hours=1), source, imported,
+                            LedgerEntry(imported.generation, source.generation, 1200, 1199, 1, 1199), table_rows=1000)
     recent = HourEvidence(HOUR + timedelta(hours=2), table_rows=0, now=HOUR + timedelta(hours=2, minutes=5))
     failed = HourEvidence(HOUR + timedelta(hours=3), table_rows=0,
                           failures=("export: Export API 20240131T00..20240131T23: credentials refused (401); check the "
