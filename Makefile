@@ -37,8 +37,12 @@ $(CHECKOV_VENV)/.installed: requirements-checkov.txt
 demo: $(STAMP) $(DUCKDB_HOME)/.installed
 	$(BIN)/ampbq demo
 
+# Two workers (the size of the machines it runs on), each with its own local stack; whole
+# modules go to one worker, so module fixtures are made once.
+TEST_WORKERS ?= 2
+
 test: venv
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 ifneq ($(PY312),)
 	$(MAKE) unit312
 endif

@@ -12,7 +12,9 @@ from google.cloud import storage
 from ampbq import bigquery as bq_adapter
 from ampbq import naming
 from ampbq.config import Config
+from ampbq.naming import HourRange
 from ampbq.stack import Stack, storage_cloud_event
+from ampbq.synthetic import Dataset
 from helpers import gzip_ndjson
 
 
@@ -89,3 +91,32 @@ def function_log(stack: Stack, function: str) -> list[dict]:
         if text.startswith("{"):
             lines.append(json.loads(text))
     return lines
+
+
+def land(stack, bq, config, hours: HourRange, dataset: Dataset, messages: list[dict], timeout: float):
+    """Publish `messages` at once and wait until every hour of `hours` is in the ledger and the table."""
+    before = stack.bigquery_rules_stats()
+    started = time.monotonic()
+    for message in messages:
+        stack.publish_run(message)
+    expected = {e["uuid"] for h in hours.hours() for e in dataset.events(h)}
+    bounds = f"BETWEEN TIMESTAMP '{hours.start:%Y-%m-%d %H}:00:00+00' AND TIMESTAMP '{hours.end:%Y-%m-%d %H}:00:00+00'"
+
+    def landed():
+        rows = list(bq.query(f"SELECT COUNT(*) AS n FROM `{config.ledger_table_id}` WHERE upload_hour {bounds}").result())
+        return rows[0]["n"] == len(hours)
+
+    wait_for(landed, f"{len(hours)} hours to land", timeout, interval=1)
+    seconds = time.monotonic() - started
+    uuids = [r["uuid"] for r in bq.query(f"SELECT uuid FROM `{config.table_id}` WHERE _upload_hour {bounds}").result()]
+    batches = list(bq.query(f"SELECT COUNT(DISTINCT commit_batch) AS n, SUM(loaded) AS loaded FROM `{config.ledger_table_id}` "
+                            f"WHERE upload_hour {bounds}").result())[0]
+    after = stack.bigquery_rules_stats()
+    return {"seconds": seconds, "uuids": uuids, "expected": expected, "transactions": batches["n"],
+            "loaded": batches["loaded"], "conflicts": after["conflicts"] - before["conflicts"]}
+
+
+def load_failures(stack, hours: HourRange) -> list:
+    """Load invocations for these hours' import objects that did not answer 2xx (the platform would retry them)."""
+    names = {naming.import_object_name(h) for h in hours.hours()}
+    return [d for d in stack._relay.delivered if d[0] == stack.function_url("load") and d[1] in names and not 200 <= d[2] < 300]

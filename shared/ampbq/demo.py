@@ -22,7 +22,7 @@ from . import gcs, naming
 from .config import Config
 from .naming import HourRange, utc_hour
 from .stack import REPO, Stack, StackSettings
-from .stub import DatasetSource, ExportApiStub, ZipSource, events_per_hour
+from .stub import ExportApiStub, ZipSource, events_per_hour
 from .synthetic import Dataset, write_export_zip
 
 

@@ -69,10 +69,14 @@ def serve(source: GeneratedSource, workdir: Path | None, announce: Callable[[Sta
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # a kill stops the stack too
     signal.signal(signal.SIGINT, signal.default_int_handler)  # even when started in the background
     with running(source, workdir) as stack:
-        (stack.workdir / ENV_FILE).write_text("\n".join(exports(stack)) + "\n")
-        started()
-        announce(stack)
-        sys.stdout.flush()
-        with contextlib.suppress(KeyboardInterrupt):
-            while True:
-                time.sleep(1)
+        env_file = stack.workdir / ENV_FILE
+        env_file.write_text("\n".join(exports(stack)) + "\n")
+        try:
+            started()
+            announce(stack)
+            sys.stdout.flush()
+            with contextlib.suppress(KeyboardInterrupt):
+                while True:
+                    time.sleep(1)
+        finally:
+            env_file.unlink(missing_ok=True)  # its addresses die with the stack

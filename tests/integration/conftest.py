@@ -15,7 +15,6 @@ from ampbq import gcs
 from ampbq.config import Config
 from ampbq.stack import Stack, StackSettings
 from ampbq.stub import ExportApiStub
-from helpers import gzip_ndjson
 
 API_KEY, SECRET_KEY = "it-api-key", "it-secret-key"
 

@@ -7,7 +7,7 @@ import signal
 import subprocess
 import sys
 import time
-from datetime import date, datetime, timedelta, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -128,7 +128,7 @@ def test_sigterm_stops_the_demo_and_everything_it_started(tmp_path):
     assert_all_stopped(pids)
 
 
-def test_a_second_stack_in_the_same_workdir_is_refused_and_env_file_points_a_shell_at_the_first(tmp_path):
+def test_stack_prints_its_environment_refuses_a_second_stack_and_stops_everything_on_sigterm(tmp_path):
     workdir = tmp_path / "sandbox"
     first = subprocess.Popen([AMPBQ, "stack", "--workdir", str(workdir)], stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True, env=clean_env())
@@ -145,11 +145,16 @@ def test_a_second_stack_in_the_same_workdir_is_refused_and_env_file_points_a_she
                                           f"stop it (kill {first.pid}) or pass another --workdir")
         assert set(started_pids(workdir)) == PROCESSES and env_file.exists()  # the first one's data is untouched
         # A shell that sources the file reaches the running stack: status answers for a quiet old day.
-        shell = subprocess.run(["bash", "-c", f"source {env_file} && {AMPBQ} status --date 2001-01-01 --json"],
+        # A shell that sources the file reaches the running stack: status answers for an old day.
+        exports = env_file.read_text()
+        shell = subprocess.run(["bash", "-c", f"source {env_file} && {AMPBQ} status --start 2022-02-09T00"],
                                capture_output=True, text=True, timeout=120, env=clean_env())
-        assert '"hours"' in shell.stdout, shell.stdout + shell.stderr
+        assert shell.returncode == 1 and "MISSING" in shell.stdout, shell.stdout + shell.stderr
         first.send_signal(signal.SIGTERM)
-        first.communicate(timeout=60)
+        out, _ = first.communicate(timeout=60)
     finally:
         first.kill()
+    assert first.returncode == 0
+    assert out == exports and "export STORAGE_EMULATOR_HOST=" in out  # printed, and written for other shells
     assert_all_stopped(pids)
+    assert not list(workdir.glob("*.pid")) and not env_file.exists()

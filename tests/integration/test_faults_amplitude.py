@@ -14,7 +14,7 @@ from ampbq.stub import DatasetSource, Fault, ZipSource
 from ampbq.synthetic import Dataset, entry_name, gzip_lines
 from integration_helpers import day_rows, function_log, manifest, wait_for
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.long]
 EVENTS_PER_HOUR = 5
 
 

@@ -8,7 +8,7 @@ import subprocess
 import sys
 import warnings
 import zipfile
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, datetime, timezone
 from pathlib import Path
 
 import pytest

@@ -15,12 +15,12 @@ import orjson
 import pytest
 from click.testing import CliRunner
 
-from ampbq import bq_rules, naming
+from ampbq import bq_rules
 from ampbq.cli import main
 from ampbq.naming import HourRange
 from ampbq.stub import DatasetSource
 from ampbq.synthetic import Dataset
-from integration_helpers import drop_hour, hour_rows, ledger_entry, wait_for, wait_loaded
+from integration_helpers import drop_hour, hour_rows, land, ledger_entry, load_failures, wait_loaded
 
 pytestmark = pytest.mark.integration
 
@@ -36,40 +36,6 @@ def ts(hour: datetime) -> str:
 def event_line(uuid: str, upload: datetime, event_time: datetime) -> bytes:
     return orjson.dumps({"uuid": uuid, "event_time": event_time.strftime("%Y-%m-%d %H:%M:%S.000000"),
                          "server_upload_time": upload.strftime("%Y-%m-%d %H:%M:%S.000000"), "event_type": "t"})
-
-
-def report(line: str) -> None:
-    """Figures worth keeping: printed (pytest -s shows them)."""
-    print(line)
-
-
-def land(stack, bq, config, hours: HourRange, dataset: Dataset, messages: list[dict], timeout: float):
-    """Publish `messages` at once and wait until every hour of `hours` is in the ledger and the table."""
-    before = stack.bigquery_rules_stats()
-    started = time.monotonic()
-    for message in messages:
-        stack.publish_run(message)
-    expected = {e["uuid"] for h in hours.hours() for e in dataset.events(h)}
-    bounds = f"BETWEEN {ts(hours.start)} AND {ts(hours.end)}"
-
-    def landed():
-        rows = list(bq.query(f"SELECT COUNT(*) AS n FROM `{config.ledger_table_id}` WHERE upload_hour {bounds}").result())
-        return rows[0]["n"] == len(hours)
-
-    wait_for(landed, f"{len(hours)} hours to land", timeout, interval=1)
-    seconds = time.monotonic() - started
-    uuids = [r["uuid"] for r in bq.query(f"SELECT uuid FROM `{config.table_id}` WHERE _upload_hour {bounds}").result()]
-    batches = list(bq.query(f"SELECT COUNT(DISTINCT commit_batch) AS n, SUM(loaded) AS loaded FROM `{config.ledger_table_id}` "
-                            f"WHERE upload_hour {bounds}").result())[0]
-    after = stack.bigquery_rules_stats()
-    return {"seconds": seconds, "uuids": uuids, "expected": expected, "transactions": batches["n"],
-            "loaded": batches["loaded"], "conflicts": after["conflicts"] - before["conflicts"]}
-
-
-def load_failures(stack, hours: HourRange) -> list:
-    """Load invocations for these hours' import objects that did not answer 2xx (the platform would retry them)."""
-    names = {naming.import_object_name(h) for h in hours.hours()}
-    return [d for d in stack._relay.delivered if d[0] == stack.function_url("load") and d[1] in names and not 200 <= d[2] < 300]
 
 
 def test_a_transaction_arriving_while_another_mutates_its_table_is_cancelled_by_the_rules_layer(stack, bq, config):
@@ -109,25 +75,11 @@ def test_a_day_of_24_hours_published_at_once_lands_exactly_in_a_few_transactions
     stub.source.current = DatasetSource(dataset)
     hours = HourRange.day(day)
     got = land(stack, bq, config, hours, dataset, [{"date": f"{day}"}], timeout=240)
-    report(f"day: hours=24 events={len(got['expected'])} transactions={got['transactions']} "
+    print(f"day: hours=24 events={len(got['expected'])} transactions={got['transactions']} "
            f"conflicts={got['conflicts']} seconds={got['seconds']:.1f}")
     assert sorted(got["uuids"]) == sorted(got["expected"]) and got["loaded"] == 24 * 20
     assert got["conflicts"] == 0 and got["transactions"] < 24
     assert load_failures(stack, hours) == []
-
-
-def test_a_week_backfill_of_168_hours_published_at_once_lands_exactly(stack, stub, bq, config):
-    first = date(2021, 7, 1)
-    week = HourRange(utc(2021, 7, 1, 0), utc(2021, 7, 7, 23))
-    dataset = Dataset(week.start, hours=168, events_per_hour=5, parts_per_hour=1)
-    stub.source.current = DatasetSource(dataset)
-    messages = [{"date": f"{first + timedelta(days=i)}"} for i in range(7)]  # what `ampbq backfill` publishes
-    got = land(stack, bq, config, week, dataset, messages, timeout=480)
-    report(f"backfill: hours=168 events={len(got['expected'])} transactions={got['transactions']} "
-           f"conflicts={got['conflicts']} seconds={got['seconds']:.1f}")
-    assert sorted(got["uuids"]) == sorted(got["expected"]) and got["loaded"] == 168 * 5
-    assert got["conflicts"] == 0 and got["transactions"] < 168 // 2
-    assert load_failures(stack, week) == []
 
 
 def test_an_hour_whose_events_span_more_than_4000_day_partitions_lands_and_is_replaced(stack, bucket, bq, config):

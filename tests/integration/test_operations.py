@@ -7,13 +7,8 @@ person's shell would run it. Upload days are in 2022 so these rows never meet ot
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 import time
 from datetime import datetime, timezone
-from pathlib import Path
 
 import orjson
 import pytest
@@ -174,23 +169,3 @@ def test_status_says_pending_while_an_export_run_is_part_way_through_a_range(sta
     bucket.blob(naming.attempt_name(day, "split")).upload_from_string(json.dumps({"run": "123"}), "application/json")
     result = ampbq(stack, "status", "--start", "2022-02-10T05")
     assert result.exit_code == 3 and "part-way through this range" in result.stdout  # 3: pending
-
-
-def test_stack_command_prints_the_environment_and_stops_everything_on_sigterm(tmp_path):
-    command = [str(Path(sys.executable).parent / "ampbq"), "stack", "--workdir", str(tmp_path / "sandbox")]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    try:
-        env = {}
-        for line in process.stdout:
-            name, _, value = line.removeprefix("export ").strip().partition("=")
-            env[name] = value
-            if name == "STORAGE_EMULATOR_HOST":  # the last line, in sorted order
-                break
-        assert "STORAGE_EMULATOR_HOST" in env and "BIGQUERY_EMULATOR_HOST" in env, env
-        result = subprocess.run([command[0], "status", "--start", "2022-02-09T00"], env={**os.environ, **env},
-                                capture_output=True, text=True, timeout=60)
-        assert result.returncode == 1 and "MISSING" in result.stdout, result.stdout + result.stderr
-    finally:
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=60) == 0
-    assert not list((tmp_path / "sandbox").glob("*.pid"))  # Stack.stop removes each pid file once stopped
