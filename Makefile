@@ -10,7 +10,7 @@ DUCKDB_HOME := .cache/duckdb-home
 PY312 := $(shell for p in python3.12 $$HOME/.pyenv/versions/3.12*/bin/python3.12; do $$p -c "" 2>/dev/null && echo $$p && break; done)
 VENV312 := .venv312
 
-.PHONY: venv demo test unit unit312 bench clean
+.PHONY: venv demo test unit unit312 bench package clean
 
 venv: $(STAMP) $(DUCKDB_HOME)/.installed $(CHECKOV_VENV)/.installed
 
@@ -65,5 +65,10 @@ unit: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m ampbq.bench $(BENCH_ARGS)
 
+# The three functions' zips, written to dist/ with the entries Terraform uploads: both read the one
+# list in functions/runtime.json. Standard library only, so no venv is needed.
+package:
+	PYTHONPATH=shared $(PYTHON) -m ampbq.function_zips dist
+
 clean:
-	rm -rf $(VENV) $(VENV312) $(CHECKOV_VENV) .cache .stack
+	rm -rf $(VENV) $(VENV312) $(CHECKOV_VENV) .cache .stack dist

@@ -197,15 +197,14 @@ def test_function_source_object_named_by_zip_hash(name):
     assert zip_object["source"] == "${data.archive_file.function[each.key].output_path}"
 
 
-def test_archive_packs_function_folder_and_shared_package_at_ampbq():
+def test_archive_packs_the_listed_function_files_and_shared_files_at_ampbq():
     archive = labelled(MODULE, "data")[("archive_file", "function")]
     sources = [single(list(block.values())) for block in archive["dynamic"]]
-    assert [unwrap(s["for_each"]) for s in sources] == [
-        '[for f in fileset("${local.repo_root}/functions/${each.key}", "**") : f '
-        'if !strcontains(f, "__pycache__") && !endswith(f, ".pyc")]',
-        '[for f in fileset("${local.repo_root}/shared", "ampbq/**") : f '
-        'if !strcontains(f, "__pycache__") && !endswith(f, ".pyc")]',
-    ]
+    # The one list of what ships (functions/runtime.json); test_function_archive.py checks the
+    # zips `make package` writes hold the same entries.
+    assert unwrap(module_locals()["runtime"]) == 'jsondecode(file("${local.repo_root}/functions/runtime.json"))'
+    assert unwrap(module_locals()["functions"]) == "toset(local.runtime.functions)"
+    assert [unwrap(s["for_each"]) for s in sources] == ["local.runtime.function_files", "local.runtime.shared_files"]
     contents = [single(s["content"]) for s in sources]
     assert [c["filename"] for c in contents] == ["${source.value}", "${source.value}"]
     assert contents[0]["content"] == '${file("${local.repo_root}/functions/${each.key}/${source.value}")}'

@@ -1,9 +1,13 @@
-# The three Cloud Functions (2nd gen). Each zip holds the function's folder at its root
-# (main.py, requirements.txt) plus the shared package at ampbq/, next to main.py, so
-# `import ampbq` works without any path tricks. All files are text, read with file().
+# The three Cloud Functions (2nd gen). Each zip holds the function's own files at its root
+# (main.py, requirements.txt) plus the shared package's runtime files at ampbq/, next to
+# main.py, so `import ampbq` works without any path tricks. Which files, exactly, is defined
+# once in functions/runtime.json, read here and by `make package` (ampbq.function_zips), which
+# writes the same entries to dist/; no local stand-in, generator, benchmark or CLI module
+# ships. All files are text, read with file().
 
 locals {
-  functions = toset(["export", "transform", "load"])
+  runtime   = jsondecode(file("${local.repo_root}/functions/runtime.json"))
+  functions = toset(local.runtime.functions)
 
   # What the code reads (ampbq.config.Config.from_env). AMPLITUDE_URL only when overridden.
   function_env = merge(
@@ -23,15 +27,15 @@ locals {
 data "archive_file" "function" {
   for_each = local.functions
 
-  type             = "zip"
-  output_path      = "${path.module}/.build/${each.key}.zip"
-  output_file_mode = "0644" # same bytes, same hash, on every machine
+  type        = "zip"
+  output_path = "${path.module}/.build/${each.key}.zip"
+  # The provider writes `source` entries sorted by name, with no timestamp and no mode (the
+  # mode below applies to files it reads from disk): the same files give the same bytes, and
+  # the same hash, on every machine.
+  output_file_mode = "0644"
 
   dynamic "source" {
-    for_each = [
-      for f in fileset("${local.repo_root}/functions/${each.key}", "**") : f
-      if !strcontains(f, "__pycache__") && !endswith(f, ".pyc")
-    ]
+    for_each = local.runtime.function_files
     content {
       content  = file("${local.repo_root}/functions/${each.key}/${source.value}")
       filename = source.value
@@ -39,10 +43,7 @@ data "archive_file" "function" {
   }
 
   dynamic "source" {
-    for_each = [
-      for f in fileset("${local.repo_root}/shared", "ampbq/**") : f
-      if !strcontains(f, "__pycache__") && !endswith(f, ".pyc")
-    ]
+    for_each = local.runtime.shared_files
     content {
       content  = file("${local.repo_root}/shared/${source.value}")
       filename = source.value
