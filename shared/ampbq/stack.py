@@ -157,6 +157,20 @@ class StackSettings:
     dataset: str = "ops"
     table: str = "all_user_events"
     extra_env: dict[str, str] = field(default_factory=dict)
+    # Where a function is served from: name -> (folder holding its main.py, functions-framework
+    # to run). Unset, it is functions/<name>/ under this venv's functions-framework, with ampbq
+    # from this venv; a folder such as an unzipped function zip brings its own ampbq/.
+    function_sources: dict[str, tuple[Path, Path]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.function_sources) - set(FUNCTIONS))
+        if unknown:
+            raise StackError(f"function_sources names no such function: {', '.join(unknown)} (the functions: {', '.join(FUNCTIONS)})")
+
+    def function_source(self, name: str) -> tuple[Path, Path]:
+        default = (REPO / "functions" / name, Path(sys.executable).parent / "functions-framework")
+        folder, framework = self.function_sources.get(name, default)
+        return Path(folder), Path(framework)
 
 
 class Stack:
@@ -259,8 +273,9 @@ class Stack:
         self._spawn("bigquery", [sys.executable, "-m", "ampbq.bq_rules",
                                  f"http://127.0.0.1:{self.ports['bigquery-emulator']}", str(self.ports["bigquery"])])
         for name, target in FUNCTIONS.items():
+            folder, framework = self.settings.function_source(name)
             self._spawn(name, [
-                str(Path(sys.executable).parent / "functions-framework"), "--source", str(REPO / "functions" / name / "main.py"),
+                str(framework), "--source", str(folder / "main.py"),
                 "--target", target, "--signature-type", "cloudevent", "--host", "127.0.0.1", "--port", str(self.ports[name]),
             ], env={**self.function_env(), "THREADS": str(DELIVERIES_AT_ONCE)})
         self._wait_for("gcs-server", "gcs", "fake-gcs-server")
