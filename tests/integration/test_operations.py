@@ -28,7 +28,8 @@ def utc(*args) -> datetime:
 
 
 def ampbq(stack, *args: str):
-    return CliRunner().invoke(main, list(args), env=stack.client_env(), catch_exceptions=False)
+    # A wide terminal: these tests read what the tables say (how they fit 80 columns is tested apart).
+    return CliRunner().invoke(main, list(args), env=stack.client_env() | {"COLUMNS": "250"}, catch_exceptions=False)
 
 
 def states(stack, start: str, end: str) -> dict[str, str]:
