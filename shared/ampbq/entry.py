@@ -106,7 +106,7 @@ def export(cloud_event) -> None:
     def work(context: dict):
         config = Config.from_env()
         bucket, _, session = _clients(config)
-        hours = events.run_request(cloud_event)
+        hours = events.run_request(cloud_event, config.min_data_age_hours)
         context.update(range=str(hours), date=f"{hours.start:%Y-%m-%d}")
         # The event's id stays the same on the platform's retries: a retry resumes the same run.
         return steps.export_range(hours, config, bucket, session, datetime.now(timezone.utc), run=events.run_id(cloud_event))

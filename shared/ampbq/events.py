@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 
 from .errors import PermanentError
-from .naming import HourRange, utc_hour
+from .naming import HourRange, latest_complete_hour, utc_hour
 
 
 @dataclass(frozen=True)
@@ -46,17 +46,19 @@ def event_time(cloud_event) -> datetime:
     return datetime.fromisoformat(str(value).replace("Z", "+00:00")).astimezone(timezone.utc)
 
 
-def run_request(cloud_event) -> HourRange:
+def run_request(cloud_event, min_data_age_hours: float = 2.0) -> HourRange:
     """The hour range a `daily-runs` message asks for.
 
     The message data is JSON: `{}` (the UTC day before the message was published),
-    `{"date": "YYYY-MM-DD"}`, or `{"start": "YYYYMMDDTHH", "end": "YYYYMMDDTHH"}`.
+    `{"hour": "latest"}` (the newest upload hour Amplitude had complete when the message was
+    published: what the hourly schedule sends), `{"date": "YYYY-MM-DD"}`, or
+    `{"start": "YYYYMMDDTHH", "end": "YYYYMMDDTHH"}`.
     """
     message = (cloud_event.data or {}).get("message", {})
     try:
         raw = base64.b64decode(message.get("data") or b"")
         body = json.loads(raw) if raw.strip() else {}
-        return parse_run_request(body, event_time(cloud_event))
+        return parse_run_request(body, event_time(cloud_event), min_data_age_hours)
     except (binascii.Error, UnicodeDecodeError, KeyError, ValueError, TypeError) as bad:
         raise PermanentError(f"daily-runs message is not a valid run request: {bad}") from None
 
@@ -69,9 +71,14 @@ def run_id(cloud_event) -> str:
         return ""
 
 
-def parse_run_request(body: dict, published: datetime) -> HourRange:
+def parse_run_request(body: dict, published: datetime, min_data_age_hours: float = 2.0) -> HourRange:
     if not isinstance(body, dict):
         raise ValueError("expected a JSON object")
+    if "hour" in body:
+        if body["hour"] != "latest":
+            raise ValueError(f'"hour" must be "latest", not {body["hour"]!r}')
+        hour = latest_complete_hour(published, min_data_age_hours)
+        return HourRange(hour, hour)
     if "start" in body or "end" in body:
         return HourRange.parse(body["start"], body["end"])
     if body.get("date"):

@@ -247,7 +247,7 @@ def missing_table(bq, config: Config) -> str | None:
 
 def ledger_sql(config: Config, hours: HourRange, counts: bool) -> str:
     bounds = f"BETWEEN {timestamp_literal(hours.start)} AND {timestamp_literal(hours.end)}"
-    ledger = (f"SELECT upload_hour, import_generation, source_generation, events, rows_written, rejected, loaded, fingerprint "
+    ledger = (f"SELECT upload_hour, import_generation, source_generation, events, rows_written, rejected, loaded, fingerprint, loaded_at "
               f"FROM `{config.ledger_table_id}` WHERE upload_hour {bounds}")
     if not counts:
         return ledger + " ORDER BY upload_hour"
@@ -257,7 +257,7 @@ counts AS (SELECT _upload_hour AS upload_hour, COUNT(*) AS table_rows,
                   BIT_XOR(FARM_FINGERPRINT(uuid)) AS table_fingerprint FROM `{config.table_id}`
            WHERE _upload_hour {bounds} GROUP BY _upload_hour)
 SELECT COALESCE(l.upload_hour, c.upload_hour) AS hour, c.table_rows, c.table_fingerprint, l.import_generation,
-       l.source_generation, l.events, l.rows_written, l.rejected, l.loaded, l.fingerprint
+       l.source_generation, l.events, l.rows_written, l.rejected, l.loaded, l.fingerprint, l.loaded_at
 FROM ledger AS l FULL OUTER JOIN counts AS c ON l.upload_hour = c.upload_hour
 ORDER BY hour"""
 
@@ -285,7 +285,7 @@ def _bigquery(bq, config: Config, hours: HourRange, counts: bool, warnings: list
         if row.get("import_generation") is not None:
             ledger[hour] = LedgerEntry(*(int(row[k]) for k in (
                 "import_generation", "source_generation", "events", "rows_written", "rejected", "loaded")),
-                fingerprint=row.get("fingerprint"))
+                fingerprint=row.get("fingerprint"), loaded_at=row.get("loaded_at"))
         table_rows[hour] = int(row.get("table_rows") or 0)
         fingerprints[hour] = row.get("table_fingerprint")
     return ledger, table_rows, fingerprints

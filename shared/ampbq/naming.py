@@ -34,6 +34,11 @@ def utc_hour(value: datetime) -> datetime:
     return value.astimezone(timezone.utc).replace(minute=0, second=0, microsecond=0)
 
 
+def latest_complete_hour(now: datetime, min_data_age_hours: float) -> datetime:
+    """The newest upload hour Amplitude has complete at `now`: it ended `min_data_age_hours` ago."""
+    return utc_hour(now - timedelta(hours=min_data_age_hours)) - HOUR
+
+
 @dataclass(frozen=True)
 class HourRange:
     """An inclusive range of upload hours, as the Export API takes it."""

@@ -7,6 +7,7 @@ import io
 import os
 import sys
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Callable, Iterator, Sequence
 
 from rich.console import Console
@@ -101,13 +102,23 @@ def span_label(hours: HourRange) -> str:
     return f"upload hours {hours.start:%Y-%m-%d %H:00} – {hours.end:%Y-%m-%d %H:00} UTC"
 
 
+def lag(value: timedelta | None) -> str:
+    """From an upload hour's end to its load: 2h07m, 3d04h."""
+    if value is None:
+        return "-"
+    minutes = max(0, int(value.total_seconds() // 60))
+    days, minutes = divmod(minutes, 24 * 60)
+    return f"{days}d{minutes // 60:02d}h" if days else f"{minutes // 60}h{minutes % 60:02d}m"
+
+
 def _number(value: int | None) -> str:
     return "-" if value is None else str(value)
 
 
-STATUS_COLUMNS = (Column("hour"), Column("raw", drop=6), Column("hour object", drop=4), Column("import object", drop=5),
-                  Column("events", "right", drop=1), Column("rejected", "right", drop=3),
-                  Column("rows in BQ", "right", drop=2), Column("state"), Column("why", wraps=True))
+STATUS_COLUMNS = (Column("hour"), Column("raw", drop=7), Column("hour object", drop=5), Column("import object", drop=6),
+                  Column("events", "right", drop=1), Column("rejected", "right", drop=4),
+                  Column("rows in BQ", "right", drop=2), Column("lag", "right", drop=3), Column("state"),
+                  Column("why", wraps=True))
 REJECTS_COLUMNS = (Column("hour"), Column("line", "right"), Column("reason", wraps=True), Column("raw", drop=1, wraps=True))
 REDROP_COLUMNS = (Column("hour"), Column("object", drop=2), Column("old generation", drop=1), Column("new generation"),
                   Column("note", wraps=True))
@@ -122,7 +133,7 @@ def status_table(statuses: list[HourStatus], title: str, width: int | None = Non
         target = f"#{e.import_object.generation}" if e.import_object else "-"
         style = "bold red" if s.state in PROBLEMS else _STYLES.get(s.state, "")
         rows.append((f"{s.hour:%Y-%m-%d %H}:00", "yes" if e.archives else "-", source, target, _number(s.events),
-                     _number(s.rejected), _number(e.table_rows), f"[{style}]{s.state.label}[/]", s.reason))
+                     _number(s.rejected), _number(e.table_rows), lag(s.lag), f"[{style}]{s.state.label}[/]", s.reason))
     return fitted(title, STATUS_COLUMNS, rows, width)
 
 

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from enum import Enum
 
 
@@ -90,6 +90,7 @@ class LedgerEntry:
     rejected: int
     loaded: int
     fingerprint: int | None = None  # BIT_XOR(FARM_FINGERPRINT(uuid)) of the rows loaded; None: not recorded
+    loaded_at: datetime | None = None  # when the rows the hour holds now were committed
 
 
 @dataclass(frozen=True)
@@ -129,6 +130,16 @@ class HourStatus:
         imp, led = self.evidence.import_object, self.evidence.ledger
         return imp.count("rejected") if imp else (led.rejected if led else None)
 
+    @property
+    def lag(self) -> timedelta | None:
+        """From the end of the upload hour to the commit of the rows it holds now (a reload
+        starts it again); None unless the hour is loaded."""
+        entry = self.evidence.ledger
+        if self.state is not State.LOADED or entry is None or entry.loaded_at is None:
+            return None
+        loaded_at = entry.loaded_at if entry.loaded_at.tzinfo else entry.loaded_at.replace(tzinfo=timezone.utc)
+        return loaded_at - (self.hour + timedelta(hours=1))
+
     def as_json(self) -> dict:
         e = self.evidence
         return {
@@ -141,6 +152,7 @@ class HourStatus:
             "events": self.events,
             "rejected": self.rejected,
             "rows_in_bigquery": e.table_rows,
+            "lag_seconds": round(self.lag.total_seconds()) if self.lag is not None else None,
             "ledger": vars(e.ledger) if e.ledger else None,
         }
 

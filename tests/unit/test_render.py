@@ -71,3 +71,11 @@ def test_wide_shows_every_column_each_row_on_one_line():
         assert column in header
     assert "11.8 MiB #1706745600123456" in "\n".join(lines) and "--wide" not in "\n".join(lines)
     assert sum("2024-01-31 0" in line for line in lines) == 4  # one line per hour: nothing wrapped
+
+
+@pytest.mark.parametrize("value, shown", [
+    (None, "-"), (timedelta(minutes=5), "0h05m"), (timedelta(hours=2, minutes=7, seconds=59), "2h07m"),
+    (timedelta(days=3, hours=4, minutes=30), "3d04h"), (timedelta(seconds=-30), "0h00m"),
+])
+def test_lag_reads_in_hours_and_minutes_then_days(value, shown):
+    assert render.lag(value) == shown

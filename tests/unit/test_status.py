@@ -230,3 +230,18 @@ def test_a_loaded_hour_with_a_refused_entry_holding_its_events_is_failed():
     status = classify(loaded_hour(refused=("export refused zip entry '203138/x.json.gz' (52 bytes) of …",)))
     assert (status.state, status.reason) == (State.FAILED, "export refused zip entry '203138/x.json.gz' (52 bytes) of …")
     assert exit_code([status]) == EXIT_PROBLEM
+
+
+def test_a_loaded_hours_lag_runs_from_its_end_to_the_commit_of_its_rows():
+    entry = LedgerEntry(IMP_GEN, SRC_GEN, 10, 9, 1, 9, loaded_at=HOUR + timedelta(hours=3, minutes=7))
+    status = classify(loaded_hour(ledger=entry))
+    assert status.lag == timedelta(hours=2, minutes=7)
+    assert status.as_json()["lag_seconds"] == 2 * 3600 + 7 * 60
+    naive = LedgerEntry(IMP_GEN, SRC_GEN, 10, 9, 1, 9, loaded_at=(HOUR + timedelta(hours=2)).replace(tzinfo=None))
+    assert classify(loaded_hour(ledger=naive)).lag == timedelta(hours=1)
+
+
+def test_an_hour_not_loaded_has_no_lag():
+    entry = LedgerEntry(IMP_GEN, SRC_GEN, 10, 9, 1, 9, loaded_at=HOUR + timedelta(hours=3))
+    pending = classify(loaded_hour(ledger=entry, table_rows=3))  # counts disagree: not loaded
+    assert pending.state is not State.LOADED and pending.lag is None and pending.as_json()["lag_seconds"] is None
