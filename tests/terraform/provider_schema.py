@@ -11,8 +11,8 @@ hashicorp/google. `make venv` downloads the wheel into .cache/ and runs
 
 which keeps only what a configuration check needs, as compact JSON:
 
-    {"provider": {"source": "hashicorp/google", "version": "7.46.1"},
-     "bindings": {"package": "cdktn-provider-google", "version": "20.3.1"},
+    {"provider": {"source": "hashicorp/google", "version": "8.7.0"},
+     "bindings": {"package": "cdktn-provider-google", "version": "21.1.0"},
      "provider_config": ID, "resources": {TYPE: ID}, "data_sources": {TYPE: ID},
      "structs": {ID: {"attributes": {NAME: {"required": bool}},
                       "blocks": {NAME: {"required": bool, "max_one": bool, "struct": ID}}}}}

@@ -82,10 +82,10 @@ def test_terraform_workspaces_not_used():
 
 
 @pytest.mark.parametrize("directory", [MODULE] + [TERRAFORM / "envs" / e for e in ENVS], ids=lambda d: d.name)
-def test_providers_google_7_and_archive_pinned(directory):
+def test_providers_google_8_and_archive_pinned(directory):
     providers = single(terraform_block(directory)["required_providers"])
     assert providers["google"]["source"] == "hashicorp/google"
-    assert re.fullmatch(r"~> 7\.\d+|>= 7\.\d+, < 8\.0", providers["google"]["version"])
+    assert re.fullmatch(r"~> 8\.\d+|>= 8\.\d+, < 9\.0", providers["google"]["version"])
     assert providers["archive"]["source"] == "hashicorp/archive"
     assert re.fullmatch(r"~> 2\.\d+|>= 2\.\d+, < 3\.0", providers["archive"]["version"])
 

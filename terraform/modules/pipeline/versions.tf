@@ -5,11 +5,12 @@ terraform {
   required_providers {
     google = {
       source = "hashicorp/google"
-      # 7.x: tests/terraform/test_provider_schema.py checks every google_* block against the
-      # schema of 7.46.1, the newest 7.x (Makefile: GOOGLE_BINDINGS_VERSION). Every argument
-      # used here exists since 6.x and 7.0 removed none of them (it made event_trigger.event_type
-      # required, which all three functions set), so any 7.x release works.
-      version = ">= 7.0, < 8.0"
+      # 8.x: tests/terraform/test_provider_schema.py checks every google_* block against the
+      # schema of 8.7.0 (Makefile: GOOGLE_BINDINGS_VERSION). 7.0 made event_trigger.event_type
+      # required (all three functions set it) and removed service_config.service (not used);
+      # 8.0 changed only resources this module does not use (Cloud Run worker pools, NetApp
+      # storage pools, Workflows), so any 8.x release works.
+      version = ">= 8.0, < 9.0"
     }
     archive = {
       source  = "hashicorp/archive"
