@@ -1,4 +1,4 @@
-"""checkov over terraform/: no failed check, and every skip is explained in code and in README.md.
+"""checkov over terraform/: no failed check, and every skip is explained in code and in docs/deploy.md.
 
 checkov lives in its own virtualenv (.venv-checkov, built by the Makefile from
 requirements-checkov.txt) because it pins libraries that clash with the Google clients.
@@ -82,7 +82,7 @@ def test_checkov_skips_only_what_the_code_explains():
 
 
 def test_checkov_skip_comments_listed_in_deploy_doc():
-    deploy = (TERRAFORM.parent / "README.md").read_text()
+    deploy = (TERRAFORM.parent / "docs" / "deploy.md").read_text()
     for check_id, reasons in skip_comments().items():
         assert all(len(reason) > 20 for reason in reasons), f"{check_id}: give a real reason"
-        assert check_id in deploy, f"{check_id} is skipped in code but not listed in README.md's Deploy section"
+        assert check_id in deploy, f"{check_id} is skipped in code but not listed in docs/deploy.md"

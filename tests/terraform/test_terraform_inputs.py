@@ -346,10 +346,10 @@ def test_env_cli_env_output_evals_into_the_cli_configuration(env, tmp_path):
         "my-project", "my-project-staging-amplitude", "ops", "all_user_events", "EU")
 
 
-def test_readme_points_the_cli_at_an_environment_with_outputs_that_exist():
-    readme = (TERRAFORM.parent / "README.md").read_text()
-    match = re.search(r"^### Pointing the CLI at a deployed environment\n(.*?)(?=^##)", readme, re.M | re.S)
-    assert match, "README.md has no section on pointing the CLI at a deployed environment"
+def test_operations_doc_points_the_cli_at_an_environment_with_outputs_that_exist():
+    operations = (TERRAFORM.parent / "docs" / "operations.md").read_text()
+    match = re.search(r"^#+ Pointing the CLI at a deployed environment\n(.*?)(?=^## |\Z)", operations, re.M | re.S)
+    assert match, "docs/operations.md has no section on pointing the CLI at a deployed environment"
     section = match.group(1)
     used = set(re.findall(r"terraform output -raw (\w+)", section))
     assert "cli_env" in used

@@ -132,15 +132,18 @@ def test_changelog_has_an_entry_for_the_package_version():
     assert re.search(rf"^## \[?{re.escape(version)}\]?", changelog, re.M), f"CHANGELOG.md has no {version} entry"
 
 
-# --- README: querying the local BigQuery stand-in -------------------------------------------
+# --- docs/local-stack.md: querying the local BigQuery stand-in -----------------------------
 
 ENV_NAME = re.compile(r"\b(?:AMPBQ|AMPLITUDE|GOOGLE_CLOUD)_[A-Z_]+\b|\b[A-Z]+_EMULATOR_HOST\b")
 
 
-def readme_section(title: str) -> str:
-    readme = (REPO / "README.md").read_text()
-    match = re.search(rf"^### {re.escape(title)}\n(.*?)(?=^##)", readme, re.M | re.S)
-    assert match, f"README.md has no section {title!r}"
+LOCAL_STACK_DOC = REPO / "docs" / "local-stack.md"
+
+
+def doc_section(title: str) -> str:
+    text = LOCAL_STACK_DOC.read_text()
+    match = re.search(rf"^#+ {re.escape(title)}\n(.*?)(?=^## |\Z)", text, re.M | re.S)
+    assert match, f"docs/local-stack.md has no section {title!r}"
     return match.group(1)
 
 
@@ -168,7 +171,7 @@ def local_stack_env(tmp_path) -> dict[str, str]:
 
 
 def test_local_query_section_names_only_what_config_reads_and_the_stack_prints(tmp_path):
-    section = readme_section("Querying the local BigQuery stand-in")
+    section = doc_section("Querying the local BigQuery stand-in")
     names = set(ENV_NAME.findall(section))
     assert {"BIGQUERY_EMULATOR_HOST", "AMPBQ_PROJECT"} <= names
     assert names <= names_config_reads(), names - names_config_reads()
@@ -179,7 +182,7 @@ def test_local_query_curl_is_a_query_the_bigquery_stand_in_runs(tmp_path):
     from ampbq import bq_rules
     from ampbq.stack import StackSettings
 
-    section = readme_section("Querying the local BigQuery stand-in")
+    section = doc_section("Querying the local BigQuery stand-in")
     curl = re.search(r'curl -s -X POST "([^"]+)".*?-d \'([^\']+)\'', section, re.S)
     assert curl, "no curl jobs.query call in the section"
     env = local_stack_env(tmp_path)
@@ -196,7 +199,7 @@ def test_local_query_curl_is_a_query_the_bigquery_stand_in_runs(tmp_path):
 def test_local_query_python_snippet_queries_the_stand_in_with_the_project_client(tmp_path, monkeypatch, capsys):
     from google.cloud import bigquery as google_bigquery
 
-    section = readme_section("Querying the local BigQuery stand-in")
+    section = doc_section("Querying the local BigQuery stand-in")
     snippet = re.search(r"python - <<'EOF'\n(.*?)^EOF$", section, re.M | re.S).group(1)
     env = local_stack_env(tmp_path)
     for name, value in env.items():
@@ -212,7 +215,7 @@ def test_local_query_python_snippet_queries_the_stand_in_with_the_project_client
             return type("Job", (), {"result": lambda self: [{"_upload_hour": "2024-01-30 05:00:00", "events": 20}]})()
 
     monkeypatch.setattr(google_bigquery, "Client", FakeClient)
-    exec(compile(snippet, "README.md", "exec"), {})
+    exec(compile(snippet, "docs/local-stack.md", "exec"), {})
     assert made["endpoint"] == env["BIGQUERY_EMULATOR_HOST"]
     assert made["credentials"] == "AnonymousCredentials" and made["project"] == env["AMPBQ_PROJECT"]
     assert f"`{env['AMPBQ_PROJECT']}.{env['AMPBQ_DATASET']}.{env['AMPBQ_TABLE']}`" in made["sql"]
