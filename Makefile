@@ -78,7 +78,7 @@ unit312: $(VENV312)/.installed
 unit: $(STAMP)
 	$(BIN)/python -m pytest -q tests/unit
 
-# Throughput and peak memory of the transform beside a bare loop and a naive script (README.md, "Performance").
+# Throughput and peak memory of the transform beside a bare loop and a naive script (docs/performance.md).
 # Extra options: make bench BENCH_ARGS="--export-gb 2 --e2e"
 bench: $(STAMP)
 	$(BIN)/python -m ampbq.bench $(BENCH_ARGS)
