@@ -45,7 +45,7 @@ _READY: set[str] = set()
 
 
 def ensure_tables(bq: bigquery.Client, config: Config) -> None:
-    """Create the dataset, the events table and the load ledger if missing (Terraform does in the cloud).
+    """Create the dataset, the events table, the load ledger and the views if missing (Terraform does in the cloud).
 
     Existence is checked with reads first: the load function's service account may read and
     write tables but not create datasets, and BigQuery answers a create without that right with
@@ -57,6 +57,8 @@ def ensure_tables(bq: bigquery.Client, config: Config) -> None:
         bq.get_table(config.table_id)
         bq.get_table(config.ledger_table_id)
         bq.get_table(load.commit_lock_id(config.table_id))
+        for view_id in views.all_view_sql(config.table_id):
+            bq.get_table(view_id)
     except gexc.NotFound:
         _create_tables(bq, config)
     query_rows(bq, load.commit_lock_seed_sql(config.table_id))
@@ -75,9 +77,10 @@ def _create_tables(bq: bigquery.Client, config: Config) -> None:
     lock = bigquery.Table(load.commit_lock_id(config.table_id), schema=[
         bigquery.SchemaField("holder", "STRING"), bigquery.SchemaField("locked_at", "TIMESTAMP")])
     bq.create_table(lock, exists_ok=True)
-    dedup = bigquery.Table(config.table_id + views.DEDUP_SUFFIX)  # Terraform makes the same view from the same file
-    dedup.view_query = views.dedup_view_sql(config.table_id)
-    bq.create_table(dedup, exists_ok=True)
+    for view_id, sql in views.all_view_sql(config.table_id).items():  # Terraform makes the same views from the same files
+        view = bigquery.Table(view_id)
+        view.view_query = sql
+        bq.create_table(view, exists_ok=True)
 
 
 def classify(error: Exception) -> Exception:

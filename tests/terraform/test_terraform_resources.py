@@ -286,3 +286,30 @@ def test_dedup_view_is_the_sql_file_the_local_stack_uses_over_the_events_table()
     # The one name views.dedup_view_sql fills in too, set to the events table's full id.
     assert match.group(2) == "${var.project_id}.${google_bigquery_dataset.ops.dataset_id}.${google_bigquery_table.events.table_id}"
     assert "${events_table}" in views.DEDUP_VIEW_FILE.read_text()
+
+
+@pytest.mark.parametrize("name", ["events_properties", "events_users", "events_native"])
+def test_query_view_is_the_sql_file_the_local_stack_uses_over_the_events_table(name):
+    from ampbq import views
+    from terraform_hcl import resolve_template, unwrap
+
+    suffix = "_" + name.removeprefix("events_")
+    view = resource("google_bigquery_table", name)
+    assert view["table_id"] == "${var.table_id}" + suffix
+    assert view["deletion_protection"] == "${var.deletion_protection}"
+    assert "schema" not in view  # BigQuery takes a view's columns from its query
+    block = single(view["view"])
+    assert block["use_legacy_sql"] is False
+    match = re.fullmatch(r'templatefile\("(.+?)", \{events_table = "(.+)"\}\)', unwrap(block["query"]))
+    assert match, block["query"]
+    assert Path(resolve_template(match.group(1))).resolve() == views.view_files()[suffix].resolve()
+    assert match.group(2) == "${var.project_id}.${google_bigquery_dataset.ops.dataset_id}.${google_bigquery_table.events.table_id}"
+
+
+def test_every_view_of_ampbq_views_is_a_terraform_view():
+    from ampbq import views
+
+    in_terraform = set()
+    for path in MODULE.glob("*.tf"):
+        in_terraform.update(re.findall(r'templatefile\("\$\{local\.schema_dir\}/([\w.]+\.sql)"', path.read_text()))
+    assert in_terraform == {path.name for path in views.view_files().values()}

@@ -55,6 +55,63 @@ resource "google_bigquery_table" "events_dedup" {
   deletion_protection = var.deletion_protection
 }
 
+# The query views of docs/queries.md, from the files the local stack's views use too
+# (ampbq.views). None aggregates before a filter on event_time except the users view, which
+# reads the whole table by design.
+resource "google_bigquery_table" "events_properties" {
+  #checkov:skip=CKV_GCP_80:A view stores no data; the table it reads is covered above.
+  dataset_id  = google_bigquery_dataset.ops.dataset_id
+  project     = var.project_id
+  table_id    = "${var.table_id}_properties"
+  description = "One row per event row, property scope (event_properties, user_properties, group_properties, data) and top-level key, with the value as JSON and as text. Filters on event_time and _upload_hour prune as on the table."
+  labels      = local.labels
+
+  view {
+    query = templatefile("${local.schema_dir}/all_user_events_properties.sql", {
+      events_table = "${var.project_id}.${google_bigquery_dataset.ops.dataset_id}.${google_bigquery_table.events.table_id}"
+    })
+    use_legacy_sql = false
+  }
+
+  deletion_protection = var.deletion_protection
+}
+
+resource "google_bigquery_table" "events_users" {
+  #checkov:skip=CKV_GCP_80:A view stores no data; the table it reads is covered above.
+  dataset_id  = google_bigquery_dataset.ops.dataset_id
+  project     = var.project_id
+  table_id    = "${var.table_id}_users"
+  description = "One row per amplitude_id: the latest non-null user_id, device_id and user_properties, the first and last event_time. Reads the whole events table on every query."
+  labels      = local.labels
+
+  view {
+    query = templatefile("${local.schema_dir}/all_user_events_users.sql", {
+      events_table = "${var.project_id}.${google_bigquery_dataset.ops.dataset_id}.${google_bigquery_table.events.table_id}"
+    })
+    use_legacy_sql = false
+  }
+
+  deletion_protection = var.deletion_protection
+}
+
+resource "google_bigquery_table" "events_native" {
+  #checkov:skip=CKV_GCP_80:A view stores no data; the table it reads is covered above.
+  dataset_id  = google_bigquery_dataset.ops.dataset_id
+  project     = var.project_id
+  table_id    = "${var.table_id}_native"
+  description = "The events table under the column names and types of Amplitude's own BigQuery export, so that queries written for that export run unchanged. Filters on event_time prune as on the table."
+  labels      = local.labels
+
+  view {
+    query = templatefile("${local.schema_dir}/all_user_events_native.sql", {
+      events_table = "${var.project_id}.${google_bigquery_dataset.ops.dataset_id}.${google_bigquery_table.events.table_id}"
+    })
+    use_legacy_sql = false
+  }
+
+  deletion_protection = var.deletion_protection
+}
+
 # The load ledger: one row per loaded upload hour, with the generations and counts behind it.
 resource "google_bigquery_table" "loads" {
   #checkov:skip=CKV_GCP_80:Google-managed encryption at rest, as for the dataset (CKV_GCP_81).
