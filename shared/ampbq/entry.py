@@ -82,10 +82,12 @@ def _summary(result: object) -> dict:
         return {"range": str(result.requested), "hours": len(result.hours), "archives": result.archives,
                 "refused": len(result.refused), "resumed": result.resumed}
     if isinstance(result, steps.LoadOutcome):
-        # "hour loaded" is what the monitoring counts; keep the message and the labels stable.
-        log.info("hour loaded", extra={"fields": {"step": "load", "date": f"{result.hour:%Y-%m-%d}",
-                 "hour": f"{result.hour:%H}", "generation": result.generation}})
-        return {"events": result.events, "rows": result.rows, "rejected": result.rejected, "loaded": result.loaded}
+        counts = {"events": result.events, "rows": result.rows, "rejected": result.rejected, "loaded": result.loaded}
+        # "hour loaded" is what the monitoring counts and measures (rows, rejected, lag_seconds,
+        # hour_end_unix); keep the message, the labels and the field names stable.
+        log.info("hour loaded", extra={"fields": {"step": "load", **steps.hour_loaded_fields(result.hour),
+                 "generation": result.generation, **counts}})
+        return counts
     if result is not None and hasattr(result, "log_fields"):  # transform's counts, per part too
         return result.log_fields()
     return {}

@@ -106,8 +106,10 @@ def write_empty_hours(bucket: storage.Bucket, hours: HourRange, result: ExportRe
             continue
         live = gcs.current(bucket, name)
         if live is None or (live.metadata or {}).get("parts") == "0":
-            # Nothing to load, and nothing missing: the completeness alert counts this line too.
-            log.info("hour loaded", extra={"fields": _hour_fields(hour) | {"events": 0, "reason": "no data at Amplitude"}})
+            # Nothing to load, and nothing missing: the completeness and freshness alerts count
+            # this line as the hour's "hour loaded", as they count the load's for an hour with data.
+            log.info("hour loaded", extra={"fields": hour_loaded_fields(hour) | {"step": "export", "events": 0,
+                     "reason": "no data at Amplitude"}})
             continue
         log.warning("hour emptied", extra={"fields": _hour_fields(hour, name) | {"reason":
                     "the latest export of its range has no events for it; its rows will be removed"}})
@@ -283,6 +285,19 @@ def unpack_archive(bucket: storage.Bucket, raw_name: str, hours: HourRange, resu
             result.hours[name] = len(entries)
             log.info("hour object written", extra={"fields": _hour_fields(hour, name) | {
                 "parts": len(entries), "bytes": sum(part.size for part in copied)}})
+
+
+def hour_loaded_fields(hour: datetime, at: datetime | None = None) -> dict:
+    """The fields of every "hour loaded" line, the one line per upload hour the monitoring counts
+    (terraform/modules/pipeline/monitoring.tf): the load's for an hour it committed, the export's
+    for an hour with no data at Amplitude. `date` and `hour` become the LogEntry labels the
+    metrics are keyed by, written the same way by both, so an hour logged twice is one hour;
+    `hour_end_unix` (when the upload hour ends, Unix seconds) is what the freshness alert reads;
+    `lag_seconds` is from the end of the upload hour to `at` (now)."""
+    end = hour + naming.HOUR
+    at = at or datetime.now(timezone.utc)
+    return {"date": f"{hour:%Y-%m-%d}", "hour": f"{hour:%H}", "hour_end_unix": int(end.timestamp()),
+            "lag_seconds": round((at - end).total_seconds(), 3)}
 
 
 def _hour_fields(hour: datetime, name: str = "", generation: int | None = None) -> dict:
@@ -601,7 +616,7 @@ def _commit_waiting(bq: bigquery.Client, config: Config, bucket: storage.Bucket,
         if not lease.renew():  # a commit takes seconds; the lease must outlive it
             return
         try:
-            committed = _commit_batch(bq, config, batch, ledger)
+            committed, billed = _commit_batch(bq, config, batch, ledger)
         except TransientError:
             conflicts += 1  # a waiter broke the lease and committed: plan again from the ledger
             if conflicts >= COMMIT_ATTEMPTS:
@@ -624,7 +639,9 @@ def _commit_waiting(bq: bigquery.Client, config: Config, bucket: storage.Bucket,
             entry = now.get(staged.load.hour)
             if entry is not None and entry.import_generation == staged.load.import_generation:
                 _drop_staged(bq, bucket, markers, staged)
-        log.info("hours committed", extra={"fields": {"batch": committed, "hours": len(batch), "waiting": len(waiting)}})
+        # bytes_billed: what BigQuery billed for the batch's transaction (0 when it does not say).
+        log.info("hours committed", extra={"fields": {"step": "load", "batch": committed, "hours": len(batch),
+                 "waiting": len(waiting), "bytes_billed": billed or 0}})
 
 
 def _stage_exists(bq: bigquery.Client, staged: load.Staged) -> bool:
@@ -643,8 +660,10 @@ def _drop_staged(bq: bigquery.Client, bucket: storage.Bucket, markers: dict, sta
     bq.delete_table(staged.stage_id, not_found_ok=True)
 
 
-def _commit_batch(bq: bigquery.Client, config: Config, batch: list[load.Staged], ledger: dict[datetime, load.Loaded]) -> str:
-    """Run the batch's transaction (split into statements of ≤ 4,000 partitions); its token."""
+def _commit_batch(bq: bigquery.Client, config: Config, batch: list[load.Staged],
+                  ledger: dict[datetime, load.Loaded]) -> tuple[str, int | None]:
+    """Run the batch's transaction (split into statements of ≤ 4,000 partitions); its token and
+    the bytes BigQuery billed for it (None when the job does not say)."""
     token = secrets.token_hex(8)
     delete_ranges = insert_ranges = None
     bound = load.old_partitions_upper_bound(batch, ledger)
@@ -669,4 +688,4 @@ def _commit_batch(bq: bigquery.Client, config: Config, batch: list[load.Staged],
     if billed is not None:
         # Still under the lease: no transaction of ours can run on the ledger meanwhile.
         bq_adapter.query_rows(bq, load.bytes_billed_sql(config.ledger_table_id, token, billed))
-    return token
+    return token, billed

@@ -14,20 +14,18 @@ import pytest
 
 from terraform_hcl import (
     ENVS,
-    FUNCTIONS,
     MODULE,
     REPO,
     SCHEMA_DIR,
     TERRAFORM,
     all_tf_text,
     file_call_path,
-    module_locals,
     named_blocks,
     parse_hcl,
     parsed,
     quoted_strings,
     resource,
-    shared_python_text,
+    resources,
     single,
     terraform_block,
     tf_files,
@@ -201,48 +199,14 @@ def test_project_services_enable_every_api_used():
     assert resource("google_project_service", "this")["disable_on_destroy"] is False
 
 
-def test_error_alert_matches_error_logs_of_all_three_functions():
-    policy = resource("google_monitoring_alert_policy", "function_errors")
-    condition = single(single(policy["conditions"])["condition_matched_log"])
-    assert condition["filter"] == (
-        "severity>=ERROR AND ${local.function_log_filter} AND NOT httpRequest.status=429"
-    )
-    log_filter = module_locals()["function_log_filter"]
-    assert 'resource.type=\\"cloud_run_revision\\"' in log_filter
-    assert "values(local.function_names)" in log_filter
-    assert set(module_locals()["function_names"]) == set(FUNCTIONS)
-    assert policy["notification_channels"] == "${var.notification_channels}"
+# The alerts, their log-based metrics and the dashboard are evaluated in test_alerts_and_dashboard.py.
 
 
-def test_hours_loaded_metric_counts_load_hour_loaded_lines_by_date_and_hour():
-    metric = resource("google_logging_metric", "hours_loaded")
-    log_filter = module_locals()["hour_loaded_filter"]
-    assert 'jsonPayload.message=\\"hour loaded\\"' in log_filter
-    assert "${local.function_names.load}" in log_filter
-    assert metric["label_extractors"] == {"date": "EXTRACT(labels.date)", "hour": "EXTRACT(labels.hour)"}
-
-
-def test_hour_loaded_log_line_is_what_the_code_writes():
-    load_code = [p.read_text() for p in sorted((REPO / "functions" / "load").rglob("*.py"))]
-    code = "\n".join([shared_python_text(), *load_code])
-    assert '"hour loaded"' in code, "the load step never logs the message the completeness alert counts"
-    logs_module = (REPO / "shared" / "ampbq" / "logs.py").read_text()
-    label_keys = re.search(r"LABEL_KEYS = \(([^)]*)\)", logs_module)
-    assert label_keys and {'"date"', '"hour"'} <= set(re.findall(r'"\w+"', label_keys.group(1)))
-
-
-def test_completeness_alert_fires_in_deadline_hour_when_hours_missing():
-    policy = resource("google_monitoring_alert_policy", "day_incomplete")
-    condition = single(single(policy["conditions"])["condition_prometheus_query_language"])
-    assert condition["query"] == "${local.completeness_query}"
-    query = module_locals()["completeness_query"]
-    assert "logging_googleapis_com:user_${local.hours_loaded_metric}" in query
-    assert "< ${var.completeness_expected_hours}" in query
-    assert "hour() == ${var.completeness_deadline_hour_utc}" in query
-    assert "or vector(0)" in query
+def test_every_alert_notifies_the_channels_and_the_deadline_defaults():
+    for name, policy in resources("google_monitoring_alert_policy").items():
+        assert policy["notification_channels"] == "${var.notification_channels}", name
     assert variable_default("completeness_deadline_hour_utc") == 5
     assert variable_default("completeness_expected_hours") == 24
-    assert policy["notification_channels"] == "${var.notification_channels}"
 
 
 def test_notification_channels_variable_is_a_list_of_ids():

@@ -182,3 +182,9 @@ variable "completeness_expected_hours" {
   type        = number
   default     = 24
 }
+
+variable "freshness_threshold_hours" {
+  description = "Alert when the newest upload hour done (loaded, or found to have no data at Amplitude) ended more than this many hours ago. With the 03:00 UTC run loading the previous day, whose last hour ends at 00:00 UTC, it is at most about 27 h old on a normal day; 30 alerts by 06:00 UTC when a day's run has not finished."
+  type        = number
+  default     = 30
+}

@@ -1,30 +1,57 @@
-# Two alerts: any ERROR from the three functions, and a day that is not complete by a deadline.
-# Functions (2nd gen) log as Cloud Run revisions whose service name is the function name.
+# Three alerts (a function logged an error; yesterday not complete by the deadline; the newest
+# loaded upload hour too old) and the log-based metrics behind them and behind the dashboard
+# (dashboard.tf).
+#
+# Functions (2nd gen) log as Cloud Run revisions whose service name is the function name. Each
+# JSON line a function writes to stdout becomes one LogEntry: the line is its jsonPayload, and
+# Cloud Logging lifts "severity" into the entry's severity and "logging.googleapis.com/labels"
+# into its labels. tests/monitoring_model.py evaluates these filters, label extractors and
+# queries, read from this file, on the lines the functions write in the local stack
+# (tests/integration/test_monitoring.py).
 
 locals {
-  function_log_filter = join(" AND ", [
-    "resource.type=\"cloud_run_revision\"",
-    "resource.labels.service_name=(${join(" OR ", [for name in values(local.function_names) : "\"${name}\""])})",
-  ])
+  function_log_filter = "resource.type=\"cloud_run_revision\" AND resource.labels.service_name=(\"${local.function_names.export}\" OR \"${local.function_names.transform}\" OR \"${local.function_names.load}\")"
 
-  # The load function logs exactly this message, with the LogEntry labels date (YYYY-MM-DD)
-  # and hour (HH), once per hour it has committed to BigQuery.
-  hour_loaded_filter = join(" AND ", [
-    "resource.type=\"cloud_run_revision\"",
-    "resource.labels.service_name=\"${local.function_names.load}\"",
-    "jsonPayload.message=\"hour loaded\"",
-  ])
+  # 429 = every instance busy (max_instances reached): Eventarc redelivers the event with
+  # backoff, so it is back-pressure, not a failure. Timeouts (504) and crashes (500) do count.
+  error_log_filter = "severity>=ERROR AND ${local.function_log_filter} AND NOT httpRequest.status=429"
 
-  hours_loaded_metric = "ampbq_${replace(var.env, "-", "_")}_hours_loaded"
+  # A transient failure: the function answers non-2xx and the platform delivers the event again.
+  retry_log_filter = "${local.function_log_filter} AND jsonPayload.message:\"will be retried\""
+
+  # One "hour loaded" line says an upload hour is done. The load function logs it for each hour
+  # it has committed to BigQuery; the export function logs it for each hour Amplitude has no data
+  # for (no hour object, or the empty one: nothing to transform or load). Both give the line the
+  # LogEntry labels date (YYYY-MM-DD) and hour (HH), written the same way, and the field
+  # hour_end_unix (when the upload hour ends). See hour_loaded_fields in shared/ampbq/steps.py.
+  hour_loaded_filter = "resource.type=\"cloud_run_revision\" AND resource.labels.service_name=(\"${local.function_names.export}\" OR \"${local.function_names.load}\") AND jsonPayload.message=\"hour loaded\""
+
+  # The load's own "hour loaded" lines also carry rows, rejected and lag_seconds.
+  hour_committed_filter = "resource.type=\"cloud_run_revision\" AND resource.labels.service_name=\"${local.function_names.load}\" AND jsonPayload.message=\"hour loaded\""
+
+  # The lease holder logs one "hours committed" line per transaction, with its bytes_billed.
+  commit_filter = "resource.type=\"cloud_run_revision\" AND resource.labels.service_name=\"${local.function_names.load}\" AND jsonPayload.message=\"hours committed\""
+
+  metric_prefix          = "ampbq_${replace(var.env, "-", "_")}"
+  hours_loaded_metric    = "${local.metric_prefix}_hours_loaded"
+  hour_end_metric        = "${local.metric_prefix}_loaded_hour_end"
+  rows_metric            = "${local.metric_prefix}_rows_per_hour"
+  rejected_metric        = "${local.metric_prefix}_rejected_per_hour"
+  lag_metric             = "${local.metric_prefix}_load_lag"
+  bytes_billed_metric    = "${local.metric_prefix}_commit_bytes_billed"
+  function_errors_metric = "${local.metric_prefix}_function_errors"
+  retries_metric         = "${local.metric_prefix}_retries"
 
   # The scheduled run starts at 03:00 UTC (pubsub.tf). Counting from an hour before the
-  # deadline hour back to the run keeps every load of the run in the window throughout the
+  # deadline hour back to the run keeps every line of the run in the window throughout the
   # deadline hour.
   run_hour_utc      = 3
   completeness_span = var.completeness_deadline_hour_utc - local.run_hour_utc + 1
 
-  # During the deadline hour, fire unless some date has had all its hours loaded since the run.
-  # "or vector(0)" makes a run that loaded nothing at all count as 0 hours instead of no data.
+  # During the deadline hour, fire unless some date has had all its hours done since the run.
+  # max by (date, hour) makes each distinct hour one series, whichever function logged it and
+  # however often; count by (date) counts those hours per date. "or vector(0)" makes a run that
+  # did nothing at all count as 0 hours instead of no data.
   completeness_query = <<-EOT
     (
       max(
@@ -38,6 +65,30 @@ locals {
     ) < ${var.completeness_expected_hours}
     and on() (hour() == ${var.completeness_deadline_hour_utc})
   EOT
+
+  # When the newest upload hour done (loaded, or found to have no data) ended, in Unix seconds.
+  # Every value of one (date, hour) series is the same hour_end_unix, so the largest sum over the
+  # largest count of the series is that value, however the lines fall into points. Fire when it
+  # is more than the threshold ago; with no line at all in the window the newest hour is older
+  # still (an hour is loaded after it ends, so a fresh one was loaded within the threshold).
+  newest_hour_end = <<-EOT
+    max(
+      max by (date, hour) (max_over_time(logging_googleapis_com:user_${local.hour_end_metric}_sum{monitored_resource="cloud_run_revision"}[${var.freshness_threshold_hours}h]))
+      /
+      max by (date, hour) (max_over_time(logging_googleapis_com:user_${local.hour_end_metric}_count{monitored_resource="cloud_run_revision"}[${var.freshness_threshold_hours}h]))
+    )
+  EOT
+
+  freshness_query = <<-EOT
+    time() - (
+      ${local.newest_hour_end}
+      or vector(0)
+    ) > ${var.freshness_threshold_hours} * 3600
+  EOT
+
+  # What to run first, for every alert: the CLI against this environment (README.md, "Pointing
+  # the CLI at a deployed environment"), with `ampbq status` options added by each alert.
+  status_command = "AMPBQ_DATASET=${var.dataset_id} AMPBQ_TABLE=${var.table_id} AMPBQ_BQ_LOCATION=${var.bq_location} ampbq status --project ${var.project_id} --bucket ${local.bucket_name}"
 }
 
 resource "google_monitoring_alert_policy" "function_errors" {
@@ -51,11 +102,10 @@ resource "google_monitoring_alert_policy" "function_errors" {
   conditions {
     display_name = "severity>=ERROR from export, transform or load"
     condition_matched_log {
-      # 429 = every instance busy (max_instances reached): Eventarc redelivers the event with
-      # backoff, so it is back-pressure, not a failure. Timeouts (504) and crashes (500) do alert.
-      filter = "severity>=ERROR AND ${local.function_log_filter} AND NOT httpRequest.status=429"
+      filter = local.error_log_filter
       label_extractors = {
         function = "EXTRACT(resource.labels.service_name)"
+        date     = "EXTRACT(labels.date)"
       }
     }
   }
@@ -70,12 +120,7 @@ resource "google_monitoring_alert_policy" "function_errors" {
 
   documentation {
     mime_type = "text/markdown"
-    content   = <<-EOT
-      A pipeline function logged at ERROR or above. Transient errors are retried for up to 24 h;
-      a permanent error (bad credentials, unparseable input) is logged once and acknowledged.
-      Find the entries in Logs Explorer with `severity>=ERROR AND ${local.function_log_filter}`,
-      fix the cause, then re-run the day (see README.md, "Deploy" / "Backfill").
-    EOT
+    content   = local.function_errors_doc
   }
 
   depends_on = [google_project_service.this]
@@ -84,7 +129,7 @@ resource "google_monitoring_alert_policy" "function_errors" {
 resource "google_logging_metric" "hours_loaded" {
   project     = var.project_id
   name        = local.hours_loaded_metric
-  description = "Upload hours committed to BigQuery by the ${var.env} load function, by date and hour."
+  description = "Upload hours done in ${var.env}, by date and hour: committed to BigQuery by the load function, or found to have no data at Amplitude by the export function."
   filter      = local.hour_loaded_filter
 
   metric_descriptor {
@@ -94,18 +139,202 @@ resource "google_logging_metric" "hours_loaded" {
     labels {
       key         = "date"
       value_type  = "STRING"
-      description = "Day of the loaded hour, YYYY-MM-DD (UTC)."
+      description = "Day of the upload hour, YYYY-MM-DD (UTC)."
     }
     labels {
       key         = "hour"
       value_type  = "STRING"
-      description = "Loaded hour, HH (UTC)."
+      description = "Upload hour, HH (UTC)."
     }
   }
 
   label_extractors = {
     date = "EXTRACT(labels.date)"
     hour = "EXTRACT(labels.hour)"
+  }
+
+  depends_on = [google_project_service.this]
+}
+
+resource "google_logging_metric" "loaded_hour_end" {
+  project         = var.project_id
+  name            = local.hour_end_metric
+  description     = "When each upload hour done in ${var.env} ends (Unix seconds), by date and hour: the freshness alert reads the newest."
+  filter          = local.hour_loaded_filter
+  value_extractor = "EXTRACT(jsonPayload.hour_end_unix)"
+
+  metric_descriptor {
+    metric_kind = "DELTA"
+    value_type  = "DISTRIBUTION"
+    unit        = "s"
+    labels {
+      key         = "date"
+      value_type  = "STRING"
+      description = "Day of the upload hour, YYYY-MM-DD (UTC)."
+    }
+    labels {
+      key         = "hour"
+      value_type  = "STRING"
+      description = "Upload hour, HH (UTC)."
+    }
+  }
+
+  label_extractors = {
+    date = "EXTRACT(labels.date)"
+    hour = "EXTRACT(labels.hour)"
+  }
+
+  # Only the sum and the count are read (one value per series); the buckets carry nothing.
+  bucket_options {
+    explicit_buckets {
+      bounds = [0]
+    }
+  }
+
+  depends_on = [google_project_service.this]
+}
+
+resource "google_logging_metric" "rows_per_hour" {
+  project         = var.project_id
+  name            = local.rows_metric
+  description     = "Rows each upload hour committed to BigQuery by the ${var.env} load function."
+  filter          = local.hour_committed_filter
+  value_extractor = "EXTRACT(jsonPayload.rows)"
+
+  metric_descriptor {
+    metric_kind = "DELTA"
+    value_type  = "DISTRIBUTION"
+    unit        = "1"
+  }
+
+  bucket_options {
+    exponential_buckets {
+      num_finite_buckets = 24
+      growth_factor      = 2
+      scale              = 1
+    }
+  }
+
+  depends_on = [google_project_service.this]
+}
+
+resource "google_logging_metric" "rejected_per_hour" {
+  project         = var.project_id
+  name            = local.rejected_metric
+  description     = "Lines of each upload hour the ${var.env} transform quarantined under rejects/, counted when the hour is committed."
+  filter          = local.hour_committed_filter
+  value_extractor = "EXTRACT(jsonPayload.rejected)"
+
+  metric_descriptor {
+    metric_kind = "DELTA"
+    value_type  = "DISTRIBUTION"
+    unit        = "1"
+  }
+
+  bucket_options {
+    exponential_buckets {
+      num_finite_buckets = 24
+      growth_factor      = 2
+      scale              = 1
+    }
+  }
+
+  depends_on = [google_project_service.this]
+}
+
+resource "google_logging_metric" "load_lag" {
+  project         = var.project_id
+  name            = local.lag_metric
+  description     = "Seconds from the end of each upload hour to its commit to BigQuery by the ${var.env} load function."
+  filter          = local.hour_committed_filter
+  value_extractor = "EXTRACT(jsonPayload.lag_seconds)"
+
+  metric_descriptor {
+    metric_kind = "DELTA"
+    value_type  = "DISTRIBUTION"
+    unit        = "s"
+  }
+
+  # 1 minute to about 45 days.
+  bucket_options {
+    exponential_buckets {
+      num_finite_buckets = 16
+      growth_factor      = 2
+      scale              = 60
+    }
+  }
+
+  depends_on = [google_project_service.this]
+}
+
+resource "google_logging_metric" "commit_bytes_billed" {
+  project         = var.project_id
+  name            = local.bytes_billed_metric
+  description     = "BigQuery bytes billed for each commit transaction of the ${var.env} load function."
+  filter          = local.commit_filter
+  value_extractor = "EXTRACT(jsonPayload.bytes_billed)"
+
+  metric_descriptor {
+    metric_kind = "DELTA"
+    value_type  = "DISTRIBUTION"
+    unit        = "By"
+  }
+
+  # 1 MiB to 4 PiB.
+  bucket_options {
+    exponential_buckets {
+      num_finite_buckets = 16
+      growth_factor      = 4
+      scale              = 1048576
+    }
+  }
+
+  depends_on = [google_project_service.this]
+}
+
+resource "google_logging_metric" "function_errors" {
+  project     = var.project_id
+  name        = local.function_errors_metric
+  description = "Log entries at ERROR or above from the ${var.env} functions (HTTP 429 back-pressure excluded), by function: what the error alert matches."
+  filter      = local.error_log_filter
+
+  metric_descriptor {
+    metric_kind = "DELTA"
+    value_type  = "INT64"
+    unit        = "1"
+    labels {
+      key         = "function"
+      value_type  = "STRING"
+      description = "The function's Cloud Run service name."
+    }
+  }
+
+  label_extractors = {
+    function = "EXTRACT(resource.labels.service_name)"
+  }
+
+  depends_on = [google_project_service.this]
+}
+
+resource "google_logging_metric" "retries" {
+  project     = var.project_id
+  name        = local.retries_metric
+  description = "Invocations of the ${var.env} functions that failed transiently and left the event to the platform's retry, by function."
+  filter      = local.retry_log_filter
+
+  metric_descriptor {
+    metric_kind = "DELTA"
+    value_type  = "INT64"
+    unit        = "1"
+    labels {
+      key         = "function"
+      value_type  = "STRING"
+      description = "The function's Cloud Run service name."
+    }
+  }
+
+  label_extractors = {
+    function = "EXTRACT(resource.labels.service_name)"
   }
 
   depends_on = [google_project_service.this]
@@ -120,7 +349,7 @@ resource "google_monitoring_alert_policy" "day_incomplete" {
   user_labels           = local.labels
 
   conditions {
-    display_name = "fewer than ${var.completeness_expected_hours} hours of one date loaded since the 03:00 UTC run"
+    display_name = "fewer than ${var.completeness_expected_hours} hours of one date done since the 03:00 UTC run"
     condition_prometheus_query_language {
       query               = local.completeness_query
       duration            = "0s"
@@ -136,12 +365,93 @@ resource "google_monitoring_alert_policy" "day_incomplete" {
 
   documentation {
     mime_type = "text/markdown"
-    content   = <<-EOT
-      By the deadline hour, no date has all of its ${var.completeness_expected_hours} hours logged as
-      "hour loaded" by the load function since the 03:00 UTC run. Check the function-errors alert and
-      the logs of export, transform and load, then re-run the day (see README.md, "Deploy" / "Backfill").
-    EOT
+    content   = local.day_incomplete_doc
   }
 
   depends_on = [google_logging_metric.hours_loaded]
+}
+
+resource "google_monitoring_alert_policy" "data_stale" {
+  project               = var.project_id
+  display_name          = "ampbq ${var.env}: newest loaded upload hour older than ${var.freshness_threshold_hours} h"
+  combiner              = "OR"
+  severity              = "ERROR"
+  notification_channels = var.notification_channels
+  user_labels           = local.labels
+
+  conditions {
+    display_name = "the newest upload hour done ended more than ${var.freshness_threshold_hours} h ago"
+    condition_prometheus_query_language {
+      query               = local.freshness_query
+      duration            = "0s"
+      evaluation_interval = "300s"
+      # The metric has no data until the first hour is loaded; validation would reject it.
+      disable_metric_validation = true
+    }
+  }
+
+  alert_strategy {
+    auto_close = "3600s"
+  }
+
+  documentation {
+    mime_type = "text/markdown"
+    content   = local.data_stale_doc
+  }
+
+  depends_on = [google_logging_metric.loaded_hour_end]
+}
+
+locals {
+  function_errors_doc = <<-EOT
+    A pipeline function logged at ERROR or above. Transient errors are retried for up to 24 h;
+    a permanent error (bad credentials, unparseable input) is logged once and acknowledged.
+
+    **Run first**, for the date of the failing line ($${log.extracted_label.date}; if it is
+    empty, yesterday's):
+
+    ```sh
+    ${local.status_command} --date "$(date -u -d yesterday +%F)"
+    ```
+
+    Hours in `FAILED` name the reason. Find the entries in Logs Explorer with
+    `${local.error_log_filter}`, fix the cause, then re-run what failed:
+    `ampbq reprocess --date YYYY-MM-DD` for hours, `ampbq backfill --start YYYY-MM-DD` for the day
+    (see README.md, "Operations").
+  EOT
+
+  day_incomplete_doc = <<-EOT
+    By ${format("%02d", var.completeness_deadline_hour_utc)}:00 UTC, no date has all of its
+    ${var.completeness_expected_hours} upload hours done since the 03:00 UTC run: loaded by the load
+    function, or found to have no data at Amplitude by the export function (both log "hour loaded").
+
+    **Run first**, for yesterday:
+
+    ```sh
+    ${local.status_command} --date "$(date -u -d yesterday +%F)"
+    ```
+
+    It names each hour that is `MISSING`, `FAILED`, `MISMATCH` or still `pending`, and why (exit
+    status 1 until every hour is `loaded` or `no data`). Check the function-errors alert and the
+    logs of export, transform and load, then re-run the day with `ampbq backfill --start
+    YYYY-MM-DD`, or only its hours with `ampbq reprocess --date YYYY-MM-DD` (README.md,
+    "Operations").
+  EOT
+
+  data_stale_doc = <<-EOT
+    The newest upload hour the pipeline has done (loaded, or found to have no data at Amplitude)
+    ended more than ${var.freshness_threshold_hours} h ago. The 03:00 UTC run loads the previous
+    day, whose last hour ends at 00:00 UTC, so on a normal day it is at most about 27 h old: the
+    scheduled run did not run, or did not finish the previous day.
+
+    **Run first**, for the last two days:
+
+    ```sh
+    ${local.status_command} --start "$(date -u -d '2 days ago' +%F)" --end "$(date -u -d yesterday +%F)"
+    ```
+
+    Then check the Cloud Scheduler job (paused? failed?), the function-errors alert and the
+    export function's logs, and run the missing days with `ampbq backfill --start YYYY-MM-DD
+    --end YYYY-MM-DD` (README.md, "Operations").
+  EOT
 }
