@@ -159,12 +159,9 @@ def every_evaluation(query: str, series, midnight: datetime) -> dict[str, bool]:
     return {f"{t:%H:%M}": firing(promql(query, series, t.timestamp())) for t in times}
 
 
-def hours_counted(series, at: datetime) -> dict[str, float]:
-    """Distinct hours per date over the completeness window, as the condition counts them."""
-    metric = module_metrics(TF)["hours_loaded"].promql_name
-    span = TF.local("completeness_span")
-    query = f'count by (date) (max by (date, hour) (max_over_time({metric}{{monitored_resource="cloud_run_revision"}}[{span}h])) > 0)'
-    return {dict(labels)["date"]: value for labels, value in promql(query, series, at.timestamp()).samples.items()}
+def hours_counted(series, at: datetime) -> float:
+    """Yesterday's distinct hours done at `at`, as the completeness condition counts them."""
+    return only_value(promql(TF.local("completeness_count"), series, at.timestamp()))
 
 
 def deadline() -> int:
@@ -183,9 +180,9 @@ def test_a_day_with_quiet_hours_is_complete_and_the_alert_does_not_fire(stack, q
     assert {e["resource"]["labels"]["service_name"] for e in quiet_lines} == {TF.local("function_names")["export"]}
     matched = metrics["hours_loaded"].matching(entries)
     assert len(matched) > 24  # hours 00-05 are logged twice (and 02, 03 by the export each time)
-    assert hours_counted(series, at) == {f"{day}": 24.0}
+    assert hours_counted(series, at) == 24
     load_only = [e for e in entries if e["resource"]["labels"]["service_name"] == TF.local("function_names")["load"]]
-    assert hours_counted(all_series([metrics["hours_loaded"]], load_only), at) == {f"{day}": 24.0 - len(QUIET)}
+    assert hours_counted(all_series([metrics["loaded_hour_end"]], load_only), at) == 24 - len(QUIET)
 
     evaluations = every_evaluation(TF.local("completeness_query"), series, midnight)
     assert not any(evaluations.values()), [t for t, on in evaluations.items() if on]
@@ -196,7 +193,7 @@ def test_a_day_with_a_missing_hour_fires_the_alert_in_the_deadline_hour(stack, m
     assert summary == {"loaded": 23, "failed": 1}, summary
     entries, midnight = at_run_time(missing_day, MISSING_DAY)
     series = all_series(module_metrics(TF).values(), entries)
-    assert hours_counted(series, midnight + timedelta(hours=deadline())) == {f"{MISSING_DAY}": 23.0}
+    assert hours_counted(series, midnight + timedelta(hours=deadline())) == 23
 
     evaluations = every_evaluation(TF.local("completeness_query"), series, midnight)
     assert [t for t, on in evaluations.items() if on] == [f"{deadline():02d}:{m:02d}" for m in range(0, 60, 5)]

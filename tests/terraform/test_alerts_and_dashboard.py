@@ -144,6 +144,30 @@ def test_a_run_that_did_nothing_fires():
     assert evaluations(TF.local("completeness_query"), []) == DEADLINE_HOUR
 
 
+def shifted(day_entries: list[dict], days: int) -> list[dict]:
+    """The same lines for the upload day `days` later (hour_end_unix moved), logged at the same times."""
+    return [e | {"jsonPayload": e["jsonPayload"] | {"hour_end_unix": e["jsonPayload"]["hour_end_unix"] + days * 86400},
+                 "labels": e["labels"] | {"date": f"{DAY + timedelta(days=days):%Y-%m-%d}"}} for e in day_entries]
+
+
+def test_a_backfill_of_another_day_does_not_hide_a_missing_hour_of_yesterday():
+    yesterday = a_day(quiet={2}, missing={7})
+    backfill = shifted(a_day(quiet=set()), -30)  # a whole older day, loaded in the same window
+    assert evaluations(TF.local("completeness_query"), yesterday + backfill) == DEADLINE_HOUR
+    assert evaluations(TF.local("completeness_query"), backfill) == DEADLINE_HOUR
+
+
+def test_hours_done_through_the_day_by_hourly_runs_make_a_complete_day():
+    lines = []
+    for hour in range(24):  # each hour loaded at minute 5, two hours after it ends
+        done = DAY + timedelta(hours=hour + 3, minutes=5)
+        function = "export" if hour in (3, 4) else "load"
+        line = export_no_data_lines([hour])[0] if function == "export" else load_line(hour)
+        lines.append((function, at(line, done)))
+    assert evaluations(TF.local("completeness_query"), entries(lines)) == []
+    assert evaluations(TF.local("completeness_query"), entries(lines[1:])) == DEADLINE_HOUR  # hour 00 missing
+
+
 # --- freshness ----------------------------------------------------------------------------------
 
 
@@ -158,10 +182,11 @@ def stale(day_entries: list[dict], moment: datetime) -> bool:
                          moment.timestamp()))
 
 
-def test_freshness_threshold_is_30_hours_and_at_least_a_day_and_the_run():
+def test_freshness_threshold_is_30_whole_hours_by_default():
     assert TF.vars["freshness_threshold_hours"] == 30
     condition = named_blocks(MODULE, "variable")["freshness_threshold_hours"]["validation"][0]["condition"]
-    assert condition == "${var.freshness_threshold_hours >= 28}"
+    assert condition == ("${var.freshness_threshold_hours >= 4 && floor(var.freshness_threshold_hours) == "
+                         "var.freshness_threshold_hours}")
 
 
 def test_freshness_follows_the_newest_hour_done_across_a_day():
@@ -329,7 +354,8 @@ def test_every_value_metric_reads_a_number_the_hour_loaded_lines_carry():
 # --- the model against Terraform itself -------------------------------------------------------
 
 CROSS_CHECKED = ("function_log_filter", "error_log_filter", "retry_log_filter", "hour_loaded_filter",
-                 "hour_committed_filter", "commit_filter", "completeness_query", "freshness_query", "status_command",
+                 "hour_committed_filter", "commit_filter", "hour_ends", "completeness_count", "completeness_query",
+                 "newest_hour_end", "freshness_query", "status_command",
                  "function_errors_doc", "day_incomplete_doc", "data_stale_doc", "dashboard")
 
 

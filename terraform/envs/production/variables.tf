@@ -184,7 +184,7 @@ variable "completeness_expected_hours" {
 }
 
 variable "freshness_threshold_hours" {
-  description = "Alert when the newest upload hour done (loaded, or found to have no data at Amplitude) ended more than this many hours ago. With the 03:00 UTC run loading the previous day, whose last hour ends at 00:00 UTC, it is at most about 27 h old on a normal day; 30 alerts by 06:00 UTC when a day's run has not finished."
+  description = "Alert when the newest upload hour done (loaded, or found to have no data at Amplitude) ended more than this many whole hours ago. With the daily 03:00 UTC run, which loads the previous day (its last hour ends at 00:00 UTC), it is up to about 27 h old on a normal day, so 30 alerts by 06:00 UTC when a day's run has not finished; with a run every hour, each hour is done about 2 h after it ends, and 4 is enough."
   type        = number
   default     = 30
 }

@@ -42,43 +42,40 @@ locals {
   function_errors_metric = "${local.metric_prefix}_function_errors"
   retries_metric         = "${local.metric_prefix}_retries"
 
-  # The scheduled run starts at 03:00 UTC (pubsub.tf). Counting from an hour before the
-  # deadline hour back to the run keeps every line of the run in the window throughout the
-  # deadline hour.
-  run_hour_utc      = 3
-  completeness_span = var.completeness_deadline_hour_utc - local.run_hour_utc + 1
+  # When each upload hour done (loaded, or found to have no data) ends, in Unix seconds: one
+  # sample per distinct (date, hour) over a window of %d hours. Every value of one series is the
+  # same hour_end_unix, so the largest sum over the largest count of the series is that value,
+  # however the lines fall into points; an hour logged twice is still one sample.
+  hour_ends = "max by (date, hour) (max_over_time(logging_googleapis_com:user_${local.hour_end_metric}_sum{monitored_resource=\"cloud_run_revision\"}[%dh])) / max by (date, hour) (max_over_time(logging_googleapis_com:user_${local.hour_end_metric}_count{monitored_resource=\"cloud_run_revision\"}[%dh]))"
 
-  # During the deadline hour, fire unless some date has had all its hours done since the run.
-  # max by (date, hour) makes each distinct hour one series, whichever function logged it and
-  # however often; count by (date) counts those hours per date. "or vector(0)" makes a run that
-  # did nothing at all count as 0 hours instead of no data.
+  # Completeness: the distinct hours of yesterday (UTC) done, counted during the deadline hour.
+  # Yesterday's hours are those whose end lies in (today 00:00 - 24 h, today 00:00]. Looking
+  # back 24 h more than the deadline hour keeps in the window every hour of yesterday however it
+  # was done: by the 03:00 UTC run, by runs every hour through yesterday, or by a re-run; hours
+  # of other dates (a backfill) are not counted.
+  completeness_span  = var.completeness_deadline_hour_utc + 24
+  completeness_count = <<-EOT
+    count(
+      (${format(local.hour_ends, local.completeness_span, local.completeness_span)})
+        > (time() - time() % 86400 - 86400)
+        <= (time() - time() % 86400)
+    )
+  EOT
+
+  # Fire during the deadline hour unless all of yesterday's hours are done. "or vector(0)" makes
+  # a day with nothing done count as 0 hours instead of no data.
   completeness_query = <<-EOT
     (
-      max(
-        count by (date) (
-          max by (date, hour) (
-            max_over_time(logging_googleapis_com:user_${local.hours_loaded_metric}{monitored_resource="cloud_run_revision"}[${local.completeness_span}h])
-          ) > 0
-        )
-      )
+      ${local.completeness_count}
       or vector(0)
     ) < ${var.completeness_expected_hours}
     and on() (hour() == ${var.completeness_deadline_hour_utc})
   EOT
 
-  # When the newest upload hour done (loaded, or found to have no data) ended, in Unix seconds.
-  # Every value of one (date, hour) series is the same hour_end_unix, so the largest sum over the
-  # largest count of the series is that value, however the lines fall into points. Fire when it
-  # is more than the threshold ago; with no line at all in the window the newest hour is older
-  # still (an hour is loaded after it ends, so a fresh one was loaded within the threshold).
-  newest_hour_end = <<-EOT
-    max(
-      max by (date, hour) (max_over_time(logging_googleapis_com:user_${local.hour_end_metric}_sum{monitored_resource="cloud_run_revision"}[${var.freshness_threshold_hours}h]))
-      /
-      max by (date, hour) (max_over_time(logging_googleapis_com:user_${local.hour_end_metric}_count{monitored_resource="cloud_run_revision"}[${var.freshness_threshold_hours}h]))
-    )
-  EOT
-
+  # Freshness: fire when the newest upload hour done ended more than the threshold ago. With
+  # no line at all in the window the newest hour is older still: an hour is done after it ends,
+  # so one that ended within the threshold was done within it too.
+  newest_hour_end = "max(${format(local.hour_ends, var.freshness_threshold_hours, var.freshness_threshold_hours)})"
   freshness_query = <<-EOT
     time() - (
       ${local.newest_hour_end}
@@ -86,8 +83,8 @@ locals {
     ) > ${var.freshness_threshold_hours} * 3600
   EOT
 
-  # What to run first, for every alert: the CLI against this environment (README.md, "Pointing
-  # the CLI at a deployed environment"), with `ampbq status` options added by each alert.
+  # What to run first, for every alert: the CLI against this environment (docs/operations.md,
+  # "Pointing the CLI at a deployed environment"), with `ampbq status` options added by each alert.
   status_command = "AMPBQ_DATASET=${var.dataset_id} AMPBQ_TABLE=${var.table_id} AMPBQ_BQ_LOCATION=${var.bq_location} ampbq status --project ${var.project_id} --bucket ${local.bucket_name}"
 }
 
@@ -349,7 +346,7 @@ resource "google_monitoring_alert_policy" "day_incomplete" {
   user_labels           = local.labels
 
   conditions {
-    display_name = "fewer than ${var.completeness_expected_hours} hours of one date done since the 03:00 UTC run"
+    display_name = "fewer than ${var.completeness_expected_hours} hours of yesterday (UTC) done"
     condition_prometheus_query_language {
       query               = local.completeness_query
       duration            = "0s"
@@ -368,7 +365,7 @@ resource "google_monitoring_alert_policy" "day_incomplete" {
     content   = local.day_incomplete_doc
   }
 
-  depends_on = [google_logging_metric.hours_loaded]
+  depends_on = [google_logging_metric.loaded_hour_end]
 }
 
 resource "google_monitoring_alert_policy" "data_stale" {
@@ -417,13 +414,13 @@ locals {
     Hours in `FAILED` name the reason. Find the entries in Logs Explorer with
     `${local.error_log_filter}`, fix the cause, then re-run what failed:
     `ampbq reprocess --date YYYY-MM-DD` for hours, `ampbq backfill --start YYYY-MM-DD` for the day
-    (see README.md, "Operations").
+    (see docs/operations.md).
   EOT
 
   day_incomplete_doc = <<-EOT
-    By ${format("%02d", var.completeness_deadline_hour_utc)}:00 UTC, no date has all of its
-    ${var.completeness_expected_hours} upload hours done since the 03:00 UTC run: loaded by the load
-    function, or found to have no data at Amplitude by the export function (both log "hour loaded").
+    By ${format("%02d", var.completeness_deadline_hour_utc)}:00 UTC, fewer than ${var.completeness_expected_hours} upload hours of
+    yesterday (UTC) are done: loaded by the load function, or found to have no data at Amplitude
+    by the export function (both log "hour loaded").
 
     **Run first**, for yesterday:
 
@@ -434,8 +431,7 @@ locals {
     It names each hour that is `MISSING`, `FAILED`, `MISMATCH` or still `pending`, and why (exit
     status 1 until every hour is `loaded` or `no data`). Check the function-errors alert and the
     logs of export, transform and load, then re-run the day with `ampbq backfill --start
-    YYYY-MM-DD`, or only its hours with `ampbq reprocess --date YYYY-MM-DD` (README.md,
-    "Operations").
+    YYYY-MM-DD`, or only its hours with `ampbq reprocess --date YYYY-MM-DD` (docs/operations.md).
   EOT
 
   data_stale_doc = <<-EOT
@@ -452,6 +448,6 @@ locals {
 
     Then check the Cloud Scheduler job (paused? failed?), the function-errors alert and the
     export function's logs, and run the missing days with `ampbq backfill --start YYYY-MM-DD
-    --end YYYY-MM-DD` (README.md, "Operations").
+    --end YYYY-MM-DD` (docs/operations.md).
   EOT
 }

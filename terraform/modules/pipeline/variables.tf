@@ -226,12 +226,12 @@ variable "completeness_expected_hours" {
 }
 
 variable "freshness_threshold_hours" {
-  description = "Alert when the newest upload hour done (loaded, or found to have no data at Amplitude) ended more than this many hours ago. With the 03:00 UTC run loading the previous day, whose last hour ends at 00:00 UTC, it is at most about 27 h old on a normal day; 30 alerts by 06:00 UTC when a day's run has not finished."
+  description = "Alert when the newest upload hour done (loaded, or found to have no data at Amplitude) ended more than this many whole hours ago. With the daily 03:00 UTC run, which loads the previous day (its last hour ends at 00:00 UTC), it is up to about 27 h old on a normal day, so 30 alerts by 06:00 UTC when a day's run has not finished; with a run every hour, each hour is done about 2 h after it ends, and 4 is enough."
   type        = number
   default     = 30
 
   validation {
-    condition     = var.freshness_threshold_hours >= 28
-    error_message = "freshness_threshold_hours must be at least 28: the newest hour is about 27 h old just before each day's 03:00 UTC run."
+    condition     = var.freshness_threshold_hours >= 4 && floor(var.freshness_threshold_hours) == var.freshness_threshold_hours
+    error_message = "freshness_threshold_hours must be a whole number of hours, at least 4 (an hour is done about 2 h after it ends); with the daily run, under 28 alerts every day before the run."
   }
 }
