@@ -182,11 +182,17 @@ def stale(day_entries: list[dict], moment: datetime) -> bool:
                          moment.timestamp()))
 
 
-def test_freshness_threshold_is_30_whole_hours_by_default():
-    assert TF.vars["freshness_threshold_hours"] == 30
+def test_freshness_threshold_follows_the_schedule_unless_set():
+    assert TF.vars["freshness_threshold_hours"] is None and TF.vars["schedule"] == "daily"
+    assert TF.local("freshness_threshold_hours") == 30
+    hourly = Terraform({"env": "staging", "project_id": "my-staging-project", "schedule": "hourly"})
+    assert hourly.local("freshness_threshold_hours") == 4 and "hourly run" in hourly.local("data_stale_doc")
+    chosen = Terraform({"env": "staging", "project_id": "my-staging-project", "schedule": "hourly",
+                        "freshness_threshold_hours": 6})
+    assert chosen.local("freshness_threshold_hours") == 6
     condition = named_blocks(MODULE, "variable")["freshness_threshold_hours"]["validation"][0]["condition"]
-    assert condition == ("${var.freshness_threshold_hours >= 4 && floor(var.freshness_threshold_hours) == "
-                         "var.freshness_threshold_hours}")
+    assert condition == ("${coalesce(var.freshness_threshold_hours, 30) >= 4 && "
+                         "floor(coalesce(var.freshness_threshold_hours, 30)) == coalesce(var.freshness_threshold_hours, 30)}")
 
 
 def test_freshness_follows_the_newest_hour_done_across_a_day():

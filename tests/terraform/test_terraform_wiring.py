@@ -101,16 +101,17 @@ def iam_grants() -> set[tuple[str, str, str]]:
 # --- scheduler and topic --------------------------------------------------------------------
 
 
-def test_scheduler_daily_job_publishes_empty_json_at_0300_utc():
+def test_scheduler_job_publishes_the_chosen_schedules_message_in_utc():
+    # What each schedule publishes, and when: tests/terraform/test_schedule.py.
     job = resource("google_cloud_scheduler_job", "daily")
-    assert job["schedule"] == "0 3 * * *"
+    assert job["schedule"] == "${local.schedule.cron}"
     assert job["time_zone"] == "Etc/UTC"
     assert job["name"] == "${var.scheduler_job_name}"
     assert variable_default("scheduler_job_name") == "fire-amplitude-to-big-query-sync"
+    assert variable_default("schedule") == "daily"
     target = single(job["pubsub_target"])
     assert target["topic_name"] == "${google_pubsub_topic.daily_runs.id}"
-    match = re.fullmatch(r'base64encode\("(.*)"\)', unwrap(target["data"]))
-    assert match and json.loads(match.group(1)) == {}
+    assert unwrap(target["data"]) == "base64encode(local.schedule.body)"
 
 
 def test_topic_default_name_is_daily_runs():

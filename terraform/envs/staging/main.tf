@@ -28,6 +28,7 @@ module "pipeline" {
   completeness_deadline_hour_utc    = var.completeness_deadline_hour_utc
   completeness_expected_hours       = var.completeness_expected_hours
   freshness_threshold_hours         = var.freshness_threshold_hours
+  schedule                          = var.schedule
 
   # Staging data is a rehearsal: keep raw backups a month, in Standard storage.
   # A value set in terraform.tfvars takes the place of each of these.

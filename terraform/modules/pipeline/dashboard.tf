@@ -56,7 +56,7 @@ locals {
                   prometheusQuery = "(time() - ${local.newest_hour_end}) / 3600"
                 }
               }]
-              thresholds = [{ value = var.freshness_threshold_hours, label = "freshness alert" }]
+              thresholds = [{ value = local.freshness_threshold_hours, label = "freshness alert" }]
               yAxis      = { label = "hours", scale = "LINEAR" }
             }
           }

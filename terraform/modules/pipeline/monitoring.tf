@@ -10,6 +10,9 @@
 # (tests/integration/test_monitoring.py).
 
 locals {
+  # Follows the schedule unless set (variables.tf).
+  freshness_threshold_hours = coalesce(var.freshness_threshold_hours, var.schedule == "hourly" ? 4 : 30)
+
   function_log_filter = "resource.type=\"cloud_run_revision\" AND resource.labels.service_name=(\"${local.function_names.export}\" OR \"${local.function_names.transform}\" OR \"${local.function_names.load}\")"
 
   # 429 = every instance busy (max_instances reached): Eventarc redelivers the event with
@@ -75,12 +78,12 @@ locals {
   # Freshness: fire when the newest upload hour done ended more than the threshold ago. With
   # no line at all in the window the newest hour is older still: an hour is done after it ends,
   # so one that ended within the threshold was done within it too.
-  newest_hour_end = "max(${format(local.hour_ends, var.freshness_threshold_hours, var.freshness_threshold_hours)})"
+  newest_hour_end = "max(${format(local.hour_ends, local.freshness_threshold_hours, local.freshness_threshold_hours)})"
   freshness_query = <<-EOT
     time() - (
       ${local.newest_hour_end}
       or vector(0)
-    ) > ${var.freshness_threshold_hours} * 3600
+    ) > ${local.freshness_threshold_hours} * 3600
   EOT
 
   # What to run first, for every alert: the CLI against this environment (docs/operations.md,
@@ -370,14 +373,14 @@ resource "google_monitoring_alert_policy" "day_incomplete" {
 
 resource "google_monitoring_alert_policy" "data_stale" {
   project               = var.project_id
-  display_name          = "ampbq ${var.env}: newest loaded upload hour older than ${var.freshness_threshold_hours} h"
+  display_name          = "ampbq ${var.env}: newest loaded upload hour older than ${local.freshness_threshold_hours} h"
   combiner              = "OR"
   severity              = "ERROR"
   notification_channels = var.notification_channels
   user_labels           = local.labels
 
   conditions {
-    display_name = "the newest upload hour done ended more than ${var.freshness_threshold_hours} h ago"
+    display_name = "the newest upload hour done ended more than ${local.freshness_threshold_hours} h ago"
     condition_prometheus_query_language {
       query               = local.freshness_query
       duration            = "0s"
@@ -436,9 +439,7 @@ locals {
 
   data_stale_doc = <<-EOT
     The newest upload hour the pipeline has done (loaded, or found to have no data at Amplitude)
-    ended more than ${var.freshness_threshold_hours} h ago. The 03:00 UTC run loads the previous
-    day, whose last hour ends at 00:00 UTC, so on a normal day it is at most about 27 h old: the
-    scheduled run did not run, or did not finish the previous day.
+    ended more than ${local.freshness_threshold_hours} h ago. ${var.schedule == "hourly" ? "Each hourly run loads the hour that ended about 2 h before it, so on a normal day the newest hour is a little over 2 h old: the scheduled runs stopped running or finishing." : "The 03:00 UTC run loads the previous day, whose last hour ends at 00:00 UTC, so on a normal day it is at most about 27 h old: the scheduled run did not run, or did not finish the previous day."}
 
     **Run first**, for the last two days:
 

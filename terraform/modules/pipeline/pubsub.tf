@@ -1,5 +1,7 @@
 # A run starts with a message on the daily-runs topic. The body is JSON:
-#   {}                                            the previous UTC day (what the schedule sends)
+#   {}                                            the previous UTC day (what the daily schedule sends)
+#   {"hour": "latest"}                            the newest upload hour Amplitude has complete
+#                                                 (what the hourly schedule sends)
 #   {"date": "2024-01-31"}                        one UTC day (backfill)
 #   {"start": "20240131T00", "end": "20240131T23"} an hour range, as the Amplitude Export API takes it
 resource "google_pubsub_topic" "daily_runs" {
@@ -11,22 +13,33 @@ resource "google_pubsub_topic" "daily_runs" {
   depends_on = [google_project_service.this]
 }
 
-# 03:00 UTC: Amplitude makes an hour exportable about two hours after it ends, so by then the
-# whole previous UTC day is available. Cloud Scheduler publishes with its Google-managed service
-# agent, whose roles/cloudscheduler.serviceAgent (granted on the project when the API is
-# enabled) includes pubsub.topics.publish, so no extra grant is needed here.
+# Amplitude makes an hour exportable about two hours after it ends (min_data_age_hours).
+# daily: 03:00 UTC, when the whole previous UTC day is available.
+# hourly: at minute 5 of every hour, the hour that became complete at minute 0 (so each upload
+# hour is in BigQuery a little over 2 h 5 min after it ends).
+# Cloud Scheduler publishes with its Google-managed service agent, whose
+# roles/cloudscheduler.serviceAgent (granted on the project when the API is enabled) includes
+# pubsub.topics.publish, so no extra grant is needed here.
+locals {
+  schedules = {
+    daily  = { cron = "0 3 * * *", body = "{}", what = "the previous UTC day" }
+    hourly = { cron = "5 * * * *", body = jsonencode({ hour = "latest" }), what = "the newest complete upload hour" }
+  }
+  schedule = local.schedules[var.schedule]
+}
+
 resource "google_cloud_scheduler_job" "daily" {
   name        = var.scheduler_job_name
   project     = var.project_id
   region      = var.region
-  description = "Starts the Amplitude to BigQuery sync of the previous UTC day (${var.env})."
-  schedule    = "0 3 * * *"
+  description = "Starts the Amplitude to BigQuery sync of ${local.schedule.what} (${var.env})."
+  schedule    = local.schedule.cron
   time_zone   = "Etc/UTC"
   paused      = var.scheduler_paused
 
   pubsub_target {
     topic_name = google_pubsub_topic.daily_runs.id
-    data       = base64encode("{}")
+    data       = base64encode(local.schedule.body)
   }
 
   depends_on = [google_project_service.this]

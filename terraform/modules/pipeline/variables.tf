@@ -226,12 +226,23 @@ variable "completeness_expected_hours" {
 }
 
 variable "freshness_threshold_hours" {
-  description = "Alert when the newest upload hour done (loaded, or found to have no data at Amplitude) ended more than this many whole hours ago. With the daily 03:00 UTC run, which loads the previous day (its last hour ends at 00:00 UTC), it is up to about 27 h old on a normal day, so 30 alerts by 06:00 UTC when a day's run has not finished; with a run every hour, each hour is done about 2 h after it ends, and 4 is enough."
+  description = "Alert when the newest upload hour done (loaded, or found to have no data at Amplitude) ended more than this many whole hours ago. Null follows the schedule: 30 for daily (the 03:00 UTC run loads the previous day, whose last hour ends at 00:00 UTC, so it is up to about 27 h old on a normal day and 30 alerts by 06:00 UTC when a day's run has not finished), 4 for hourly (each hour is done a little over 2 h after it ends)."
   type        = number
-  default     = 30
+  default     = null
 
   validation {
-    condition     = var.freshness_threshold_hours >= 4 && floor(var.freshness_threshold_hours) == var.freshness_threshold_hours
+    condition     = coalesce(var.freshness_threshold_hours, 30) >= 4 && floor(coalesce(var.freshness_threshold_hours, 30)) == coalesce(var.freshness_threshold_hours, 30)
     error_message = "freshness_threshold_hours must be a whole number of hours, at least 4 (an hour is done about 2 h after it ends); with the daily run, under 28 alerts every day before the run."
+  }
+}
+
+variable "schedule" {
+  description = "When Cloud Scheduler starts a run: \"daily\" at 03:00 UTC, for the previous UTC day; or \"hourly\" at minute 5 of every hour, for the newest upload hour Amplitude has complete (each hour is then in BigQuery a little over 2 h after it ends). Backfills (ampbq backfill) work the same under both."
+  type        = string
+  default     = "daily"
+
+  validation {
+    condition     = contains(["daily", "hourly"], var.schedule)
+    error_message = "schedule must be \"daily\" or \"hourly\"."
   }
 }
