@@ -33,7 +33,7 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 # bqemulator needs DuckDB's spatial and avro extensions; offline they come from PyPI wheels and
 # are installed into a DuckDB home inside the project (the emulator is started with HOME there).
 $(DUCKDB_HOME)/.installed: $(STAMP)
-	$(BIN)/python -m ampbq.stack install-duckdb-extensions $(DUCKDB_HOME)
+	$(BIN)/python -m ampbq.tools.stack install-duckdb-extensions $(DUCKDB_HOME)
 	touch $@
 
 # checkov pins libraries that clash with the Google clients, so it lives in its own venv.
@@ -81,12 +81,12 @@ unit: $(STAMP)
 # Throughput and peak memory of the transform beside a bare loop and a naive script (docs/performance.md).
 # Extra options: make bench BENCH_ARGS="--export-gb 2 --e2e"
 bench: $(STAMP)
-	$(BIN)/python -m ampbq.bench $(BENCH_ARGS)
+	$(BIN)/python -m ampbq.tools.bench $(BENCH_ARGS)
 
 # The three functions' zips, written to dist/ with the entries Terraform uploads: both read the one
 # list in functions/runtime.json. Standard library only, so no venv is needed.
 package:
-	PYTHONPATH=shared $(PYTHON) -m ampbq.function_zips dist
+	PYTHONPATH=shared $(PYTHON) -m ampbq.tools.function_zips dist
 
 clean:
 	rm -rf $(VENV) $(VENV312) $(CHECKOV_VENV) .cache .stack dist

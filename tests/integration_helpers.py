@@ -13,8 +13,8 @@ from ampbq import bigquery as bq_adapter
 from ampbq import naming
 from ampbq.config import Config
 from ampbq.naming import HourRange
-from ampbq.stack import Stack, storage_cloud_event
-from ampbq.synthetic import Dataset
+from ampbq.tools.stack import Stack, storage_cloud_event
+from ampbq.tools.synthetic import Dataset
 from helpers import gzip_ndjson
 
 

@@ -36,7 +36,7 @@ class NotReady(PermanentError):
 
 
 class Unreachable(AmpbqError):
-    """A service did not answer the command line within its bound (see calls.py)."""
+    """A service did not answer the command line within its bound (see ampbq.tools.calls)."""
 
     def __init__(self, service: str, endpoint: str, reason: str, seconds: float | None = None):
         self.service, self.endpoint, self.reason, self.seconds = service, endpoint, reason, seconds

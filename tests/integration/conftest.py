@@ -13,8 +13,8 @@ from google.cloud import storage
 from ampbq import bigquery as bq_adapter
 from ampbq import gcs
 from ampbq.config import Config
-from ampbq.stack import Stack, StackSettings
-from ampbq.stub import ExportApiStub
+from ampbq.tools.stack import Stack, StackSettings
+from ampbq.tools.stub import ExportApiStub
 
 API_KEY, SECRET_KEY = "it-api-key", "it-secret-key"
 

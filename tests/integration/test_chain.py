@@ -13,8 +13,8 @@ import orjson
 import pytest
 
 from ampbq import naming, schema
-from ampbq.stub import DatasetSource
-from ampbq.synthetic import Dataset
+from ampbq.tools.stub import DatasetSource
+from ampbq.tools.synthetic import Dataset
 from integration_helpers import drop_hour, hour_rows, ledger_entry, log_lines, post_finalize, wait_loaded
 
 pytestmark = pytest.mark.integration
@@ -150,8 +150,8 @@ def test_stale_generation_event_changes_nothing(stack, bucket, bq, config):
 
 def _external_stub(tmp_path, extra_entry: bool):
     """Another process's Export API: our stub, serving a zip, reached only by its URL."""
-    from ampbq.stub import ExportApiStub, ZipSource
-    from ampbq.synthetic import entry_name, gzip_lines, write_export_zip
+    from ampbq.tools.stub import ExportApiStub, ZipSource
+    from ampbq.tools.synthetic import entry_name, gzip_lines, write_export_zip
 
     archive = tmp_path / "external.zip"
     with open(archive, "wb") as sink:

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from ampbq import naming
-from ampbq.cli import main
+from ampbq.tools.cli import main
 from integration_helpers import drop_hour, wait_loaded
 
 pytestmark = pytest.mark.integration

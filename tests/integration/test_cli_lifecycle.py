@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from ampbq.synthetic import Dataset, write_export_zip
+from ampbq.tools.synthetic import Dataset, write_export_zip
 
 pytestmark = pytest.mark.integration
 AMPBQ = str(Path(sys.executable).parent / "ampbq")

@@ -9,9 +9,9 @@ import pytest
 from click.testing import CliRunner
 
 from ampbq import naming
-from ampbq.cli import main
+from ampbq.tools.cli import main
 from ampbq.naming import HourRange
-from ampbq.sandbox import GeneratedSource
+from ampbq.tools.sandbox import GeneratedSource
 from integration_helpers import day_rows, manifest, wait_for
 
 pytestmark = pytest.mark.integration

@@ -10,8 +10,8 @@ import pytest
 
 from ampbq import naming
 from ampbq.naming import HourRange
-from ampbq.stub import DatasetSource, Fault, ZipSource
-from ampbq.synthetic import Dataset, entry_name, gzip_lines
+from ampbq.tools.stub import DatasetSource, Fault, ZipSource
+from ampbq.tools.synthetic import Dataset, entry_name, gzip_lines
 from integration_helpers import day_rows, function_log, manifest, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.long]

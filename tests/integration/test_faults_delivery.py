@@ -10,8 +10,8 @@ import pytest
 from ampbq import naming, steps
 from ampbq.errors import Ignored
 from ampbq.events import StorageObject
-from ampbq.stub import DatasetSource
-from ampbq.synthetic import Dataset
+from ampbq.tools.stub import DatasetSource
+from ampbq.tools.synthetic import Dataset
 from integration_helpers import (day_rows, drop_hour, function_log, hour_rows, ledger_entry, log_lines, post_finalize,
                                  wait_for, wait_loaded)
 from test_chain import event_line

@@ -13,10 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from ampbq import naming, stub as stub_module
+from ampbq import naming
+from ampbq.tools import stub as stub_module
 from ampbq.naming import HourRange
-from ampbq.stub import ZipSource
-from ampbq.synthetic import Dataset, gzip_lines
+from ampbq.tools.stub import ZipSource
+from ampbq.tools.synthetic import Dataset, gzip_lines
 from integration_helpers import function_log, hour_rows, manifest, wait_for, wait_loaded
 from test_operations import ampbq
 

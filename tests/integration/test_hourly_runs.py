@@ -10,10 +10,10 @@ from datetime import date, datetime, timedelta, timezone
 import pytest
 from click.testing import CliRunner
 
-from ampbq.cli import main
+from ampbq.tools.cli import main
 from ampbq.naming import HOUR, HourRange, latest_complete_hour
-from ampbq.sandbox import GeneratedSource
-from ampbq.synthetic import Dataset
+from ampbq.tools.sandbox import GeneratedSource
+from ampbq.tools.synthetic import Dataset
 from integration_helpers import hour_rows, ledger_entry, wait_for
 
 pytestmark = pytest.mark.integration

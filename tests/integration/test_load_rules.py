@@ -15,11 +15,11 @@ import orjson
 import pytest
 from click.testing import CliRunner
 
-from ampbq import bq_rules
-from ampbq.cli import main
+from ampbq.tools import bq_rules
+from ampbq.tools.cli import main
 from ampbq.naming import HourRange
-from ampbq.stub import DatasetSource
-from ampbq.synthetic import Dataset
+from ampbq.tools.stub import DatasetSource
+from ampbq.tools.synthetic import Dataset
 from integration_helpers import drop_hour, hour_rows, land, ledger_entry, load_failures, wait_loaded
 
 pytestmark = pytest.mark.integration

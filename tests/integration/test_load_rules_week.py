@@ -10,8 +10,8 @@ from datetime import date, datetime, timedelta, timezone
 import pytest
 
 from ampbq.naming import HourRange
-from ampbq.stub import DatasetSource
-from ampbq.synthetic import Dataset
+from ampbq.tools.stub import DatasetSource
+from ampbq.tools.synthetic import Dataset
 from integration_helpers import land, load_failures
 
 pytestmark = [pytest.mark.integration, pytest.mark.long]

@@ -27,11 +27,11 @@ from datetime import date, datetime, timedelta, timezone
 import pytest
 from click.testing import CliRunner
 
-from ampbq.cli import main
-from ampbq.demo import latest_complete_day
+from ampbq.tools.cli import main
+from ampbq.tools.demo import latest_complete_day
 from ampbq.naming import HourRange
-from ampbq.stub import Fault
-from ampbq.synthetic import Dataset, gzip_lines
+from ampbq.tools.stub import Fault
+from ampbq.tools.synthetic import Dataset, gzip_lines
 from integration_helpers import function_log, manifest, wait_for
 from monitoring_model import Terraform, firing, log_entry, module_metrics, only_value, promql, all_series
 

@@ -15,8 +15,8 @@ import pytest
 from click.testing import CliRunner
 
 from ampbq import naming
-from ampbq.cli import main
-from ampbq.sandbox import GeneratedSource
+from ampbq.tools.cli import main
+from ampbq.tools.sandbox import GeneratedSource
 from integration_helpers import drop_hour, hour_rows, ledger_entry, wait_loaded
 
 pytestmark = pytest.mark.integration

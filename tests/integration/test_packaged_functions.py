@@ -28,11 +28,11 @@ from pathlib import Path
 import pytest
 
 from ampbq import bigquery as bq_adapter
-from ampbq import function_zips
+from ampbq.tools import function_zips
 from ampbq.config import Config
-from ampbq.stack import FUNCTIONS, Stack, StackSettings
-from ampbq.stub import DatasetSource, ExportApiStub
-from ampbq.synthetic import Dataset
+from ampbq.tools.stack import FUNCTIONS, Stack, StackSettings
+from ampbq.tools.stub import DatasetSource, ExportApiStub
+from ampbq.tools.synthetic import Dataset
 
 pytestmark = [pytest.mark.integration, pytest.mark.long]
 

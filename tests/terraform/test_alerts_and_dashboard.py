@@ -16,7 +16,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from ampbq import entry, logs, naming, steps
-from ampbq.cli import status as status_command
+from ampbq.tools.cli import status as status_command
 from ampbq.config import Config
 from ampbq.errors import TransientError
 from ampbq.naming import HourRange

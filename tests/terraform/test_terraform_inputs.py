@@ -283,7 +283,7 @@ def test_terraform_evaluates_bucket_names_as_the_model(project_id, env, bucket_n
 
 def names_the_cli_reads() -> set[str]:
     """Environment variables Config.from_env asks for, plus those the CLI's options fall back to."""
-    from ampbq import cli
+    from ampbq.tools import cli
     from ampbq.config import Config
 
     class Recording(dict):

@@ -11,8 +11,8 @@ from ampbq import amplitude
 from ampbq.config import Config
 from ampbq.errors import NoData, PermanentError, TooLarge, TransientError
 from ampbq.naming import HourRange
-from ampbq.stub import DatasetSource, ExportApiStub, Fault, events_per_hour
-from ampbq.synthetic import Dataset
+from ampbq.tools.stub import DatasetSource, ExportApiStub, Fault, events_per_hour
+from ampbq.tools.synthetic import Dataset
 
 DATASET = Dataset.for_day(date(2024, 1, 31), hours=3, events_per_hour=20)
 

@@ -6,10 +6,10 @@ from datetime import date, datetime, timezone
 
 import pytest
 
-from ampbq.backfill import Run, parse_hours, plan, summary_line
+from ampbq.tools.backfill import Run, parse_hours, plan, summary_line
 from ampbq.errors import PermanentError
 from ampbq.naming import HourRange
-from ampbq.status import HourEvidence, HourStatus, State
+from ampbq.tools.status import HourEvidence, HourStatus, State
 
 NOW = datetime(2024, 3, 10, 12, 30, tzinfo=timezone.utc)
 

@@ -12,10 +12,11 @@ import orjson
 import pytest
 from click.testing import CliRunner
 
-from ampbq import bench, transform, unpack
+from ampbq import transform, unpack
+from ampbq.tools import bench
 from ampbq.naming import HourRange
 from ampbq.shaping import Lineage, RejectedEvent, Shaper, are_amplitude_timestamps, is_amplitude_timestamp, to_timestamp
-from ampbq.synthetic import Dataset
+from ampbq.tools.synthetic import Dataset
 
 SUMMARY = re.compile(r"^bench: events=\d+ transform_vs_bare=\d+\.\d\d naive_vs_transform=\d+\.\d transform_peak_mb=\d+$")
 

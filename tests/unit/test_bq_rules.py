@@ -5,8 +5,8 @@ from __future__ import annotations
 import threading
 import time
 
-from ampbq import bq_rules
-from ampbq.bq_rules import Rules, TableState, decide, job_shape, partition_probe, split_statements
+from ampbq.tools import bq_rules
+from ampbq.tools.bq_rules import Rules, TableState, decide, job_shape, partition_probe, split_statements
 
 P = "proj"
 TXN = "BEGIN TRANSACTION;\nIF NOT EXISTS (SELECT 1 FROM `proj.ops.t_loads`) THEN\n  DELETE FROM `proj.ops.t` WHERE x = 'a;b';\nEND IF;\nCOMMIT TRANSACTION;"

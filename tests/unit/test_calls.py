@@ -10,7 +10,7 @@ import requests
 import urllib3.exceptions
 from google.api_core import exceptions as gexc
 
-from ampbq import calls
+from ampbq.tools import calls
 from ampbq.errors import PermanentError
 
 

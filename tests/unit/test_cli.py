@@ -3,7 +3,7 @@ import gzip
 import orjson
 from click.testing import CliRunner
 
-from ampbq.cli import main
+from ampbq.tools.cli import main
 
 
 def test_transform_command_writes_rows_and_rejects_beside_them(tmp_path):

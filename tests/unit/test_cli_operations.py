@@ -8,8 +8,8 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from ampbq.cli import main
-from ampbq.cli_options import HourOrDay, cloud_command, span
+from ampbq.tools.cli import main
+from ampbq.tools.cli_options import HourOrDay, cloud_command, span
 
 ENV = {"AMPBQ_BUCKET": "a-bucket", "AMPBQ_PROJECT": "a-project"}
 

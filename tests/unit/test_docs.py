@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from ampbq.cli import main
+from ampbq.tools.cli import main
 
 REPO = Path(__file__).resolve().parents[2]
 README = REPO / "README.md"

@@ -2,7 +2,7 @@
 
 import pytest
 
-from ampbq.gcs_rules import compose_destination, guarded_object, holds
+from ampbq.tools.gcs_rules import compose_destination, guarded_object, holds
 
 MATCH = {"ifGenerationMatch": ["7"]}
 

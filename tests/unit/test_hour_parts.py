@@ -9,10 +9,11 @@ from datetime import date, datetime, timezone
 
 import pytest
 
-from ampbq import hour_parts, stub, transform, unpack
+from ampbq import hour_parts, transform, unpack
+from ampbq.tools import stub
 from ampbq.naming import HourRange
 from ampbq.shaping import Lineage
-from ampbq.synthetic import Dataset, entry_name, gzip_lines
+from ampbq.tools.synthetic import Dataset, entry_name, gzip_lines
 
 HOUR = datetime(2020, 11, 24, 9, tzinfo=timezone.utc)
 LINEAGE = Lineage(HOUR, "gs://b/export/2020-11-24/09.json.gz", 1)
@@ -213,7 +214,7 @@ def test_the_slice_reads_only_its_range_and_seeks_past_an_unfinished_part():
 def test_demo_on_a_file_that_is_not_a_zip_is_a_one_line_error(tmp_path):
     from click.testing import CliRunner
 
-    from ampbq.cli import main
+    from ampbq.tools.cli import main
 
     path = tmp_path / "export.zip"
     path.write_bytes(b"<html>Too many requests</html>")

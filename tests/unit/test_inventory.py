@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
-from ampbq.inventory import ExportCoverage
+from ampbq.tools.inventory import ExportCoverage
 from ampbq.naming import HourRange
-from ampbq.status import ObjectInfo
+from ampbq.tools.status import ObjectInfo
 
 DAY = HourRange.parse("20220210T00", "20220210T23")
 HOUR = datetime(2022, 2, 10, 5, tzinfo=timezone.utc)

@@ -86,7 +86,7 @@ def test_package_metadata_declares_the_licence_as_an_spdx_expression(built):
     assert metadata["Metadata-Version"] >= "2.4"
 
 
-def test_wheel_and_sdist_carry_the_licence_and_the_schema_files(built):
+def test_wheel_and_sdist_carry_the_licence_the_schema_files_and_the_tools(built):
     out, _, files = built
     licence = (REPO / "LICENSE").read_bytes()
     schema_files = sorted(p.name for p in (REPO / "shared" / "ampbq" / "schema").iterdir() if p.is_file())
@@ -95,7 +95,11 @@ def test_wheel_and_sdist_carry_the_licence_and_the_schema_files(built):
         names = wheel.namelist()
         assert wheel.read("ampbq-0.1.0.dist-info/licenses/LICENSE") == licence
         packaged = sorted(n.removeprefix("ampbq/schema/") for n in names if n.startswith("ampbq/schema/"))
+        entry_points = wheel.read("ampbq-0.1.0.dist-info/entry_points.txt").decode()
     assert packaged == schema_files  # the dedup view's SQL too, which the code reads at run time
+    tools = sorted(p.name for p in (REPO / "shared" / "ampbq" / "tools").glob("*.py"))
+    assert sorted(n.removeprefix("ampbq/tools/") for n in names if n.startswith("ampbq/tools/")) == tools
+    assert "ampbq = ampbq.tools.cli:main" in entry_points
     with tarfile.open(out / files["sdist"]) as sdist:
         assert sdist.extractfile("ampbq-0.1.0/LICENSE").read() == licence
 
@@ -163,7 +167,7 @@ def names_config_reads() -> set[str]:
 
 def local_stack_env(tmp_path) -> dict[str, str]:
     """What `ampbq stack` prints for a stack on made-up ports (nothing is started)."""
-    from ampbq.stack import Stack, StackSettings
+    from ampbq.tools.stack import Stack, StackSettings
 
     stack = Stack(StackSettings(workdir=tmp_path, amplitude_url="http://127.0.0.1:9"))
     stack.ports.update({"gcs": 40001, "bigquery": 40002, "pubsub": 40003})
@@ -179,8 +183,8 @@ def test_local_query_section_names_only_what_config_reads_and_the_stack_prints(t
 
 
 def test_local_query_curl_is_a_query_the_bigquery_stand_in_runs(tmp_path):
-    from ampbq import bq_rules
-    from ampbq.stack import StackSettings
+    from ampbq.tools import bq_rules
+    from ampbq.tools.stack import StackSettings
 
     section = doc_section("Querying the local BigQuery stand-in")
     curl = re.search(r'curl -s -X POST "([^"]+)".*?-d \'([^\']+)\'', section, re.S)

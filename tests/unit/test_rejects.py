@@ -7,9 +7,9 @@ import io
 import zipfile
 from datetime import datetime, timezone
 
-from ampbq import rejects
+from ampbq.tools import rejects
 from ampbq.naming import HourRange
-from ampbq.sandbox import GeneratedSource
+from ampbq.tools.sandbox import GeneratedSource
 from ampbq.transform import reject_record
 
 HOUR = datetime(2022, 1, 5, 7, tzinfo=timezone.utc)

@@ -8,10 +8,10 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from rich.console import Console
 
-from ampbq import render
-from ampbq.rejects import Reject
-from ampbq.reprocess import Redrop
-from ampbq.status import HourEvidence, LedgerEntry, ObjectInfo, classify
+from ampbq.tools import render
+from ampbq.tools.rejects import Reject
+from ampbq.tools.reprocess import Redrop
+from ampbq.tools.status import HourEvidence, LedgerEntry, ObjectInfo, classify
 
 HOUR = datetime(2024, 1, 31, 5, tzinfo=timezone.utc)
 

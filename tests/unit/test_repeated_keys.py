@@ -11,7 +11,7 @@ import pytest
 from ampbq import repeated_keys, transform
 from ampbq.repeated_keys import RepeatedKey, colons_match_all
 from ampbq.shaping import Lineage, Shaper
-from ampbq.synthetic import Dataset, gzip_lines
+from ampbq.tools.synthetic import Dataset, gzip_lines
 
 LINEAGE = Lineage(datetime(2024, 1, 31, 5, tzinfo=timezone.utc), "gs://b/export/2024-01-31/05.json.gz", 9)
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from ampbq.stack import FUNCTIONS, REPO, StackError, StackSettings
+from ampbq.tools.stack import FUNCTIONS, REPO, StackError, StackSettings
 
 
 def test_functions_are_served_from_the_work_tree_with_this_venv_by_default(tmp_path):

@@ -7,9 +7,9 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from ampbq.config import Config
-from ampbq.inventory import ledger_sql
+from ampbq.tools.inventory import ledger_sql
 from ampbq.naming import HourRange
-from ampbq.status import (EXIT_COMPLETE, EXIT_PENDING, EXIT_PROBLEM, HourEvidence, LedgerEntry, ObjectInfo, State,
+from ampbq.tools.status import (EXIT_COMPLETE, EXIT_PENDING, EXIT_PROBLEM, HourEvidence, LedgerEntry, ObjectInfo, State,
                           classify, document, exit_code, summary_line)
 
 HOUR = datetime(2022, 1, 5, 7, tzinfo=timezone.utc)
@@ -179,7 +179,7 @@ def test_evidence_of_a_recent_hour_still_decides_over_its_age():
     ([State.NOT_READY, State.MISSING], EXIT_PROBLEM),
 ])
 def test_exit_code_gates_on_the_worst_state(states, code):
-    from ampbq.status import HourStatus
+    from ampbq.tools.status import HourStatus
 
     assert exit_code([HourStatus(HourEvidence(HOUR), state) for state in states]) == code
 

@@ -4,8 +4,8 @@ from datetime import date
 
 from ampbq import schema
 from ampbq.shaping import RENAMED
-from ampbq.stub import events_per_hour
-from ampbq.synthetic import Dataset, write_export_zip
+from ampbq.tools.stub import events_per_hour
+from ampbq.tools.synthetic import Dataset, write_export_zip
 
 
 def test_generated_events_cover_every_exported_column_with_a_value():

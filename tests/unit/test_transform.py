@@ -138,7 +138,7 @@ def test_a_failed_read_of_the_source_is_raised_not_recorded_as_damage():
 def generated_lines(count: int) -> list[bytes]:
     from datetime import date
 
-    from ampbq.synthetic import Dataset
+    from ampbq.tools.synthetic import Dataset
 
     hour = datetime(2024, 6, 1, 5, tzinfo=timezone.utc)
     return [orjson.dumps(event) for event in Dataset.for_day(date(2024, 6, 1), hours=1, events_per_hour=count).events(hour)]

@@ -5,7 +5,7 @@ from datetime import date, datetime, timezone
 
 from ampbq import unpack
 from ampbq.naming import HourRange
-from ampbq.synthetic import Dataset, write_export_zip
+from ampbq.tools.synthetic import Dataset, write_export_zip
 
 DAY = HourRange.day(date(2020, 11, 24))
 

@@ -1,7 +1,7 @@
 # The three Cloud Functions (2nd gen). Each zip holds the function's own files at its root
 # (main.py, requirements.txt) plus the shared package's runtime files at ampbq/, next to
 # main.py, so `import ampbq` works without any path tricks. Which files, exactly, is defined
-# once in functions/runtime.json, read here and by `make package` (ampbq.function_zips), which
+# once in functions/runtime.json, read here and by `make package` (ampbq.tools.function_zips), which
 # writes the same entries to dist/; no local stand-in, generator, benchmark or CLI module
 # ships. All files are text, read with file().
 

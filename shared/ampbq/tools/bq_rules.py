@@ -427,5 +427,5 @@ if __name__ == "__main__":
     import sys
 
     if len(sys.argv) != 3:
-        sys.exit("usage: python -m ampbq.bq_rules UPSTREAM_URL PORT")
+        sys.exit("usage: python -m ampbq.tools.bq_rules UPSTREAM_URL PORT")
     serve(sys.argv[1], int(sys.argv[2]))

@@ -16,7 +16,7 @@ import zipfile
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterator
 
-from .naming import HourRange
+from ..naming import HourRange
 from .stack import REPO, Stack, StackSettings
 from .stub import ExportApiStub
 from .synthetic import Dataset, gzip_lines

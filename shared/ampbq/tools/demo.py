@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
-from . import bigquery as bq_adapter
-from . import gcs, naming
-from .config import Config
-from .naming import HourRange, utc_hour
+from .. import bigquery as bq_adapter
+from .. import gcs, naming
+from ..config import Config
+from ..naming import HourRange, utc_hour
 from .stack import REPO, Stack, StackSettings
 from .stub import ExportApiStub, ZipSource, events_per_hour
 from .synthetic import Dataset, write_export_zip

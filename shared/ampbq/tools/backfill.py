@@ -18,12 +18,13 @@ import requests
 from google.api_core.exceptions import GoogleAPICallError
 from google.cloud import bigquery, storage
 
-from . import bigquery as bq_adapter
-from . import calls, inventory, load, naming, steps
-from .config import Config
-from .errors import AmpbqError, Ignored, PermanentError
-from .events import StorageObject
-from .naming import HOUR, HourRange
+from .. import bigquery as bq_adapter
+from .. import load, naming, steps
+from . import calls, inventory
+from ..config import Config
+from ..errors import AmpbqError, Ignored, PermanentError
+from ..events import StorageObject
+from ..naming import HOUR, HourRange
 from .status import COMPLETE, SETTLED, HourStatus, classify, summary
 
 

@@ -8,7 +8,7 @@ runtime modules and the schema files they read) under ampbq/, next to main.py.
 Entries are written in sorted order, as the archive provider writes `source` blocks; deflated,
 mode 0644 and one fixed timestamp, so the same sources give the same bytes on every machine.
 Tooling only: it is not in the list, so it never ships. Standard library only, so it runs
-without the project's virtual environment (`PYTHONPATH=shared python3 -m ampbq.function_zips`).
+without the project's virtual environment (`PYTHONPATH=shared python3 -m ampbq.tools.function_zips`).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import sys
 import zipfile
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 RUNTIME_LIST = Path("functions") / "runtime.json"
 TIMESTAMP = (1980, 1, 1, 0, 0, 0)  # the earliest a zip can hold: no build time in the bytes
 MODE = 0o644
@@ -77,7 +77,7 @@ def describe(path: Path) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ampbq.function_zips",
+    parser = argparse.ArgumentParser(prog="python -m ampbq.tools.function_zips",
                                      description="Write the three Cloud Functions' zips, as Terraform uploads them.")
     parser.add_argument("dist", nargs="?", type=Path, default=REPO / "dist", help="where to write <name>.zip (default: dist/)")
     args = parser.parse_args(argv)

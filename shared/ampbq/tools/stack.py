@@ -34,13 +34,13 @@ from pathlib import Path
 
 import requests
 
-from . import naming
-from .errors import AmpbqError
+from .. import naming
+from ..errors import AmpbqError
 from .gcs_rules import GcsRules
 
 log = logging.getLogger(__name__)
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 PUBSUB_EMULATOR = Path("/usr/lib/google-cloud-sdk/platform/pubsub-emulator/bin/cloud-pubsub-emulator")
 DUCKDB_HOME = REPO / ".cache" / "duckdb-home"
 GCS_TOPIC = "gcs-events"
@@ -270,7 +270,7 @@ class Stack:
             "--rest-port", str(self.ports["bigquery-emulator"]), "--grpc-host", "127.0.0.1", "--grpc-port", "0",
             "--project", self.settings.project, "--log-level", "warning",
         ], env={"HOME": str(DUCKDB_HOME), "BQEMU_GCS_LOCAL_ROOT": str(self.gcs_root)})
-        self._spawn("bigquery", [sys.executable, "-m", "ampbq.bq_rules",
+        self._spawn("bigquery", [sys.executable, "-m", "ampbq.tools.bq_rules",
                                  f"http://127.0.0.1:{self.ports['bigquery-emulator']}", str(self.ports["bigquery"])])
         for name, target in FUNCTIONS.items():
             folder, framework = self.settings.function_source(name)
@@ -509,4 +509,4 @@ if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "install-duckdb-extensions":
         install_duckdb_extensions(Path(sys.argv[2]).resolve())
     else:
-        sys.exit("usage: python -m ampbq.stack install-duckdb-extensions DIR")
+        sys.exit("usage: python -m ampbq.tools.stack install-duckdb-extensions DIR")

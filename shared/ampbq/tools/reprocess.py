@@ -18,10 +18,11 @@ from typing import Callable
 from google.api_core import exceptions as gexc
 from google.cloud import bigquery, storage
 
-from . import calls, gcs, inventory, naming
-from .config import Config
-from .errors import PermanentError
-from .naming import HourRange
+from .. import gcs, naming
+from . import calls, inventory
+from ..config import Config
+from ..errors import PermanentError
+from ..naming import HourRange
 from .status import SETTLED, HourStatus, classify
 
 STAGES = {"export": naming.hour_object_name, "import": naming.import_object_name}

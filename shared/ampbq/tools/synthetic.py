@@ -22,7 +22,7 @@ from typing import BinaryIO, Iterable, Iterator
 
 import orjson
 
-from .naming import HOUR, HourRange
+from ..naming import HOUR, HourRange
 
 PARTITION_IDS = (627, 70, 3, 1021, 12, 455)
 EVENT_TYPES = ("session_start", "session_end", "page_view", "button_clicked", "purchase", "Property Drop Purchased",

@@ -28,7 +28,7 @@ from google.auth import exceptions as auth_exceptions
 from google.cloud.bigquery import retry as bigquery_retry
 from google.cloud.storage import retry as storage_retry
 
-from .errors import PermanentError, Unreachable
+from ..errors import PermanentError, Unreachable
 
 ENV = "AMPBQ_CONNECT_TIMEOUT_SECONDS"
 DEFAULT_SECONDS = 30.0

@@ -11,14 +11,15 @@ from pathlib import Path
 
 import click
 
-from . import allocator
+from .. import allocator
 from . import backfill as backfills
-from . import inventory, naming, rejects as quarantine, render, reprocess as redrops, status as states
-from . import transform as core
+from .. import naming
+from . import inventory, rejects as quarantine, render, reprocess as redrops, status as states
+from .. import transform as core
 from .cli_options import Group, Ops, cloud_command, range_options, span, wait_options
-from .errors import PermanentError
-from .naming import HourRange
-from .shaping import Lineage
+from ..errors import PermanentError
+from ..naming import HourRange
+from ..shaping import Lineage
 
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -55,7 +56,7 @@ def demo(day, zip_path, events_per_hour, parts_per_hour, timeout, amplitude_url,
     from rich.table import Table
 
     from .demo import run_demo
-    from .errors import AmpbqError
+    from ..errors import AmpbqError
     from .stack import Terminated, raise_on_sigterm
 
     console = Console(stderr=True)

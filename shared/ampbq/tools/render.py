@@ -16,7 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
-from .naming import HourRange
+from ..naming import HourRange
 from .rejects import Reject
 from .reprocess import Redrop
 from .status import PROBLEMS, HourStatus, State

@@ -15,11 +15,12 @@ import urllib3.exceptions
 from google.api_core.exceptions import GoogleAPIError
 from google.auth.exceptions import GoogleAuthError
 
-from . import bigquery as bq_adapter
-from . import calls, gcs
-from .config import Config
-from .errors import AmpbqError
-from .naming import HourRange
+from .. import bigquery as bq_adapter
+from .. import gcs
+from . import calls
+from ..config import Config
+from ..errors import AmpbqError
+from ..naming import HourRange
 
 
 def keep_examples(text: str | None) -> str | None:

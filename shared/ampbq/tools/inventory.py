@@ -16,12 +16,13 @@ from datetime import date, datetime, timedelta, timezone
 from google.api_core import exceptions as gexc
 from google.cloud import bigquery, storage
 
-from . import bigquery as bq_adapter
-from . import calls, gcs, naming
-from .config import Config
-from .load import timestamp_literal
-from .naming import HourRange
-from .errors import PermanentError
+from .. import bigquery as bq_adapter
+from .. import gcs, naming
+from . import calls
+from ..config import Config
+from ..load import timestamp_literal
+from ..naming import HourRange
+from ..errors import PermanentError
 from .status import HourEvidence, LedgerEntry, ObjectInfo
 
 # Cloud Functions retries a failing event for up to 24 hours.

@@ -16,8 +16,9 @@ from datetime import datetime
 
 from google.cloud import storage
 
-from . import calls, naming
-from .naming import HourRange
+from .. import naming
+from . import calls
+from ..naming import HourRange
 from .reprocess import Redrop, reprocess
 
 _REJECTS_HOUR = naming.parse_import_object  # same YYYY-MM-DD/HH layout, different prefix and suffix

@@ -24,10 +24,10 @@ from pathlib import Path
 from typing import BinaryIO
 from urllib.parse import parse_qs, urlparse
 
-from .naming import HourRange, parse_zip_entry
+from ..naming import HourRange, parse_zip_entry
 from .synthetic import Dataset, write_export_zip
-from .transform import count_events
-from .unpack import EntryReader
+from ..transform import count_events
+from ..unpack import EntryReader
 
 STREAM_CHUNK = 1 << 20
 
