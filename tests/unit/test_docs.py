@@ -88,3 +88,27 @@ def test_relative_links_point_to_files_that_exist(path):
         elif anchor and linked.suffix == ".md" and anchor not in anchors(linked):
             broken.append(f"{target}: no heading with that anchor")
     assert not broken, broken
+
+
+def layout_tree() -> dict[str, list[str]]:
+    """docs/layout.md's tree: each package folder under shared/ → the module names listed under it."""
+    block = re.search(r"^```\n(.*?)^```", (REPO / "docs" / "layout.md").read_text(), re.M | re.S).group(1)
+    tree: dict[str, list[str]] = {}
+    folder = None
+    for line in block.splitlines():
+        if line.startswith("shared/"):
+            folder = line.split()[0]
+            tree[folder] = []
+        elif line.startswith("  ") and folder:
+            tree[folder].append(line.split()[0])
+        else:
+            folder = None
+    return tree
+
+
+@pytest.mark.parametrize("folder", ["shared/ampbq/", "shared/ampbq/tools/"])
+def test_layout_lists_every_module_of_each_package_once(folder):
+    listed = layout_tree()[folder]
+    on_disk = sorted(p.stem for p in (REPO / folder).glob("*.py"))
+    assert len(listed) == len(set(listed)), f"docs/layout.md lists a module twice under {folder}"
+    assert sorted(n for n in listed if not n.endswith("/")) == on_disk, f"docs/layout.md's {folder} is not the tree"
