@@ -83,10 +83,7 @@ def _summary(result: object) -> dict:
                 "refused": len(result.refused), "resumed": result.resumed}
     if isinstance(result, steps.LoadOutcome):
         counts = {"events": result.events, "rows": result.rows, "rejected": result.rejected, "loaded": result.loaded}
-        # "hour loaded" is what the monitoring counts and measures (rows, rejected, lag_seconds,
-        # hour_end_unix); keep the message, the labels and the field names stable.
-        log.info("hour loaded", extra={"fields": {"step": "load", **steps.hour_loaded_fields(result.hour),
-                 "generation": result.generation, **counts}})
+        steps.log_hour_loaded("load", result.hour, generation=result.generation, **counts)
         return counts
     if result is not None and hasattr(result, "log_fields"):  # transform's counts, per part too
         return result.log_fields()

@@ -15,7 +15,8 @@ import pytest
 from ampbq import naming, schema
 from ampbq.tools.stub import DatasetSource
 from ampbq.tools.synthetic import Dataset
-from integration_helpers import drop_hour, hour_rows, ledger_entry, log_lines, post_finalize, wait_loaded
+from integration_helpers import (drop_hour, function_log, hour_rows, ledger_entry, log_lines, post_finalize, wait_for,
+                                 wait_loaded)
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
@@ -88,11 +89,22 @@ def test_same_hour_loaded_twice_leaves_one_copy(stack, bucket, bq, config):
     generation = drop_hour(bucket, hour, [event_line(f"twice-{i}", hour) for i in range(10)])
     wait_loaded(bq, config, hour, generation)
     import_blob = bucket.get_blob(naming.import_object_name(hour))
+
+    def monitoring_lines() -> list[dict]:
+        return [line for line in function_log(stack, "load")
+                if line["message"] == "hour loaded" and (line["date"], line["hour"]) == ("2021-03-03", "01")]
+
+    wait_for(monitoring_lines, "the load's own hour loaded line", 30)  # written just after the commit
+    before = len(monitoring_lines())
     for _ in range(2):  # at-least-once delivery: the same finalize event again
         assert post_finalize(stack, "load", bucket.name, import_blob.name, import_blob.generation) == 200
     rows = hour_rows(bq, config, hour)
     assert len(rows) == 10 and len({r["uuid"] for r in rows}) == 10
     assert ledger_entry(bq, config, hour)["loaded"] == 10
+    # An attempt that finds its generation committed (say by the lease holder, after the first
+    # attempt gave up waiting) still writes the hour's monitoring line, with the ledger's counts.
+    again = monitoring_lines()[before:]
+    assert before == 1 and len(again) == 2 and {line["loaded"] for line in again} == {10}
 
 
 def test_redropped_hour_with_fewer_events_replaces_the_old_rows(bucket, bq, config):

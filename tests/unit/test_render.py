@@ -79,3 +79,15 @@ def test_wide_shows_every_column_each_row_on_one_line():
 ])
 def test_lag_reads_in_hours_and_minutes_then_days(value, shown):
     assert render.lag(value) == shown
+
+
+def test_square_brackets_in_reasons_and_raw_lines_are_shown_not_read_as_markup():
+    failed = classify(HourEvidence(HOUR, table_rows=0, failures=("load: bad [/bold] value [red]x[/red]",)))
+    rejects = [Reject(HOUR, 3, "field 'tags' [0]: not a STRING", "export/…", b'{"tags": [1, "[/x]"]}')]
+    redrops = [Redrop(HOUR, "export/2024-01-31/05.json.gz", None, error="gone [/]")]
+    status = "\n".join(printed(render.status_table([failed], "t", None), 250))
+    listed = "\n".join(printed(render.rejects_table(rejects, 50, None), 250))
+    dropped = "\n".join(printed(render.redrop_table(redrops, "export", None), 250))
+    assert "bad [/bold] value [red]x[/red]" in status
+    assert "field 'tags' [0]: not a STRING" in listed and '[1, "[/x]"]' in listed
+    assert "gone [/]" in dropped

@@ -11,6 +11,7 @@ from datetime import timedelta
 from typing import Callable, Iterator, Sequence
 
 from rich.console import Console
+from rich.markup import escape
 from rich.measure import Measurement
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -133,19 +134,20 @@ def status_table(statuses: list[HourStatus], title: str, width: int | None = Non
         target = f"#{e.import_object.generation}" if e.import_object else "-"
         style = "bold red" if s.state in PROBLEMS else _STYLES.get(s.state, "")
         rows.append((f"{s.hour:%Y-%m-%d %H}:00", "yes" if e.archives else "-", source, target, _number(s.events),
-                     _number(s.rejected), _number(e.table_rows), lag(s.lag), f"[{style}]{s.state.label}[/]", s.reason))
+                     _number(s.rejected), _number(e.table_rows), lag(s.lag), f"[{style}]{s.state.label}[/]", escape(s.reason)))
     return fitted(title, STATUS_COLUMNS, rows, width)
 
 
 def rejects_table(records: list[Reject], limit: int, width: int | None = None) -> Table:
-    rows = [(f"{r.hour:%Y-%m-%d %H}:00", str(r.line), r.reason, r.preview()) for r in records[:limit]]
+    # Reasons and raw lines are data: escaped, so "[" in them is shown, not read as rich markup.
+    rows = [(f"{r.hour:%Y-%m-%d %H}:00", str(r.line), escape(r.reason), escape(r.preview())) for r in records[:limit]]
     if len(records) > limit:
         rows.append(("…", "", f"{len(records) - limit} more (--limit, or --json for all)", ""))
     return fitted(f"rejected lines ({len(records)})", REJECTS_COLUMNS, rows, width)
 
 
 def redrop_table(redrops: list[Redrop], stage: str, width: int | None = None) -> Table:
-    rows = [(f"{r.hour:%Y-%m-%d %H}:00", r.name, _number(r.old_generation), _number(r.new_generation), r.error)
+    rows = [(f"{r.hour:%Y-%m-%d %H}:00", escape(r.name), _number(r.old_generation), _number(r.new_generation), escape(r.error))
             for r in redrops]
     return fitted(f"re-dropped under {stage}/", REDROP_COLUMNS, rows, width)
 
