@@ -158,3 +158,15 @@ def test_stack_prints_its_environment_refuses_a_second_stack_and_stops_everythin
     assert out == exports and "export STORAGE_EMULATOR_HOST=" in out  # printed, and written for other shells
     assert_all_stopped(pids)
     assert not list(workdir.glob("*.pid")) and not env_file.exists()
+
+
+def test_a_workdir_holding_other_files_is_refused_and_left_as_it_was(tmp_path):
+    precious = tmp_path / "my-project"
+    precious.mkdir()
+    (precious / "notes.txt").write_text("keep me")
+    result = subprocess.run([AMPBQ, "demo", "--date", "2021-04-01", "--workdir", str(precious)],
+                            capture_output=True, text=True, timeout=60, env=clean_env())
+    assert result.returncode == 1
+    assert one_error_line(result) == (f"Error: {precious} is not empty and holds no earlier stack's data; the stack "
+                                      "empties its workdir, so pass a new or empty directory as --workdir")
+    assert [p.name for p in precious.iterdir()] == ["notes.txt"] and (precious / "notes.txt").read_text() == "keep me"

@@ -85,7 +85,13 @@ def check_prerequisites() -> None:
 
 
 def refuse_busy_workdir(workdir: Path) -> None:
-    """Starting a stack empties its workdir: never under a stack that is still running there."""
+    """Starting a stack empties its workdir: never under a stack that is still running there, and
+    never a directory that holds anything but an earlier stack's data (its logs/ folder says so)."""
+    if workdir.exists() and not workdir.is_dir():
+        raise StackError(f"{workdir} is a file, not a directory for the stack's data; pass another --workdir")
+    if workdir.is_dir() and any(workdir.iterdir()) and not (workdir / "logs").is_dir():
+        raise StackError(f"{workdir} is not empty and holds no earlier stack's data; the stack empties its "
+                         "workdir, so pass a new or empty directory as --workdir")
     try:
         pid = int((workdir / OWNER_FILE).read_text().strip())
     except (OSError, ValueError):
