@@ -8,6 +8,7 @@ from typing import Mapping
 
 from .errors import PermanentError
 
+SCHEDULES = ("daily", "hourly")
 AMPLITUDE_URLS = {"US": "https://amplitude.com", "EU": "https://analytics.eu.amplitude.com"}
 
 
@@ -24,6 +25,8 @@ class Config:
     bigquery_emulator_host: str = ""
     # Amplitude says data is exportable about 2 hours after the hour ends.
     min_data_age_hours: float = 2.0
+    # When the deployment's scheduler starts runs (Terraform's `schedule`): "daily" or "hourly".
+    schedule: str = "daily"
     # Export API calls: attempts per range and the backoff multiplier (seconds) between them.
     http_attempts: int = 5
     http_backoff_seconds: float = 2.0
@@ -75,12 +78,27 @@ class Config:
             amplitude_api_key=env.get("AMPLITUDE_API_KEY", ""),
             amplitude_secret_key=env.get("AMPLITUDE_SECRET_KEY", ""),
             bigquery_emulator_host=env.get("BIGQUERY_EMULATOR_HOST", ""),
-            min_data_age_hours=_number(env, "AMPBQ_MIN_DATA_AGE_HOURS", "2", float),
+            min_data_age_hours=_min_age(env),
+            schedule=_schedule(env),
             http_attempts=_number(env, "AMPBQ_HTTP_ATTEMPTS", "5", int),
             http_backoff_seconds=_number(env, "AMPBQ_HTTP_BACKOFF_SECONDS", "2", float),
             export_budget_seconds=_number(env, "AMPBQ_EXPORT_BUDGET_SECONDS", "300", float),
             load_lease_seconds=_number(env, "AMPBQ_LOAD_LEASE_SECONDS", "60", float),
         )
+
+
+def _min_age(env: Mapping[str, str]) -> float:
+    hours = _number(env, "AMPBQ_MIN_DATA_AGE_HOURS", "2", float)
+    if not 0 <= hours < float("inf"):  # NaN fails this too
+        raise PermanentError(f"AMPBQ_MIN_DATA_AGE_HOURS must be a number of hours, 0 or more, not {env.get('AMPBQ_MIN_DATA_AGE_HOURS')!r}")
+    return hours
+
+
+def _schedule(env: Mapping[str, str]) -> str:
+    schedule = env.get("AMPBQ_SCHEDULE") or "daily"
+    if schedule not in SCHEDULES:
+        raise PermanentError(f"AMPBQ_SCHEDULE must be daily or hourly, not {schedule!r}")
+    return schedule
 
 
 def _number(env: Mapping[str, str], name: str, default: str, kind: type):

@@ -39,6 +39,19 @@ def latest_complete_hour(now: datetime, min_data_age_hours: float) -> datetime:
     return utc_hour(now - timedelta(hours=min_data_age_hours)) - HOUR
 
 
+def scheduled_run(hour: datetime, schedule: str, min_data_age_hours: float) -> datetime:
+    """The first scheduled run that exports `hour`: the daily one at 03:00 UTC, or the hourly one
+    at minute 5, once Amplitude has the hour complete (Terraform: pubsub.tf)."""
+    ready = hour + HOUR + timedelta(hours=min_data_age_hours)
+    if schedule == "hourly":
+        run = ready.replace(minute=5, second=0, microsecond=0)
+        return run if run >= ready else run + HOUR
+    run = (hour + timedelta(days=1)).replace(hour=3, minute=0, second=0, microsecond=0)
+    while run < ready:
+        run += timedelta(days=1)
+    return run
+
+
 @dataclass(frozen=True)
 class HourRange:
     """An inclusive range of upload hours, as the Export API takes it."""

@@ -156,9 +156,20 @@ def test_hour_over_but_within_the_data_age_is_not_ready():
     assert classify(refused).state is State.NOT_READY
 
 
-def test_hour_past_its_data_age_without_an_export_is_missing_again():
-    status = classify(HourEvidence(HOUR, table_rows=0, now=HOUR + timedelta(hours=3)))
-    assert status.state is State.MISSING
+def test_a_complete_hour_is_not_ready_until_its_scheduled_run_had_time_then_missing():
+    # 07:00-08:00 is complete at 10:00; the daily run exports it at 03:00 the next day (grace 2 h).
+    waiting = classify(HourEvidence(HOUR, table_rows=0, now=HOUR + timedelta(hours=3)))
+    assert waiting.state is State.NOT_READY
+    assert waiting.reason == "complete at Amplitude; the daily run at 2022-01-06 03:00 UTC exports it (due by 05:00 UTC)"
+    assert classify(HourEvidence(HOUR, table_rows=0, now=HOUR + timedelta(hours=21, minutes=59))).state is State.NOT_READY
+    assert classify(HourEvidence(HOUR, table_rows=0, now=HOUR + timedelta(hours=22))).state is State.MISSING
+    # Hourly: the run at 10:05 exports it (grace 30 min).
+    hourly = dict(table_rows=0, schedule="hourly")
+    assert classify(HourEvidence(HOUR, now=HOUR + timedelta(hours=3, minutes=34), **hourly)).state is State.NOT_READY
+    assert classify(HourEvidence(HOUR, now=HOUR + timedelta(hours=3, minutes=35), **hourly)).state is State.MISSING
+    # A run that exported the hour's range without writing its hour object is a problem at once.
+    lost = HourEvidence(HOUR, table_rows=0, exported=True, now=HOUR + timedelta(hours=3))
+    assert classify(lost).state is State.MISSING
 
 
 def test_evidence_of_a_recent_hour_still_decides_over_its_age():

@@ -63,7 +63,7 @@ def read(bucket: storage.Bucket, bq: bigquery.Client, config: Config, hours: Hou
             archives=coverage.archives(hour),
             exported=True if hour in sources else coverage.exported(hour), failures=failed,
             exporting=coverage.exporting(hour, now), refused=coverage.refused(hour),
-            now=now, min_data_age_hours=config.min_data_age_hours,
+            now=now, min_data_age_hours=config.min_data_age_hours, schedule=config.schedule,
         ))
     return Inventory(evidence, warnings)
 

@@ -32,6 +32,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from enum import Enum
 
+from .. import naming
+
 
 class State(str, Enum):
     LOADED = "loaded"
@@ -57,7 +59,7 @@ COMPLETE = frozenset({State.LOADED, State.NO_DATA})
 SETTLED = COMPLETE | PROBLEMS
 # Not a problem yet: the hour is not over, or Amplitude may not have all of it (exit 3, like pending).
 TOO_EARLY = frozenset({State.NOT_OVER, State.NOT_READY})
-HOUR = timedelta(hours=1)
+HOUR = naming.HOUR
 
 EXIT_COMPLETE, EXIT_PROBLEM, EXIT_PENDING = 0, 1, 3
 
@@ -108,6 +110,7 @@ class HourEvidence:
     refused: tuple[str, ...] = ()  # zip entries with data for the hour that the export refused
     now: datetime | None = None  # when the evidence was read (None: long after the hour)
     min_data_age_hours: float = 2.0  # how long after its end Amplitude has all of an hour (config)
+    schedule: str = "daily"  # when the deployment's runs start (config), so when an hour is due
 
 
 @dataclass(frozen=True)
@@ -138,7 +141,7 @@ class HourStatus:
         if self.state is not State.LOADED or entry is None or entry.loaded_at is None:
             return None
         loaded_at = entry.loaded_at if entry.loaded_at.tzinfo else entry.loaded_at.replace(tzinfo=timezone.utc)
-        return loaded_at - (self.hour + timedelta(hours=1))
+        return loaded_at - (self.hour + HOUR)
 
     def as_json(self) -> dict:
         e = self.evidence
@@ -221,6 +224,9 @@ def _without_hour_object(e: HourEvidence) -> tuple[State, str]:
         return State.FAILED, e.failures[0]
     if e.exporting:
         return State.PENDING, "an export run is part-way through this range; the platform's retry goes on with it"
+    due = _not_due(e) if not e.exported else None
+    if due is not None:
+        return due
     if e.exported:
         return State.MISSING, "the raw archive has this hour but no hour object was written"
     return State.MISSING, "no finished export covers this hour"
@@ -238,6 +244,22 @@ def _too_early(e: HourEvidence) -> tuple[State, str] | None:
         return State.NOT_READY, (f"over; Amplitude has all of it {e.min_data_age_hours:g} h after its end: "
                                  f"exportable from {ready:%Y-%m-%d %H:%M} UTC")
     return None
+
+
+# How long after its scheduled run an hour may take to land before it counts as MISSING.
+SCHEDULE_GRACE = {"daily": timedelta(hours=2), "hourly": timedelta(minutes=30)}
+
+
+def _not_due(e: HourEvidence) -> tuple[State, str] | None:
+    """NOT_READY for a complete hour whose scheduled run has not had time to export it yet."""
+    if e.now is None:
+        return None
+    run = naming.scheduled_run(e.hour, e.schedule, e.min_data_age_hours)
+    due = run + SCHEDULE_GRACE[e.schedule]
+    if e.now >= due:
+        return None
+    return State.NOT_READY, (f"complete at Amplitude; the {e.schedule} run at {run:%Y-%m-%d %H:%M} UTC exports it "
+                             f"(due by {due:%H:%M} UTC)")
 
 
 def count_problems(led: LedgerEntry, table_rows: int | None, imp: ObjectInfo | None = None,

@@ -17,6 +17,7 @@ locals {
       AMPBQ_DATASET     = google_bigquery_dataset.ops.dataset_id
       AMPBQ_TABLE       = google_bigquery_table.events.table_id
       AMPBQ_BQ_LOCATION = var.bq_location
+      AMPBQ_SCHEDULE    = var.schedule
       AMPLITUDE_REGION  = var.amplitude_region
       LOG_EXECUTION_ID  = "true"
     },

@@ -73,18 +73,19 @@ output "service_account_emails" {
 }
 
 output "hours_loaded_metric" {
-  description = "Log-based metric counting committed hours, by date and hour."
+  description = "Log-based metric counting the hours done (committed by the load, or found to have no data by the export), by date and hour."
   value       = "logging.googleapis.com/user/${google_logging_metric.hours_loaded.name}"
 }
 
 output "cli_env" {
-  description = "What the ampbq CLI needs in its environment to work on this installation, by variable name (README.md, \"Pointing the CLI at a deployed environment\")."
+  description = "What the ampbq CLI needs in its environment to work on this installation, by variable name (docs/operations.md, \"Pointing the CLI at a deployed environment\")."
   value = {
     AMPBQ_PROJECT     = var.project_id
     AMPBQ_BUCKET      = google_storage_bucket.data.name
     AMPBQ_DATASET     = google_bigquery_dataset.ops.dataset_id
     AMPBQ_TABLE       = google_bigquery_table.events.table_id
     AMPBQ_BQ_LOCATION = var.bq_location
+    AMPBQ_SCHEDULE    = var.schedule
     AMPBQ_RUNS_TOPIC  = google_pubsub_topic.daily_runs.name
   }
 }
