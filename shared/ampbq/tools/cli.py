@@ -72,8 +72,8 @@ def demo(day, zip_path, events_per_hour, parts_per_hour, timeout, amplitude_url,
             status.stop()
             click.echo("demo: stopped by SIGTERM; everything it started has stopped", err=True)
             sys.exit(143)
-    if report.refused:
-        click.echo(f"Error: the export refused {report.refused}", err=True)
+    if report.export_error:
+        click.echo(f"Error: the export gave up on {report.export_error}", err=True)
     table = Table(title=f"upload hours of {report.day:%Y-%m-%d}")
     for column in ("hour", "events exported", "rows loaded", "rejected", "state"):
         table.add_column(column, justify="right" if column != "state" else "left")
@@ -206,9 +206,9 @@ def backfill(ops: Ops, start, end, hours, local, topic, wait, timeout, poll) -> 
         span_hours = backfills.parse_hours(hours) if hours else None
     except ValueError as why:
         raise click.BadParameter(str(why), param_hint="--hours") from None
+    min_age = ops.config.min_data_age_hours  # a configuration error is exit 1, not wrong usage
     try:
-        plan = backfills.plan(start.date(), (end or start).date(), span_hours, datetime.now(timezone.utc),
-                              ops.config.min_data_age_hours)
+        plan = backfills.plan(start.date(), (end or start).date(), span_hours, datetime.now(timezone.utc), min_age)
     except PermanentError as why:  # a range that ends before it starts, or is not over yet
         raise click.UsageError(str(why)) from None
     if local:

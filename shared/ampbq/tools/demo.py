@@ -45,7 +45,7 @@ class DemoReport:
     seconds: float = 0.0
     timed_out: bool = False
     conflicts: int | None = None  # transactions BigQuery would have cancelled (the rules layer's count)
-    refused: str | None = None  # why the export gave up on the range, from its dead-letter record
+    export_error: str | None = None  # why the export gave up on the range, from its dead-letter record
 
     @property
     def events(self) -> int:
@@ -61,7 +61,7 @@ class DemoReport:
 
     @property
     def ok(self) -> bool:
-        return not self.timed_out and self.refused is None and all(h.landed for h in self.hours) and self.loaded + self.rejected == self.events
+        return not self.timed_out and self.export_error is None and all(h.landed for h in self.hours) and self.loaded + self.rejected == self.events
 
     def summary_line(self) -> str:
         line = f"demo: date={self.day:%Y-%m-%d} hours={len(self.hours)} events={self.events} loaded={self.loaded} rejected={self.rejected}"
@@ -143,9 +143,9 @@ def run_external(amplitude_url: str, day: date, timeout: float, workdir: Path, p
         os.environ["STORAGE_EMULATOR_HOST"] = stack.storage_host
         config = stack_config(stack)
         bucket = gcs.client(config.project).bucket(config.bucket)
-        record, refused = wait_for_manifest(bucket, HourRange.day(day), timeout)
+        record, export_error = wait_for_manifest(bucket, HourRange.day(day), timeout)
         if record is None:
-            return DemoReport(day, timed_out=refused is None, refused=refused, seconds=time.monotonic() - started)
+            return DemoReport(day, timed_out=export_error is None, export_error=export_error, seconds=time.monotonic() - started)
         expected: Counter = Counter()
         for archive in record["archives"]:
             with gcs.reader(bucket, archive) as raw:
@@ -163,9 +163,9 @@ def wait_for_manifest(bucket, hours: HourRange, timeout: float) -> tuple[dict | 
         blob = bucket.get_blob(naming.manifest_name(hours))
         if blob is not None:
             return json.loads(blob.download_as_bytes()), None
-        refused = export_refusal(bucket)
-        if refused:
-            return None, refused
+        failed = export_failure(bucket)
+        if failed:
+            return None, failed
         time.sleep(0.5)
     return None, None
 
@@ -184,7 +184,7 @@ def stack_config(stack: Stack) -> Config:
     return Config.from_env(stack.function_env())
 
 
-def export_refusal(bucket) -> str | None:
+def export_failure(bucket) -> str | None:
     """Why the export gave up for good on a range, from the dead-letter record it writes then."""
     for blob in bucket.list_blobs(prefix=naming.dead_letter_name("export", "")[:-len(".json")]):
         record = json.loads(blob.download_as_bytes())
@@ -200,9 +200,9 @@ def wait_for_hours(stack: Stack, day: date, expected: Counter, timeout: float, p
     deadline = time.monotonic() + timeout
     report = DemoReport(day)
     while True:
-        report.refused = export_refusal(bucket)
+        report.export_error = export_failure(bucket)
         report.hours = account(bq, config, expected)
-        if report.refused:
+        if report.export_error:
             return report
         landed = sum(1 for h in report.hours if h.landed)
         if progress:
