@@ -41,7 +41,7 @@ def schema_fields(path=schema.EVENTS_SCHEMA_FILE) -> list[bigquery.SchemaField]:
     return [bigquery.SchemaField.from_api_repr(field) for field in schema.fields(path)]
 
 
-_READY: set[str] = set()
+_READY: set[tuple[str, str]] = set()  # (BigQuery endpoint, table id): a test process may talk to two stacks
 
 
 def ensure_tables(bq: bigquery.Client, config: Config) -> None:
@@ -51,7 +51,7 @@ def ensure_tables(bq: bigquery.Client, config: Config) -> None:
     write tables but not create datasets, and BigQuery answers a create without that right with
     403 even when the dataset exists. Checked once per warm instance.
     """
-    if config.table_id in _READY:
+    if (config.bigquery_emulator_host, config.table_id) in _READY:
         return
     try:
         bq.get_table(config.table_id)
@@ -62,7 +62,7 @@ def ensure_tables(bq: bigquery.Client, config: Config) -> None:
     except gexc.NotFound:
         _create_tables(bq, config)
     query_rows(bq, load.commit_lock_seed_sql(config.table_id))
-    _READY.add(config.table_id)
+    _READY.add((config.bigquery_emulator_host, config.table_id))
 
 
 def _create_tables(bq: bigquery.Client, config: Config) -> None:
