@@ -12,7 +12,7 @@ terraform {
     }
   }
 
-  # State lives in a GCS bucket you create once (see README.md, "Deploy"). The bucket is
+  # State lives in a GCS bucket you create once (see terraform/README.md). The bucket is
   # given at init time, so this file names no project:
   #   terraform init -backend-config="bucket=<your-tfstate-bucket>"
   # Each environment keeps its own state under its own prefix; no CLI workspaces.

@@ -67,7 +67,7 @@ resource "google_storage_bucket_object" "function_source" {
 # handlers raise only on transient errors), 540 s timeout (the maximum for event-driven
 # functions), one event per instance, reachable only from inside Google (Eventarc push). A day
 # too big for one export invocation stops itself after AMPBQ_EXPORT_BUDGET_SECONDS (300, well
-# inside the 540 s) and the retry of the same event resumes it (README, Guarantees).
+# inside the 540 s) and the retry of the same event resumes it (docs/guarantees.md).
 
 resource "google_cloudfunctions2_function" "export" {
   name        = local.function_names.export
@@ -134,7 +134,7 @@ resource "google_cloudfunctions2_function" "export" {
 
 # transform and load both trigger on every object finalized in the data bucket (direct events
 # cannot filter on a prefix) and ignore, with one log line, objects outside their own prefix.
-# See README.md, "Deploy" / "Why both functions see every object".
+# See docs/deploy.md, "Why both functions see every object".
 
 resource "google_cloudfunctions2_function" "transform" {
   name        = local.function_names.transform

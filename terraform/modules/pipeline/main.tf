@@ -32,7 +32,7 @@ locals {
 }
 
 # APIs the pipeline uses. serviceusage and cloudresourcemanager must already be on for
-# Terraform to manage these and the project IAM grants (see README.md, "Deploy" / prerequisites).
+# Terraform to manage these and the project IAM grants (see terraform/README.md, "Roles for the person who applies").
 # disable_on_destroy = false: destroying this pipeline must not switch off APIs that other
 # workloads in the project may use.
 resource "google_project_service" "this" {
