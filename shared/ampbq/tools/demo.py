@@ -71,8 +71,8 @@ class DemoReport:
 def latest_complete_day(min_data_age_hours: float, now: datetime | None = None) -> date:
     """The newest UTC day whose every hour Amplitude has complete: its last hour ended at least
     `min_data_age_hours` ago. Before about 02:00 UTC that is the day before yesterday."""
-    now = now or datetime.now(timezone.utc)
-    return (now - timedelta(hours=min_data_age_hours)).date() - timedelta(days=1)
+    newest = naming.latest_complete_hour(now or datetime.now(timezone.utc), min_data_age_hours)
+    return (newest + naming.HOUR).date() - timedelta(days=1)  # the last day whose hour 23 is complete
 
 
 def previous_utc_day(now: datetime | None = None) -> date:
