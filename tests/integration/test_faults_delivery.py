@@ -7,7 +7,7 @@ from datetime import date, datetime, timezone
 
 import pytest
 
-from ampbq import naming, steps
+from ampbq import load, naming, steps
 from ampbq.errors import Ignored
 from ampbq.events import StorageObject
 from ampbq.tools.stub import DatasetSource
@@ -105,12 +105,18 @@ def test_killed_functions_mid_day_are_retried_to_exactly_the_same_table(stack, s
     per_hour = 20
     stub.source.current = DatasetSource(Dataset.for_day(day, events_per_hour=per_hour, parts_per_hour=2))
     stack.publish_run({"date": f"{day}"})
-    wait_for(lambda: day_rows(bq, config, day)["hours"] >= 1, "the first hour to load", timeout=60, interval=0.05)
-    stack.kill("load")  # mid-day: some hours loaded, some mid-load, some not started
-    stack.kill("transform")
-    assert day_rows(bq, config, day)["hours"] < 24, "the crash came too late to test anything"
-    stack.restart("transform")
-    stack.restart("load")
+    # The day's hours stage side by side and commit together: crash once the first one is staged
+    # and waiting, so that hours are mid-load, staged, or not started when both functions die.
+    waiting = load.waiting_prefix(config.table_id)
+    wait_for(lambda: any(True for _ in bucket.list_blobs(prefix=waiting)), "the first staged hour", timeout=60,
+             interval=0.05)
+    try:
+        stack.kill("load")
+        stack.kill("transform")
+        assert day_rows(bq, config, day)["hours"] < 24, "the crash came too late to test anything"
+    finally:  # the stack serves the tests after this one too
+        stack.restart("transform")
+        stack.restart("load")
     counts = wait_for(lambda: (lambda c: c if c["hours"] == 24 and c["n"] >= 24 * per_hour else None)(day_rows(bq, config, day)),
                       "all 24 hours after the crash", timeout=120)
     assert (counts["n"], counts["uuids"]) == (24 * per_hour, 24 * per_hour)
