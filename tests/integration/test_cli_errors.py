@@ -221,8 +221,10 @@ EVENT = {"uuid": "a", "event_time": "2020-11-24 09:00:00.000000", "server_upload
 LINES = json.dumps(EVENT).encode() + b"\n" + json.dumps(EVENT | {"uuid": "b"}).encode() + b"\n"
 
 
+# mtime=0 and ids: the two test workers must collect the same parameters.
 @pytest.mark.parametrize("name, content", [("203138_2020-11-24_9#627.json", LINES),
-                                           ("203138_2020-11-24_9#627.json.gz", gzip.compress(LINES))])
+                                           ("203138_2020-11-24_9#627.json.gz", gzip.compress(LINES, mtime=0))],
+                         ids=["ndjson", "gzip"])
 def test_transform_reads_plain_ndjson_and_gzip_alike(tmp_path, name, content):
     src = tmp_path / name
     src.write_bytes(content)
