@@ -55,12 +55,12 @@ $(GOOGLE_SCHEMA): $(GOOGLE_BINDINGS_WHEEL) tests/terraform/provider_schema.py
 demo: $(STAMP) $(DUCKDB_HOME)/.installed
 	$(BIN)/ampbq demo
 
-# Two workers (the size of the machines it runs on), each with its own local stack; whole
-# modules go to one worker, so module fixtures are made once.
-TEST_WORKERS ?= 2
+# Three workers on 2 cores (much of an integration test is waiting on the stand-ins), each with
+# its own local stack; whole modules go to one worker, so module fixtures are made once.
+TEST_WORKERS ?= 3
 
 test: venv
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=15
 ifneq ($(PY312),)
 	$(MAKE) unit312
 endif
