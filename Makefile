@@ -55,9 +55,9 @@ $(GOOGLE_SCHEMA): $(GOOGLE_BINDINGS_WHEEL) tests/terraform/provider_schema.py
 demo: $(STAMP) $(DUCKDB_HOME)/.installed
 	$(BIN)/ampbq demo
 
-# Three workers on 2 cores (much of an integration test is waiting on the stand-ins), each with
-# its own local stack; whole modules go to one worker, so module fixtures are made once.
-TEST_WORKERS ?= 3
+# Two workers (the machines' 2 cores), each with its own local stack; whole modules go to one
+# worker, so module fixtures are made once.
+TEST_WORKERS ?= 2
 
 test: venv
 	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=15
