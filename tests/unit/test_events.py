@@ -1,6 +1,6 @@
 import base64
 import json
-from datetime import date, datetime, timezone
+from datetime import date
 
 import pytest
 from cloudevents.http import CloudEvent

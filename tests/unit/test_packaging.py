@@ -141,7 +141,6 @@ def test_licence_is_the_apache_2_0_text():
 
 def test_build_requirement_and_dev_pin_admit_pep_639():
     from packaging.requirements import Requirement
-    from packaging.version import Version
 
     pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
     (requirement,) = [Requirement(r) for r in pyproject["build-system"]["requires"] if r.startswith("setuptools")]
