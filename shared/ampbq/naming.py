@@ -34,6 +34,11 @@ def utc_hour(value: datetime) -> datetime:
     return value.astimezone(timezone.utc).replace(minute=0, second=0, microsecond=0)
 
 
+def complete_at(hour: datetime, min_data_age_hours: float) -> datetime:
+    """When Amplitude has all of upload hour `hour`: `min_data_age_hours` after it ends."""
+    return hour + HOUR + timedelta(hours=min_data_age_hours)
+
+
 def latest_complete_hour(now: datetime, min_data_age_hours: float) -> datetime:
     """The newest upload hour Amplitude has complete at `now`: it ended `min_data_age_hours` ago."""
     return utc_hour(now - timedelta(hours=min_data_age_hours)) - HOUR
@@ -42,7 +47,7 @@ def latest_complete_hour(now: datetime, min_data_age_hours: float) -> datetime:
 def scheduled_run(hour: datetime, schedule: str, min_data_age_hours: float) -> datetime:
     """The first scheduled run that exports `hour`: the daily one at 03:00 UTC, or the hourly one
     at minute 5, once Amplitude has the hour complete (Terraform: pubsub.tf)."""
-    ready = hour + HOUR + timedelta(hours=min_data_age_hours)
+    ready = complete_at(hour, min_data_age_hours)
     if schedule == "hourly":
         run = ready.replace(minute=5, second=0, microsecond=0)
         return run if run >= ready else run + HOUR

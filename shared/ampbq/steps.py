@@ -56,7 +56,7 @@ class ExportResult:
 
 def check_ready(hours: HourRange, config: Config, now: datetime) -> None:
     """Refuse a range whose last hour Amplitude may not have finished (about 2 h after it ends)."""
-    ready_at = hours.end + naming.HOUR + timedelta(hours=config.min_data_age_hours)
+    ready_at = naming.complete_at(hours.end, config.min_data_age_hours)
     if now < ready_at:
         raise PermanentError(f"range {hours} is not complete at Amplitude until {ready_at:%Y-%m-%dT%H:%MZ}; run it after that")
 
@@ -295,8 +295,7 @@ def hour_loaded_fields(hour: datetime, at: datetime | None = None) -> dict:
     `lag_seconds` is from the end of the upload hour to `at` (now)."""
     end = hour + naming.HOUR
     at = at or datetime.now(timezone.utc)
-    return {"date": f"{hour:%Y-%m-%d}", "hour": f"{hour:%H}", "hour_end_unix": int(end.timestamp()),
-            "lag_seconds": round((at - end).total_seconds(), 3)}
+    return _hour_fields(hour) | {"hour_end_unix": int(end.timestamp()), "lag_seconds": round((at - end).total_seconds(), 3)}
 
 
 def log_hour_loaded(step: str, hour: datetime, **fields) -> None:

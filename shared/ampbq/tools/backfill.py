@@ -68,7 +68,7 @@ def plan(first: date, last: date, hours: tuple[int, int] | None, now: datetime, 
                              "end the backfill earlier or pass --hours")
     warnings = []
     for r in ranges:
-        ready_at = r.end + HOUR + timedelta(hours=min_age_hours)
+        ready_at = naming.complete_at(r.end, min_age_hours)
         if now < ready_at:
             warnings.append(f"{r} ended less than {min_age_hours:g} h ago: Amplitude may not have all of it yet, and "
                             f"the export step refuses it until {ready_at:%Y-%m-%dT%H:%MZ}")

@@ -83,7 +83,8 @@ def previous_utc_day(now: datetime | None = None) -> date:
 def refuse_incomplete(day: date, min_data_age_hours: float, now: datetime | None = None) -> None:
     """Say at once, before anything starts, that a day cannot be exported yet (the export would refuse it)."""
     now = now or datetime.now(timezone.utc)
-    ready_at = datetime.combine(day + timedelta(days=1), datetime.min.time(), timezone.utc) + timedelta(hours=min_data_age_hours)
+    last_hour = datetime.combine(day, datetime.min.time(), timezone.utc).replace(hour=23)
+    ready_at = naming.complete_at(last_hour, min_data_age_hours)
     if now < ready_at:
         raise ValueError(f"{day} is not complete at Amplitude until {ready_at:%Y-%m-%dT%H:%MZ} "
                          f"(data is final {min_data_age_hours:g} h after each hour); "

@@ -237,7 +237,7 @@ def _too_early(e: HourEvidence) -> tuple[State, str] | None:
     if e.now is None:
         return None
     ends = e.hour + HOUR
-    ready = ends + timedelta(hours=e.min_data_age_hours)
+    ready = naming.complete_at(e.hour, e.min_data_age_hours)
     if e.now < ends:
         return State.NOT_OVER, f"ends at {ends:%Y-%m-%d %H:%M} UTC; exportable from {ready:%Y-%m-%d %H:%M} UTC"
     if e.now < ready:
