@@ -34,7 +34,9 @@ def run_day(stack, stub, bucket, day: date, dataset: Dataset | None = None) -> d
     dataset = dataset or Dataset.for_day(day, events_per_hour=EVENTS_PER_HOUR, parts_per_hour=2)
     stub.source.current = DatasetSource(dataset)
     stack.publish_run({"date": f"{day}"})
-    return wait_for(lambda: manifest(bucket, HourRange.day(day)), f"the export manifest of {day}", timeout=90)
+    # A day split across eight invocations rides the Pub/Sub emulator's redelivery backoff, which
+    # stretches when the other test worker keeps both cores busy: the wait allows for it.
+    return wait_for(lambda: manifest(bucket, HourRange.day(day)), f"the export manifest of {day}", timeout=240)
 
 
 def wait_day_loaded(bq, config, day: date, expected_rows: int) -> dict:
