@@ -9,6 +9,9 @@ from typing import Mapping
 from .errors import PermanentError
 
 SCHEDULES = ("daily", "hourly")
+# Where the export's data comes from: the Export API, or the bucket Amplitude's own cloud-storage
+# export writes to (docs/native-export.md).
+SOURCES = ("export_api", "native_export")
 AMPLITUDE_URLS = {"US": "https://amplitude.com", "EU": "https://analytics.eu.amplitude.com"}
 
 
@@ -36,6 +39,15 @@ class Config:
     # Seconds after which a load's commit lease that was not renewed is taken to belong to a holder
     # that died (steps._Lease); it is renewed before each commit.
     load_lease_seconds: float = 60.0
+    # "export_api" or "native_export" (Terraform's `amplitude_source`).
+    source: str = "export_api"
+    # native_export: the bucket Amplitude writes to, the folder set in Amplitude ("" for the
+    # root), how long no new part of an hour must arrive before it is assembled, and how many
+    # hours back a scheduled run looks for hours Amplitude sent (again).
+    native_bucket: str = ""
+    native_prefix: str = ""
+    native_quiet_seconds: float = 1800.0
+    native_lookback_hours: int = 72
 
     def unset_amplitude_keys(self) -> list[str]:
         """The Export API credentials' variables that are empty: an export cannot run without both."""
@@ -84,7 +96,23 @@ class Config:
             http_backoff_seconds=_number(env, "AMPBQ_HTTP_BACKOFF_SECONDS", "2", float),
             export_budget_seconds=_number(env, "AMPBQ_EXPORT_BUDGET_SECONDS", "300", float),
             load_lease_seconds=_number(env, "AMPBQ_LOAD_LEASE_SECONDS", "60", float),
+            **_native(env),
         )
+
+
+def _native(env: Mapping[str, str]) -> dict:
+    source = env.get("AMPBQ_SOURCE") or "export_api"
+    if source not in SOURCES:
+        raise PermanentError(f"AMPBQ_SOURCE must be export_api or native_export, not {source!r}")
+    bucket = env.get("AMPBQ_NATIVE_BUCKET", "")
+    if source == "native_export" and not bucket:
+        raise PermanentError("AMPBQ_SOURCE is native_export but AMPBQ_NATIVE_BUCKET (the bucket Amplitude exports to) is not set")
+    quiet = _number(env, "AMPBQ_NATIVE_QUIET_SECONDS", "1800", float)
+    lookback = _number(env, "AMPBQ_NATIVE_LOOKBACK_HOURS", "72", int)
+    if not 0 <= quiet < float("inf") or lookback < 1:
+        raise PermanentError("AMPBQ_NATIVE_QUIET_SECONDS must be 0 or more and AMPBQ_NATIVE_LOOKBACK_HOURS at least 1")
+    return {"source": source, "native_bucket": bucket, "native_prefix": env.get("AMPBQ_NATIVE_PREFIX", ""),
+            "native_quiet_seconds": quiet, "native_lookback_hours": lookback}
 
 
 def _min_age(env: Mapping[str, str]) -> float:

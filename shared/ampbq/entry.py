@@ -14,7 +14,7 @@ from typing import Callable
 import requests
 
 from . import bigquery as bq_adapter
-from . import events, gcs, logs, naming, steps
+from . import assemble, events, gcs, logs, naming, steps
 from .config import Config
 from .errors import Ignored, PermanentError, TransientError
 
@@ -105,6 +105,11 @@ def export(cloud_event) -> None:
     def work(context: dict):
         config = Config.from_env()
         bucket, _, session = _clients(config)
+        if config.source == "native_export":  # Amplitude writes the parts itself (docs/native-export.md)
+            hours = events.scan_request(cloud_event, config.min_data_age_hours, config.native_lookback_hours)
+            context.update(range=str(hours), date=f"{hours.start:%Y-%m-%d}", source=config.source)
+            return assemble.scan_range(hours, config, bucket, bucket.client.bucket(config.native_bucket),
+                                       datetime.now(timezone.utc), run=events.run_id(cloud_event))
         hours = events.run_request(cloud_event, config.min_data_age_hours)
         context.update(range=str(hours), date=f"{hours.start:%Y-%m-%d}")
         # The event's id stays the same on the platform's retries: a retry resumes the same run.

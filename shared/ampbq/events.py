@@ -63,6 +63,23 @@ def run_request(cloud_event, min_data_age_hours: float = 2.0) -> HourRange:
         raise PermanentError(f"daily-runs message is not a valid run request: {bad}") from None
 
 
+def scan_request(cloud_event, min_data_age_hours: float, lookback_hours: int) -> HourRange:
+    """The upload hours a `daily-runs` message asks to look for in the bucket Amplitude's own
+    export writes to: a scheduled message (`{}` or `{"hour": "latest"}`) looks back
+    `lookback_hours` from the newest hour Amplitude has complete (so hours it sent late, or sent
+    again, are found); a date or a range (a backfill) is looked at as given."""
+    message = (cloud_event.data or {}).get("message", {})
+    try:
+        raw = base64.b64decode(message.get("data") or b"")
+        body = json.loads(raw) if raw.strip() else {}
+        if isinstance(body, dict) and (not body or body == {"hour": "latest"}):
+            newest = latest_complete_hour(event_time(cloud_event), min_data_age_hours)
+            return HourRange(newest - (lookback_hours - 1) * timedelta(hours=1), newest)
+        return parse_run_request(body, event_time(cloud_event), min_data_age_hours)
+    except (binascii.Error, UnicodeDecodeError, KeyError, ValueError, TypeError) as bad:
+        raise PermanentError(f"daily-runs message is not a valid run request: {bad}") from None
+
+
 def run_id(cloud_event) -> str:
     """The id of a daily-runs event, the same on every retry of it ("" when it has none)."""
     try:

@@ -48,11 +48,15 @@ def writer(
     name: str,
     metadata: dict[str, str] | None = None,
     content_type: str = "application/octet-stream",
+    if_generation_match: int | None = None,
 ) -> Iterator[BinaryIO]:
-    """Write an object by resumable upload; it is finalized only if the block succeeds."""
+    """Write an object by resumable upload; it is finalized only if the block succeeds.
+    `if_generation_match` (0: only if there is no live object) makes it conditional: 412
+    (PreconditionFailed) when the live generation is another."""
     blob = bucket.blob(name)
     blob.metadata = metadata
-    with blob.open("wb", chunk_size=CHUNK, content_type=content_type, ignore_flush=True) as stream:
+    condition = {} if if_generation_match is None else {"if_generation_match": if_generation_match}
+    with blob.open("wb", chunk_size=CHUNK, content_type=content_type, ignore_flush=True, **condition) as stream:
         yield stream
 
 

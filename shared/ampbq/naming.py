@@ -23,6 +23,8 @@ _IMPORT_OBJECT = re.compile(r"^import/(\d{4}-\d{2}-\d{2})/(\d{2})\.json$")
 # {project_id}/{project_id}_{YYYY-MM-DD}_{H}#{n}.json.gz, H not zero-padded, n an opaque partition id.
 _ZIP_ENTRY = re.compile(r"^(\d+)/(\d+)_(\d{4}-\d{2}-\d{2})_(\d{1,2})#(\d+)\.json\.gz$")
 _API_HOUR = re.compile(r"^(\d{8})T(\d{2})$")
+# Amplitude's own cloud-storage export (docs/native-export.md): {prefix}{app}/{app}_{YYYY-MM-DD}_{H}#{n}.json.gz.
+_NATIVE_PART = re.compile(r"^(\d+)/(\d+)_(\d{4}-\d{2}-\d{2})_(\d{1,2})#(\d+)\.json\.gz$")
 
 HOUR = timedelta(hours=1)
 
@@ -220,6 +222,43 @@ def parse_zip_entry(name: str) -> ZipEntry:
         raise ValueError(f"entry {name!r} names hour {hour}")
     start = datetime.strptime(day, "%Y-%m-%d").replace(tzinfo=timezone.utc)
     return ZipEntry(name, project_id, start.replace(hour=int(hour)), partition)
+
+
+@dataclass(frozen=True)
+class NativePart:
+    """A part object Amplitude's cloud-storage export wrote: its full object name, its project
+    (app) id, its upload hour and its opaque partition id."""
+
+    name: str
+    app: str
+    hour: datetime
+    partition: str
+
+
+def parse_native_part(name: str, prefix: str = "") -> NativePart | None:
+    """A part of Amplitude's cloud-storage export under `prefix` (the folder set in Amplitude,
+    "" for the bucket's root), or None for any other name (merged-id files `-{org}/…`, Amplitude's
+    test upload, anything else). The hour is not zero-padded, the partition id is opaque."""
+    folder = native_folder(prefix)
+    if not name.startswith(folder):
+        return None
+    match = _NATIVE_PART.match(name[len(folder):])
+    if not match:
+        return None
+    app, file_app, day, hour, partition = match.groups()
+    if app != file_app or int(hour) > 23:
+        return None
+    try:
+        start = datetime.strptime(day, "%Y-%m-%d").replace(tzinfo=timezone.utc)
+    except ValueError:
+        return None
+    return NativePart(name, app, start.replace(hour=int(hour)), partition)
+
+
+def native_folder(prefix: str) -> str:
+    """The folder holding the app folders: the prefix set in Amplitude, with one trailing slash."""
+    prefix = prefix.strip("/")
+    return f"{prefix}/" if prefix else ""
 
 
 def gs_uri(bucket: str, name: str) -> str:

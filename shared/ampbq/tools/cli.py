@@ -39,7 +39,10 @@ def main() -> None:
               "(keys from AMPLITUDE_API_KEY and AMPLITUDE_SECRET_KEY).")
 @click.option("--workdir", type=click.Path(file_okay=False, path_type=Path),
               help="Where the stack keeps its data and logs (default: .stack/demo; emptied at start).")
-def demo(day, zip_path, events_per_hour, parts_per_hour, timeout, amplitude_url, workdir) -> None:
+@click.option("--native-export", "native_dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Write the part files in this folder into a bucket standing for the one Amplitude's own "
+              "export writes to, and take them from there (make one: python -m ampbq.tools.synthetic native-export DIR).")
+def demo(day, zip_path, events_per_hour, parts_per_hour, timeout, amplitude_url, workdir, native_dir) -> None:
     """Run a whole day end to end on the local stack and print what landed.
 
     Starts the emulators, a stub Export API and the three functions on 127.0.0.1, publishes a
@@ -51,11 +54,13 @@ def demo(day, zip_path, events_per_hour, parts_per_hour, timeout, amplitude_url,
         ampbq demo --date 2024-01-31 --events-per-hour 500
 
         AMPLITUDE_API_KEY=… AMPLITUDE_SECRET_KEY=… ampbq demo --amplitude-url http://127.0.0.1:8080
+
+        python -m ampbq.tools.synthetic native-export parts/ && ampbq demo --native-export parts/
     """
     from rich.console import Console
     from rich.table import Table
 
-    from .demo import run_demo
+    from .demo import run_demo, run_native_demo
     from ..errors import AmpbqError
     from .stack import Terminated, raise_on_sigterm
 
@@ -63,9 +68,14 @@ def demo(day, zip_path, events_per_hour, parts_per_hour, timeout, amplitude_url,
     raise_on_sigterm()
     with console.status("starting the local stack…") as status:
         try:
-            report = run_demo(day.date() if day else None, zip_path, events_per_hour, parts_per_hour, timeout,
-                              workdir, progress=lambda done, total: status.update(f"hours landed: {done}/{total}"),
-                              amplitude_url=amplitude_url)
+            landed = lambda done, total: status.update(f"hours landed: {done}/{total}")  # noqa: E731
+            if native_dir is not None:
+                if day or zip_path or amplitude_url:
+                    raise click.UsageError("--native-export takes its hours from the parts; it does not go with --date, --zip or --amplitude-url")
+                report = run_native_demo(native_dir, timeout, workdir, progress=landed)
+            else:
+                report = run_demo(day.date() if day else None, zip_path, events_per_hour, parts_per_hour, timeout,
+                                  workdir, progress=landed, amplitude_url=amplitude_url)
         except (ValueError, AmpbqError) as why:
             raise click.ClickException(str(why)) from None
         except Terminated:

@@ -7,8 +7,10 @@ run fails unless loaded + rejected == exported for every hour.
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
+import random
 import tempfile
 import time
 import zipfile
@@ -24,6 +26,14 @@ from ..naming import HourRange, utc_hour
 from .stack import REPO, Stack, StackSettings
 from .stub import ExportApiStub, ZipSource, events_per_hour
 from .synthetic import Dataset, write_export_zip
+
+# `--native-export`: Amplitude's side. The folder set in Amplitude, and how long no new part of
+# an hour must arrive before it is assembled (30 minutes in the cloud; the demo's parts all
+# arrive within a second or two).
+NATIVE_BUCKET = "local-amplitude-native-export"
+NATIVE_PREFIX = "amplitude"
+NATIVE_QUIET_SECONDS = 8
+SCAN_EVERY_SECONDS = 3  # the scheduler's runs, sped up: each looks again at the bucket
 
 
 @dataclass
@@ -230,3 +240,73 @@ def account(bq, config: Config, expected: Counter) -> list[HourReport]:
     except Exception:  # the tables appear with the first load
         loaded, rejected = {}, {}
     return [HourReport(hour, expected[hour], loaded.get(hour, 0), rejected.get(hour, 0)) for hour in sorted(expected)]
+
+
+def native_parts_in(directory: Path) -> list[tuple[Path, naming.NativePart, int]]:
+    """The part files of Amplitude's cloud-storage export found under `directory` (any depth:
+    each file's last two path components are `{app}/{app}_{YYYY-MM-DD}_{H}#{n}.json.gz`), with
+    the events (lines) each holds."""
+    found = []
+    for path in sorted(p for p in Path(directory).rglob("*") if p.is_file()):
+        part = naming.parse_native_part("/".join(path.parts[-2:]))
+        if part is None:
+            continue
+        try:
+            with gzip.open(path, "rb") as lines:
+                events = sum(1 for line in lines if line.strip())
+        except (OSError, EOFError) as why:
+            raise ValueError(f"{path} is not a readable gzip part: {why}") from None
+        found.append((path, part, events))
+    if not found:
+        raise ValueError(f"{directory} holds no parts of Amplitude's export ({{app}}/{{app}}_YYYY-MM-DD_H#n.json.gz); "
+                         f"make some with: python -m ampbq.tools.synthetic native-export {directory}")
+    return found
+
+
+def drop_order(parts: list, seed: int = 11) -> list:
+    """The parts in the order the demo writes them, as Amplitude might: shuffled, and every
+    third one written a second time (the same bytes) among the others."""
+    rng = random.Random(seed)
+    order = list(parts) + list(parts[::3])
+    rng.shuffle(order)
+    return order
+
+
+def run_native_demo(directory: Path, timeout: float = 600, workdir: Path | None = None, progress=None) -> DemoReport:
+    """Start the stack with a bucket standing for the one Amplitude's own export writes to, write
+    the parts found in `directory` into it (in any order, some twice), run the export in its
+    native mode as the schedule would until every hour has landed, and account for it."""
+    workdir = Path(workdir or REPO / ".stack" / "demo")
+    parts = native_parts_in(directory)
+    min_age = float(os.environ.get("AMPBQ_MIN_DATA_AGE_HOURS", Config.min_data_age_hours))
+    now = datetime.now(timezone.utc)
+    expected: Counter = Counter()
+    for _, part, events in parts:
+        ready_at = naming.complete_at(part.hour, min_age)
+        if now < ready_at:
+            raise ValueError(f"{part.name}: hour {part.hour:%Y-%m-%dT%H} is not complete at Amplitude until "
+                             f"{ready_at:%Y-%m-%dT%H:%MZ}; use parts of older hours")
+        expected[part.hour] += events
+    first, last = min(expected), max(expected)
+    message = {"start": f"{first:%Y%m%dT%H}", "end": f"{last:%Y%m%dT%H}"}
+    settings = StackSettings(workdir=workdir, amplitude_url="http://127.0.0.1:9", native_bucket=NATIVE_BUCKET,
+                             native_prefix=NATIVE_PREFIX, extra_env={"AMPBQ_NATIVE_QUIET_SECONDS": str(NATIVE_QUIET_SECONDS)})
+    with Stack(settings) as stack:
+        os.environ["STORAGE_EMULATOR_HOST"] = stack.storage_host
+        source = gcs.client(settings.project).bucket(NATIVE_BUCKET)
+        started = time.monotonic()
+        for path, part, _ in drop_order(parts):
+            source.blob(f"{NATIVE_PREFIX}/{part.name}").upload_from_filename(str(path), content_type="application/gzip")
+        last_scan = [0.0]
+
+        def scan_and_report(done: int, total: int) -> None:
+            if done < total and time.monotonic() - last_scan[0] >= SCAN_EVERY_SECONDS:
+                stack.publish_run(message)
+                last_scan[0] = time.monotonic()
+            if progress:
+                progress(done, total)
+
+        report = wait_for_hours(stack, first.date(), expected, timeout, scan_and_report)
+        report.seconds = time.monotonic() - started
+        report.conflicts = stack.bigquery_rules_stats()["conflicts"]
+    return report

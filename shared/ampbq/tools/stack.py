@@ -167,6 +167,10 @@ class StackSettings:
     # to run). Unset, it is functions/<name>/ under this venv's functions-framework, with ampbq
     # from this venv; a folder such as an unzipped function zip brings its own ampbq/.
     function_sources: dict[str, tuple[Path, Path]] = field(default_factory=dict)
+    # A second bucket, Amplitude's side, for its own cloud-storage export: set, the stack creates
+    # it and the export function reads parts from it (AMPBQ_SOURCE=native_export).
+    native_bucket: str = ""
+    native_prefix: str = ""
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.function_sources) - set(FUNCTIONS))
@@ -230,6 +234,8 @@ class Stack:
             "AMPLITUDE_URL": s.amplitude_url,
             "AMPLITUDE_API_KEY": s.api_key,
             "AMPLITUDE_SECRET_KEY": s.secret_key,
+            **({"AMPBQ_SOURCE": "native_export", "AMPBQ_NATIVE_BUCKET": s.native_bucket,
+                "AMPBQ_NATIVE_PREFIX": s.native_prefix} if s.native_bucket else {}),
             **s.extra_env,
         }
 
@@ -286,7 +292,9 @@ class Stack:
             ], env={**self.function_env(), "THREADS": str(DELIVERIES_AT_ONCE)})
         self._wait_for("gcs-server", "gcs", "fake-gcs-server")
         self._gcs_rules = GcsRules(self.ports["gcs-server"], self.ports["gcs"]).start()
-        self._create_bucket()
+        self.create_bucket(self.settings.bucket)
+        if self.settings.native_bucket:
+            self.create_bucket(self.settings.native_bucket, versioned=False)
         for name in ("bigquery-emulator", "bigquery", *FUNCTIONS):
             self._wait_for(name, name, name)
         self._subscribe()
@@ -346,11 +354,13 @@ class Stack:
         for topic in (GCS_TOPIC, RUNS_TOPIC):
             publisher.create_topic(name=publisher.topic_path(self.settings.project, topic))
 
-    def _create_bucket(self) -> None:
+    def create_bucket(self, name: str, versioned: bool = True) -> None:
+        """A bucket in fake-gcs-server (ours is versioned, as production's is; one that stands for
+        a bucket Amplitude writes to need not be)."""
         deadline = time.monotonic() + 30
         while True:
             response = requests.post(f"{self.storage_host}/storage/v1/b", params={"project": self.settings.project},
-                                     json={"name": self.settings.bucket, "versioning": {"enabled": True}}, timeout=10)
+                                     json={"name": name, "versioning": {"enabled": versioned}}, timeout=10)
             if response.ok or response.status_code == 409:
                 return
             if time.monotonic() > deadline:

@@ -12,12 +12,15 @@ unpadded hours and opaque partition ids, several parts per hour.
 
 from __future__ import annotations
 
+import argparse
 import gzip
 import random
+import sys
 import uuid as uuidlib
 import zipfile
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
 from typing import BinaryIO, Iterable, Iterator
 
 import orjson
@@ -207,3 +210,43 @@ def write_export_zip(dataset: Dataset, sink: BinaryIO, hours: HourRange | None =
                 archive.writestr(name, gzip_lines(lines))
                 count += len(lines)
     return count
+
+
+def write_native_export(dataset: Dataset, directory: Path, hours: HourRange | None = None) -> int:
+    """Write the part files Amplitude's own cloud-storage export would write for `hours` (default:
+    the whole dataset) under `directory`, as `{app}/{app}_{YYYY-MM-DD}_{H}#{n}.json.gz` (the layout
+    under the folder set in Amplitude); return the number of events."""
+    count = 0
+    for hour in dataset.range.hours():
+        if hours is not None and hour not in hours:
+            continue
+        for name, lines in dataset.hour_parts(hour):
+            path = Path(directory) / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(gzip_lines(lines))
+            count += len(lines)
+    return count
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m ampbq.tools.synthetic", description=(
+        "Write generated events as Amplitude's own cloud-storage export writes them, for "
+        "`ampbq demo --native-export DIR`."))
+    commands = parser.add_subparsers(dest="command", required=True)
+    native = commands.add_parser("native-export", help="part files {app}/{app}_{YYYY-MM-DD}_{H}#{n}.json.gz under DIR")
+    native.add_argument("directory", type=Path, metavar="DIR")
+    native.add_argument("--date", type=date.fromisoformat, default=date(2024, 1, 31), help="upload day (default: 2024-01-31)")
+    native.add_argument("--hours", type=int, default=24, help="hours of the day, from 00 (default: 24)")
+    native.add_argument("--events-per-hour", type=int, default=100, help="default: 100")
+    native.add_argument("--parts-per-hour", type=int, default=3, help="#n files per hour (default: 3)")
+    args = parser.parse_args(argv)
+    if not 1 <= args.hours <= 24:
+        parser.error("--hours must be 1 to 24")
+    dataset = Dataset.for_day(args.date, hours=args.hours, events_per_hour=args.events_per_hour, parts_per_hour=args.parts_per_hour)
+    events = write_native_export(dataset, args.directory)
+    print(f"native export: dir={args.directory} date={args.date} hours={args.hours} events={events}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
