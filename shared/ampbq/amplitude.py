@@ -85,3 +85,36 @@ def _stream_zip(response: requests.Response, hours: HourRange, sink: BinaryIO) -
     if expected is not None and int(expected) != written:
         raise TransientError(f"Export API {hours}: got {written} of {expected} bytes")
     return written
+
+
+# ---------------------------------------------------------------- User Privacy API (v1)
+def deletions_url(config: Config) -> str:
+    return f"{config.amplitude_url}/api/2/deletions/users"
+
+
+def list_deletions(session: requests.Session, config: Config, start_day, end_day) -> object:
+    """The deletion jobs scheduled from `start_day` to `end_day` (dates), as the decoded JSON.
+
+    Same keys and Basic auth as the Export API; 401/403 is never retried, 429/5xx and
+    connection errors are transient (the caller's retry policy decides), and a 200 whose body
+    is not JSON fails permanently, naming what came back."""
+    config.require_amplitude_keys()
+    span = f"{start_day:%Y-%m-%d}..{end_day:%Y-%m-%d}"
+    params = {"start_day": f"{start_day:%Y-%m-%d}", "end_day": f"{end_day:%Y-%m-%d}"}
+    auth = (config.amplitude_api_key, config.amplitude_secret_key)
+    try:
+        response = session.get(deletions_url(config), params=params, auth=auth, timeout=(CONNECT_TIMEOUT, 120))
+    except requests.RequestException as error:
+        raise TransientError(f"User Privacy API {span}: {type(error).__name__}: {error}") from None
+    status = response.status_code
+    if status in (401, 403):
+        raise PermanentError(f"User Privacy API {span}: credentials refused ({status}); check the API key and secret key")
+    if status == 429 or status >= 500:
+        raise TransientError(f"User Privacy API {span}: HTTP {status}")
+    if status != 200:
+        raise PermanentError(f"User Privacy API {span}: unexpected HTTP {status}: {response.text[:120]!r}")
+    try:
+        return response.json()
+    except ValueError:
+        raise PermanentError(f"User Privacy API {span}: the deletions list is not JSON "
+                             f"(starts {response.content[:40]!r})") from None

@@ -45,7 +45,7 @@ _READY: set[tuple[str, str]] = set()  # (BigQuery endpoint, table id): a test pr
 
 
 def ensure_tables(bq: bigquery.Client, config: Config) -> None:
-    """Create the dataset, the events table, the load ledger and the views if missing (Terraform does in the cloud).
+    """Create the dataset, the events table, the load ledger, the ledger of applied deletions and the views if missing (Terraform does in the cloud).
 
     Existence is checked with reads first: the load function's service account may read and
     write tables but not create datasets, and BigQuery answers a create without that right with
@@ -56,6 +56,7 @@ def ensure_tables(bq: bigquery.Client, config: Config) -> None:
     try:
         bq.get_table(config.table_id)
         bq.get_table(config.ledger_table_id)
+        bq.get_table(config.forgets_table_id)
         bq.get_table(load.commit_lock_id(config.table_id))
         for view_id in views.all_view_sql(config.table_id):
             bq.get_table(view_id)
@@ -74,6 +75,7 @@ def _create_tables(bq: bigquery.Client, config: Config) -> None:
     events.clustering_fields = list(schema.CLUSTERING_FIELDS)
     bq.create_table(events, exists_ok=True)
     bq.create_table(bigquery.Table(config.ledger_table_id, schema=schema_fields(schema.LEDGER_SCHEMA_FILE)), exists_ok=True)
+    bq.create_table(bigquery.Table(config.forgets_table_id, schema=schema_fields(schema.FORGETS_SCHEMA_FILE)), exists_ok=True)
     lock = bigquery.Table(load.commit_lock_id(config.table_id), schema=[
         bigquery.SchemaField("holder", "STRING"), bigquery.SchemaField("locked_at", "TIMESTAMP")])
     bq.create_table(lock, exists_ok=True)

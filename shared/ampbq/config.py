@@ -70,6 +70,11 @@ class Config:
     def ledger_table_id(self) -> str:
         return f"{self.project}.{self.dataset}.{self.table}_loads"
 
+    @property
+    def forgets_table_id(self) -> str:
+        """The ledger of applied user-privacy deletions (ampbq.forgetting)."""
+        return f"{self.project}.{self.dataset}.{self.table}_forgets"
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Config":
         env = os.environ if env is None else env

@@ -14,7 +14,7 @@ from typing import Callable
 import requests
 
 from . import bigquery as bq_adapter
-from . import assemble, events, gcs, logs, naming, steps
+from . import assemble, events, forgetting, gcs, logs, naming, steps
 from .config import Config
 from .errors import Ignored, PermanentError, TransientError
 
@@ -85,7 +85,7 @@ def _summary(result: object) -> dict:
         counts = {"events": result.events, "rows": result.rows, "rejected": result.rejected, "loaded": result.loaded}
         steps.log_hour_loaded("load", result.hour, generation=result.generation, **counts)
         return counts
-    if result is not None and hasattr(result, "log_fields"):  # transform's counts, per part too
+    if result is not None and hasattr(result, "log_fields"):  # transform's counts (per part too), forget's
         return result.log_fields()
     return {}
 
@@ -101,6 +101,8 @@ def _object(cloud_event, context: dict) -> events.StorageObject:
 
 def export(cloud_event) -> None:
     logs.setup()
+    if events.asks_to_forget(cloud_event):
+        return forget(cloud_event)  # a deletions check: {"forget": ...} on the same topic
 
     def work(context: dict):
         config = Config.from_env()
@@ -116,6 +118,19 @@ def export(cloud_event) -> None:
         return steps.export_range(hours, config, bucket, session, datetime.now(timezone.utc), run=events.run_id(cloud_event))
 
     _run("export", cloud_event, work)
+
+
+def forget(cloud_event) -> None:
+    """Apply the user-privacy deletions Amplitude reports done (ampbq.forgetting)."""
+
+    def work(context: dict):
+        config = Config.from_env()
+        bucket, bq, session = _clients(config)
+        start_day, end_day = events.forget_request(cloud_event)
+        context.update(range=f"{start_day}..{end_day}")
+        return forgetting.forget(config, bucket, bq, session, start_day, end_day)
+
+    _run("forget", cloud_event, work)
 
 
 def transform(cloud_event) -> None:

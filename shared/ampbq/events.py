@@ -101,3 +101,37 @@ def parse_run_request(body: dict, published: datetime, min_data_age_hours: float
     if body.get("date"):
         return HourRange.day(date.fromisoformat(body["date"]))
     return HourRange.day((utc_hour(published) - timedelta(days=1)).date())
+
+
+def asks_to_forget(cloud_event) -> bool:
+    """Whether a `daily-runs` message is a deletions check (`{"forget": ...}`), not an export."""
+    try:
+        body = json.loads(base64.b64decode((cloud_event.data or {}).get("message", {}).get("data") or b"") or b"{}")
+    except (binascii.Error, UnicodeDecodeError, ValueError, AttributeError, TypeError):
+        return False
+    return isinstance(body, dict) and "forget" in body
+
+
+def forget_request(cloud_event, today: date | None = None) -> tuple[date, date] | None:
+    """The deletion-job days a `daily-runs` message asks to apply, or None when it asks for an
+    export: `{"forget": "recent"}` (the last `deletions.RECENT_DAYS` days up to the day it was
+    published: what the deletions schedule sends) or
+    `{"forget": {"start_day": "YYYY-MM-DD", "end_day": "YYYY-MM-DD"}}`."""
+    from .deletions import recent_days
+
+    message = (cloud_event.data or {}).get("message", {})
+    try:
+        raw = base64.b64decode(message.get("data") or b"")
+        body = json.loads(raw) if raw.strip() else {}
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        return None  # run_request says what is wrong with it
+    if not isinstance(body, dict) or "forget" not in body:
+        return None
+    wanted = body["forget"]
+    if wanted == "recent":
+        return recent_days(today or event_time(cloud_event).date())
+    try:
+        return date.fromisoformat(wanted["start_day"]), date.fromisoformat(wanted["end_day"])
+    except (KeyError, TypeError, ValueError) as bad:
+        raise PermanentError(f'daily-runs message is not a valid forget request (want "recent" or '
+                             f'{{"start_day": ..., "end_day": ...}}): {bad!r}') from None

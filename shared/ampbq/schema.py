@@ -9,6 +9,7 @@ from pathlib import Path
 SCHEMA_DIR = Path(__file__).parent / "schema"
 EVENTS_SCHEMA_FILE = SCHEMA_DIR / "all_user_events.json"
 LEDGER_SCHEMA_FILE = SCHEMA_DIR / "all_user_events_loads.json"
+FORGETS_SCHEMA_FILE = SCHEMA_DIR / "all_user_events_forgets.json"  # applied user-privacy deletions
 
 # How the table is laid out; Terraform declares the same (tests check both agree).
 PARTITION_FIELD = "event_time"

@@ -12,6 +12,7 @@ from pathlib import Path
 import click
 
 from .. import allocator
+from .. import bigquery as bq_adapter
 from . import backfill as backfills
 from .. import naming
 from . import inventory, rejects as quarantine, render, reprocess as redrops, status as states
@@ -350,6 +351,72 @@ def rejects(ops: Ops, day, start, end, as_json, limit, replay, wait, timeout, po
     if replay and records:
         sys.exit(after_redrop(ops, quarantine.replay(ops.bucket, records), "export", wait, timeout, poll, stderr=as_json,
                               wide=wide))
+
+
+@main.command()
+@cloud_command
+@click.option("--start-day", type=click.DateTime(["%Y-%m-%d"]), help="First deletion-job day [default: 29 days before --end-day].")
+@click.option("--end-day", type=click.DateTime(["%Y-%m-%d"]), help="Last deletion-job day [default: today, UTC].")
+@click.option("--status", "show_status", is_flag=True, help="Show the deletion jobs applied so far; apply nothing.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON document instead of the table.")
+@click.option("--timeout", default=1800.0, show_default=True, help="Seconds to wait for the re-written hours to load.")
+@click.option("--wide", is_flag=True, help="Every column of the table, however wide; a narrower terminal gets the main ones.")
+def forget(ops: Ops, start_day, end_day, show_status, as_json, timeout, wide) -> None:
+    """Make BigQuery and the bucket forget the users Amplitude deleted (User Privacy API).
+
+    Reads the deletion jobs Amplitude lists for the job days --start-day..--end-day (default:
+    the last 30 days), and applies each job that is done and not applied yet: its users' rows
+    leave the table (and every view), their events leave the hour objects and raw zips under
+    export/ (re-written, then reloaded, so every hour still reconciles) and import/, and every
+    older generation of those objects is deleted. Needs AMPLITUDE_API_KEY and
+    AMPLITUDE_SECRET_KEY. --status shows what was applied: job day, ids, hours, rows removed,
+    objects rewritten, when. Exit status: 0 done (or nothing to apply), 1 an error, 2 wrong
+    usage, 3 the re-written hours were not loaded within --timeout (run it again).
+
+    Example:
+
+        ampbq forget
+        ampbq forget --start-day 2024-01-01 --end-day 2024-03-31
+        ampbq forget --status
+    """
+    from .. import deletions, forgetting
+    from ..errors import TransientError
+
+    def show(title: str) -> None:
+        applied = bq_adapter.query_rows(ops.bq, forgetting.applied_sql(ops.config.forgets_table_id))
+        if as_json:
+            click.echo(json.dumps({"applied": applied}, indent=1, default=str))
+            return
+        console = render.console(wide=wide)
+        console.print(render.forget_table(applied, title, console.width))
+
+    if show_status:
+        if start_day or end_day:
+            raise click.UsageError("--status shows every applied job; it takes no --start-day or --end-day")
+        bq_adapter.ensure_tables(ops.bq, ops.config)
+        show("deletion jobs applied")
+        return
+    end = (end_day.date() if end_day else datetime.now(timezone.utc).date())
+    start = start_day.date() if start_day else deletions.recent_days(end)[0]
+    try:
+        deletions.check_range(start, end)
+    except PermanentError as why:
+        raise click.UsageError(str(why)) from None
+    ops.config.require_amplitude_keys()
+    import requests
+
+    try:
+        result = forgetting.forget(ops.config, ops.bucket, ops.bq, requests.Session(), start, end, budget=timeout)
+    except TransientError as why:
+        click.echo(f"not yet: {why}", err=True)
+        sys.exit(states.EXIT_PENDING)
+    if not as_json:
+        fields = result.log_fields()
+        click.echo(f"forget: days={start}..{end} jobs_listed={fields['jobs_listed']} applied={fields['jobs_applied']} "
+                   f"amplitude_ids={fields['amplitude_ids']} hours={fields['hours']} rows_removed={fields['rows_removed']} "
+                   f"objects_rewritten={fields['objects_rewritten']} generations_deleted={fields['generations_deleted']}")
+    if as_json:
+        click.echo(json.dumps(result.log_fields(), indent=1, default=str))
 
 
 @main.command()

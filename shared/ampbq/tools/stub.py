@@ -1,5 +1,11 @@
 """A local stand-in for the Amplitude Export API, speaking its real wire protocol.
 
+It also answers the User Privacy API's deletions list (`GET /api/2/deletions/users?start_day=
+YYYY-MM-DD&end_day=YYYY-MM-DD`, same Basic auth) and takes deletion requests (`POST`, JSON
+`{"amplitude_ids": [...], "requester": "..."}`, scheduled as a "staging" job). A test deletes
+users with `delete_users` (a job that is already "done"), or runs the staged jobs with
+`finish_deletions`; once a job is done, no export holds those users' events any more.
+
 `GET /api/2/export?start=YYYYMMDDTHH&end=YYYYMMDDTHH` with HTTP Basic auth; 401 on wrong keys;
 404 when the range has no data; 200 with a zip in Amplitude's layout otherwise. It serves either a
 generated `Dataset` or the entries of a given zip file that fall in the requested range. Tests
@@ -17,19 +23,23 @@ import threading
 import time
 import warnings
 import zipfile
+import json
 from collections import Counter, deque
 from dataclasses import dataclass
+from datetime import date, datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import BinaryIO
 from urllib.parse import parse_qs, urlparse
 
+from ..deletions import MAX_RANGE_DAYS, drop_in_zip
 from ..naming import HourRange, parse_zip_entry
 from .synthetic import Dataset, write_export_zip
 from ..transform import count_events
 from ..unpack import EntryReader
 
 STREAM_CHUNK = 1 << 20
+DELETIONS_PATH = "/api/2/deletions/users"
 
 
 @dataclass(frozen=True)
@@ -117,11 +127,53 @@ class ExportApiStub:
         self.max_hours: int | None = None
         self.too_long_status = 400
         self.set_credentials(api_key, secret_key)
+        # The User Privacy API's deletion jobs, as it lists them, and the users deleted by done jobs.
+        self.deletion_jobs: list[dict] = []
+        self.deleted_ids: set[int] = set()
+        self._lock = threading.Lock()
         self._server = ThreadingHTTPServer((host, port), _handler(self))
         self._thread = threading.Thread(target=lambda: self._server.serve_forever(poll_interval=0.05), name="amplitude-stub", daemon=True)
 
     def set_credentials(self, api_key: str, secret_key: str) -> None:
         self.expected_auth = "Basic " + base64.b64encode(f"{api_key}:{secret_key}".encode()).decode()
+
+    def delete_users(self, amplitude_ids, day: date | None = None, requester: str = "stub@example.com",
+                     status: str = "done") -> dict:
+        """A deletion job for `amplitude_ids` on `day` (default: today, UTC), listed as `status`; a
+        done job removes their events from every later export. The job, as the API lists it."""
+        day = day or datetime.now(timezone.utc).date()
+        job = {"day": f"{day:%Y-%m-%d}", "status": status, "amplitude_ids": [
+            {"amplitude_id": int(i), "requester": requester, "requested_on_day": f"{day:%Y-%m-%d}"} for i in amplitude_ids]}
+        with self._lock:
+            self.deletion_jobs.append(job)
+            if status == "done":
+                self.deleted_ids.update(int(i) for i in amplitude_ids)
+        return job
+
+    def finish_deletions(self) -> None:
+        """Run every staged or submitted job now, as Amplitude does on the job's day."""
+        with self._lock:
+            for job in self.deletion_jobs:
+                if job["status"] != "done":
+                    job["status"] = "done"
+                    self.deleted_ids.update(e["amplitude_id"] for e in job["amplitude_ids"])
+
+    def _request_deletion(self, amplitude_ids: list[int], requester: str) -> dict:
+        """A POST: the users go into the job Amplitude schedules about 10 days out, staging."""
+        day = f"{datetime.now(timezone.utc).date() + timedelta(days=10):%Y-%m-%d}"
+        entries = [{"amplitude_id": i, "requester": requester, "requested_on_day": f"{datetime.now(timezone.utc):%Y-%m-%d}"}
+                   for i in amplitude_ids]
+        with self._lock:
+            job = next((j for j in self.deletion_jobs if j["day"] == day and j["status"] == "staging"), None)
+            if job is None:
+                job = {"day": day, "status": "staging", "amplitude_ids": []}
+                self.deletion_jobs.append(job)
+            job["amplitude_ids"].extend(entries)
+            return {"day": day, "status": "staging", "amplitude_ids": entries}
+
+    def _list_deletions(self, start: date, end: date) -> list[dict]:
+        with self._lock:
+            return [json.loads(json.dumps(j)) for j in self.deletion_jobs if start <= date.fromisoformat(j["day"]) <= end]
 
     @property
     def url(self) -> str:
@@ -155,16 +207,56 @@ def _handler(stub: ExportApiStub):
             self.end_headers()
             self.wfile.write(body)
 
+        def _authorized(self) -> bool:
+            if hmac.compare_digest(self.headers.get("Authorization", ""), stub.expected_auth):
+                return True
+            self.send_response(401)
+            self.send_header("WWW-Authenticate", 'Basic realm="Amplitude"')
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return False
+
+        def do_POST(self) -> None:
+            if urlparse(self.path).path != DELETIONS_PATH:
+                return self._reply(404, b"not found")
+            if not self._authorized():
+                return None
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            try:
+                if "json" in self.headers.get("Content-Type", ""):
+                    request = json.loads(body)
+                    ids, requester = [int(i) for i in request.get("amplitude_ids", [])], str(request.get("requester", ""))
+                else:
+                    form = parse_qs(body.decode())
+                    ids, requester = [int(i) for i in form.get("amplitude_ids", [])], form.get("requester", [""])[0]
+            except (ValueError, TypeError, AttributeError) as bad:
+                return self._reply(400, f"invalid deletion request: {bad}".encode())
+            if not ids or len(ids) > 100:
+                return self._reply(400, b"between 1 and 100 amplitude_ids per request")
+            self._reply(200, json.dumps(stub._request_deletion(ids, requester)).encode(), "application/json")
+
+        def _deletions(self, url) -> None:
+            query = parse_qs(url.query)
+            try:
+                start, end = (date.fromisoformat(query[k][0]) for k in ("start_day", "end_day"))
+            except (KeyError, ValueError) as bad:
+                return self._reply(400, f"start_day and end_day must be YYYY-MM-DD: {bad}".encode())
+            if end < start or (end - start).days + 1 > MAX_RANGE_DAYS:
+                return self._reply(400, b"the largest permitted time range is six months")
+            stub.requests.append((f"deletions {start}", f"{end}"))
+            fault = stub.faults.popleft() if stub.faults else Fault()
+            if fault.status != 200 or fault.body:
+                return self._reply(fault.status, fault.body, "application/json")
+            self._reply(200, json.dumps(stub._list_deletions(start, end)).encode(), "application/json")
+
         def do_GET(self) -> None:
             url = urlparse(self.path)
-            if url.path != "/api/2/export":
+            if url.path not in ("/api/2/export", DELETIONS_PATH):
                 return self._reply(404, b"not found")
-            if not hmac.compare_digest(self.headers.get("Authorization", ""), stub.expected_auth):
-                self.send_response(401)
-                self.send_header("WWW-Authenticate", 'Basic realm="Amplitude"')
-                self.send_header("Content-Length", "0")
-                self.end_headers()
+            if not self._authorized():
                 return None
+            if url.path == DELETIONS_PATH:
+                return self._deletions(url)
             query = parse_qs(url.query)
             try:
                 hours = HourRange.parse(query["start"][0], query["end"][0])
@@ -184,9 +276,13 @@ def _handler(stub: ExportApiStub):
             self._send_archive(hours, fault.truncate)
 
         def _send_archive(self, hours: HourRange, truncate: bool) -> None:
-            with tempfile.TemporaryFile() as archive:
+            with tempfile.TemporaryFile() as archive, tempfile.TemporaryFile() as kept:
                 if not stub.source.write(hours, archive):
                     return self._reply(404, b"Raw data files were not found.")
+                if stub.deleted_ids:  # Amplitude no longer has the deleted users' events
+                    archive.seek(0)
+                    drop_in_zip(archive, kept, frozenset(stub.deleted_ids))
+                    archive = kept
                 size = archive.tell()
                 archive.seek(0)
                 self.send_response(200)
