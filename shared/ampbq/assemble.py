@@ -84,6 +84,7 @@ def scan_range(hours: HourRange, config: Config, bucket: storage.Bucket, source:
         plan = native.plan_hour(hour, parts[hour], now, config.min_data_age_hours, quiet, assembled)
         if plan.state == "current":
             summary.current[name] = len(plan.parts)
+            summary.superseded += [p.name for p in plan.superseded]
             continue
         if plan.state == "waiting":
             summary.waiting[f"{hour:%Y-%m-%dT%H}"] = plan.ready_at.isoformat()
