@@ -50,6 +50,7 @@ PUBSUB_PUBLISHED = "google.cloud.pubsub.topic.v1.messagePublished"
 # service accounts, plus the project's Cloud Storage service agent ("gcs-agent").
 EXPECTED_GRANTS = {
     ("google_storage_bucket_iam_member", "roles/storage.objectUser", "export"),
+    ("google_storage_bucket_iam_member", "roles/storage.objectViewer", "export"),  # native_export only: Amplitude's bucket
     ("google_storage_bucket_iam_member", "roles/storage.objectUser", "transform"),
     ("google_storage_bucket_iam_member", "roles/storage.objectViewer", "load"),
     ("google_storage_bucket_iam_member", "roles/storage.objectCreator", "load"),

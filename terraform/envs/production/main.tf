@@ -29,6 +29,10 @@ module "pipeline" {
   completeness_expected_hours       = var.completeness_expected_hours
   freshness_threshold_hours         = var.freshness_threshold_hours
   schedule                          = var.schedule
+  amplitude_source                  = var.amplitude_source
+  native_export_bucket              = var.native_export_bucket
+  native_export_prefix              = var.native_export_prefix
+  native_export_quiet_minutes       = var.native_export_quiet_minutes
 
   # Raw backups are the replay source for a year: Nearline after a month, deleted after a year.
   # A value set in terraform.tfvars takes the place of each of these.

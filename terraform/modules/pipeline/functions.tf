@@ -22,6 +22,12 @@ locals {
       LOG_EXECUTION_ID  = "true"
     },
     var.amplitude_url == "" ? {} : { AMPLITUDE_URL = var.amplitude_url },
+    var.amplitude_source == "export_api" ? {} : {
+      AMPBQ_SOURCE               = var.amplitude_source
+      AMPBQ_NATIVE_BUCKET        = var.native_export_bucket
+      AMPBQ_NATIVE_PREFIX        = var.native_export_prefix
+      AMPBQ_NATIVE_QUIET_SECONDS = tostring(var.native_export_quiet_minutes * 60)
+    },
   )
 }
 
@@ -124,11 +130,19 @@ resource "google_cloudfunctions2_function" "export" {
     service_account_email = google_service_account.trigger.email
   }
 
+  lifecycle {
+    precondition {
+      condition     = var.amplitude_source != "native_export" || var.native_export_bucket != ""
+      error_message = "amplitude_source = \"native_export\" needs native_export_bucket: the bucket Amplitude's cloud-storage export writes to."
+    }
+  }
+
   depends_on = [
     google_project_service.this,
     google_project_iam_member.build,
     google_secret_manager_secret_iam_member.export_reads_amplitude,
     google_storage_bucket_iam_member.export_writes_bucket,
+    google_storage_bucket_iam_member.export_reads_native,
   ]
 }
 

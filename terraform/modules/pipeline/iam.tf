@@ -54,6 +54,15 @@ resource "google_storage_bucket_iam_member" "export_writes_bucket" {
   member = "serviceAccount:${google_service_account.export.email}"
 }
 
+# amplitude_source = "native_export": the export function reads the parts Amplitude's own
+# cloud-storage export writes to its bucket (never writes there).
+resource "google_storage_bucket_iam_member" "export_reads_native" {
+  count  = var.amplitude_source == "native_export" ? 1 : 0
+  bucket = var.native_export_bucket
+  role   = "roles/storage.objectViewer"
+  member = "serviceAccount:${google_service_account.export.email}"
+}
+
 resource "google_storage_bucket_iam_member" "transform_writes_bucket" {
   bucket = google_storage_bucket.data.name
   role   = "roles/storage.objectUser"

@@ -246,3 +246,37 @@ variable "schedule" {
     error_message = "schedule must be \"daily\" or \"hourly\"."
   }
 }
+
+variable "amplitude_source" {
+  description = "Where the events come from: \"export_api\" (the export function downloads each range from the Amplitude Export API) or \"native_export\" (Amplitude's own cloud-storage export writes parts into native_export_bucket, and each scheduled run assembles the hours that are complete there; docs/native-export.md). Everything after export/ is the same for both."
+  type        = string
+  default     = "export_api"
+
+  validation {
+    condition     = contains(["export_api", "native_export"], var.amplitude_source)
+    error_message = "amplitude_source must be \"export_api\" or \"native_export\"."
+  }
+}
+
+variable "native_export_bucket" {
+  description = "With amplitude_source = \"native_export\": the bucket Amplitude's cloud-storage export writes to (its own bucket, not the data bucket). The export function may read it (roles/storage.objectViewer)."
+  type        = string
+  default     = ""
+}
+
+variable "native_export_prefix" {
+  description = "With amplitude_source = \"native_export\": the folder/prefix set in Amplitude for the export (\"\" for the bucket's root); parts are read from <prefix>/<project id>/."
+  type        = string
+  default     = ""
+}
+
+variable "native_export_quiet_minutes" {
+  description = "With amplitude_source = \"native_export\": an upload hour is assembled once Amplitude has it complete and no new part of it arrived for this many minutes (no object tells that an hour is complete); a part arriving after that is taken as the hour sent again."
+  type        = number
+  default     = 30
+
+  validation {
+    condition     = var.native_export_quiet_minutes >= 1 && floor(var.native_export_quiet_minutes) == var.native_export_quiet_minutes
+    error_message = "native_export_quiet_minutes must be a whole number of minutes, at least 1."
+  }
+}
