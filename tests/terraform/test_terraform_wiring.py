@@ -56,6 +56,8 @@ EXPECTED_GRANTS = {
     ("google_storage_bucket_iam_member", "roles/storage.objectCreator", "load"),
     ("google_secret_manager_secret_iam_member", "roles/secretmanager.secretAccessor", "export"),
     ("google_project_iam_member", "roles/bigquery.jobUser", "load"),
+    ("google_project_iam_member", "roles/bigquery.jobUser", "export"),
+    ("google_bigquery_dataset_iam_member", "roles/bigquery.dataEditor", "export"),
     ("google_bigquery_dataset_iam_member", "roles/bigquery.dataEditor", "load"),
     ("google_project_iam_member", "roles/pubsub.publisher", "gcs-agent"),
     ("google_project_iam_member", "roles/eventarc.eventReceiver", "trigger"),

@@ -125,6 +125,20 @@ resource "google_bigquery_table" "loads" {
   deletion_protection = var.deletion_protection
 }
 
+# The ledger of applied user-privacy deletions (ampbq.forgetting): a row per Amplitude deletion job
+# applied, and a row per (job, upload hour) with the rows removed. `ampbq forget --status` reads it.
+resource "google_bigquery_table" "forgets" {
+  #checkov:skip=CKV_GCP_80:Google-managed encryption at rest, as for the dataset (CKV_GCP_81).
+  dataset_id  = google_bigquery_dataset.ops.dataset_id
+  project     = var.project_id
+  table_id    = "${var.table_id}_forgets"
+  description = "Amplitude user-privacy deletion jobs applied to the events table and the bucket, with the rows removed per upload hour."
+  schema      = file("${local.schema_dir}/all_user_events_forgets.json")
+  labels      = local.labels
+
+  deletion_protection = var.deletion_protection
+}
+
 # One row that every commit transaction of the load function updates first, so that BigQuery
 # cancels one of any two overlapping commits even when neither deletes rows (ampbq.load.commit_lock_id).
 # The load function adds the row on its first run.

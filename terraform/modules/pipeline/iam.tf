@@ -100,6 +100,22 @@ resource "google_bigquery_dataset_iam_member" "load_edits_dataset" {
   member     = "serviceAccount:${google_service_account.load.email}"
 }
 
+# The export function also applies Amplitude's user-privacy deletions ({"forget": ...} messages,
+# ampbq.forgetting): it queries the events table, deletes rows left without an hour object, and
+# records the jobs applied in <table>_forgets.
+resource "google_project_iam_member" "export_runs_jobs" {
+  project = var.project_id
+  role    = "roles/bigquery.jobUser"
+  member  = "serviceAccount:${google_service_account.export.email}"
+}
+
+resource "google_bigquery_dataset_iam_member" "export_edits_dataset" {
+  project    = var.project_id
+  dataset_id = google_bigquery_dataset.ops.dataset_id
+  role       = "roles/bigquery.dataEditor"
+  member     = "serviceAccount:${google_service_account.export.email}"
+}
+
 # --- Eventarc ---------------------------------------------------------------------------------
 
 # Direct Cloud Storage events are published by the project's Cloud Storage service agent.

@@ -44,3 +44,22 @@ resource "google_cloud_scheduler_job" "daily" {
 
   depends_on = [google_project_service.this]
 }
+
+# Once a day the export function checks Amplitude's User Privacy API for deletion jobs that are
+# done and applies them to the table and the bucket (ampbq.forgetting; `ampbq forget` by hand).
+resource "google_cloud_scheduler_job" "forget" {
+  name        = "${var.scheduler_job_name}-forget"
+  project     = var.project_id
+  region      = var.region
+  description = "Applies the Amplitude user-privacy deletions reported done in the last 30 days (${var.env})."
+  schedule    = "30 5 * * *"
+  time_zone   = "Etc/UTC"
+  paused      = var.scheduler_paused
+
+  pubsub_target {
+    topic_name = google_pubsub_topic.daily_runs.id
+    data       = base64encode(jsonencode({ forget = "recent" }))
+  }
+
+  depends_on = [google_project_service.this]
+}
