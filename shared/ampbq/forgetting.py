@@ -115,9 +115,6 @@ def apply(jobs: list[DeletionJob], config: Config, bucket: storage.Bucket, bq: b
                                                         "hours": sorted(naming.api_hour(h) for h in hours)}),
                                             "application/json")
     label = ",".join(sorted({f"{j.day}" for j in jobs}))
-    # The generations live now become noncurrent when re-written (here, or by the chain): known
-    # by name, besides what a listing of versions shows.
-    known = _live_generations(bucket, [n for h in hours for n in _hour_names(h)])
     targets = {}  # hour → the hour object generation whose load replaces the hour's rows
     for hour in sorted(hours):
         rewritten_before = len(result.objects_rewritten)
@@ -126,7 +123,7 @@ def apply(jobs: list[DeletionJob], config: Config, bucket: storage.Bucket, bq: b
         # its noncurrent generations go only once the chain is done with the hour.
         if generation and (hour in before or len(result.objects_rewritten) > rewritten_before):
             targets[hour] = generation
-    zips = _rewrite_zips(bucket, hours, ids, label, result, known)
+    zips = _rewrite_zips(bucket, hours, ids, label, result)
     _wait_loaded(bq, config, targets, deadline)
     left = _rows_per_hour_and_id(bq, config, ids)
     if left:
@@ -134,7 +131,7 @@ def apply(jobs: list[DeletionJob], config: Config, bucket: storage.Bucket, bq: b
         for hour in left:
             _clean_hour_outputs(bucket, hour, ids, result)
     names = [name for hour in hours for name in _hour_names(hour)]
-    result.generations_deleted += _delete_noncurrent(bucket, names, zips, known)
+    result.generations_deleted += _delete_noncurrent(bucket, names, zips)
     still = _rows_per_hour_and_id(bq, config, ids)
     if still:
         raise TransientError(f"rows of deleted users are still in upload hours {', '.join(map(naming.api_hour, sorted(still)))}; "
@@ -196,7 +193,7 @@ def _rewrite_hour_object(bucket: storage.Bucket, hour: datetime, ids: frozenset[
 
 
 def _rewrite_zips(bucket: storage.Bucket, hours: set[datetime], ids: frozenset[int], label: str,
-                  result: ForgetResult, known: set[tuple[str, int]]) -> list[str]:
+                  result: ForgetResult) -> list[str]:
     """Re-write every live raw zip whose range holds one of `hours`; the names of all raw zips
     (live or not) whose range does, whose noncurrent generations go too."""
     names = set()
@@ -208,7 +205,6 @@ def _rewrite_zips(bucket: storage.Bucket, hours: set[datetime], ids: frozenset[i
         live = bucket.get_blob(name)
         if live is None:
             continue
-        known.add((name, live.generation))
         with tempfile.TemporaryFile() as source, tempfile.TemporaryFile() as target:
             live.download_to_file(source, if_generation_match=live.generation)
             source.seek(0)
@@ -247,23 +243,13 @@ def _hour_names(hour: datetime) -> tuple[str, str, str]:
     return naming.hour_object_name(hour), naming.import_object_name(hour), naming.rejects_object_name(hour)
 
 
-def _live_generations(bucket: storage.Bucket, names: list[str]) -> set[tuple[str, int]]:
-    found = set()
-    for name in names:
-        blob = bucket.get_blob(name)
-        if blob is not None:
-            found.add((name, blob.generation))
-    return found
-
-
-def _delete_noncurrent(bucket: storage.Bucket, names: list[str], zips: list[str], known: set[tuple[str, int]]) -> int:
+def _delete_noncurrent(bucket: storage.Bucket, names: list[str], zips: list[str]) -> int:
     """Delete every noncurrent generation of `names` (and of the objects whose names start with
-    them: the transform's scratch objects) and of `zips`, as a listing of versions shows them,
-    and the `known` (name, generation) pairs this run saw live; how many."""
+    them: the transform's scratch objects) and of `zips`, as a listing of versions shows them;
+    how many."""
     deleted = 0
     for prefix in sorted(set(names) | set(zips)):
         versions = [(v.name, v.generation) for v in bucket.list_blobs(prefix=prefix, versions=True)]
-        versions += sorted(pair for pair in known if pair[0] == prefix and pair not in versions)
         live = {}
         for name in {name for name, _ in versions}:
             blob = bucket.get_blob(name)

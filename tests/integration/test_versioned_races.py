@@ -44,6 +44,27 @@ def test_the_local_bucket_keeps_old_generations_and_enforces_preconditions(bucke
     assert bucket.get_blob(name) is None
 
 
+def test_the_local_bucket_lists_and_deletes_noncurrent_generations_as_cloud_storage_does(bucket):
+    name = "scratch/versions-probe.txt"
+    generations = []
+    for body in (b"one", b"two", b"three"):
+        blob = bucket.blob(name)
+        blob.upload_from_string(body)
+        generations.append(blob.generation)
+    listed = lambda: sorted(v.generation for v in bucket.list_blobs(prefix=name, versions=True))
+    assert listed() == sorted(generations)  # noncurrent generations are listed with versions=True
+    bucket.blob(name, generation=generations[0]).delete()  # a noncurrent generation goes for good
+    assert listed() == sorted(generations[1:])
+    with pytest.raises(gexc.NotFound):
+        bucket.blob(name, generation=generations[0]).download_as_bytes()
+    with pytest.raises(gexc.NotFound):
+        bucket.blob(name, generation=generations[0]).delete()
+    assert bucket.blob(name).download_as_bytes() == b"three"  # the live object is untouched
+    bucket.blob(name, generation=generations[2]).delete()  # the live generation named: gone too
+    assert bucket.get_blob(name) is None and listed() == [generations[1]]
+    assert bucket.blob(name, generation=generations[1]).download_as_bytes() == b"two"
+
+
 def test_a_transform_of_an_older_generation_that_finishes_last_changes_nothing(stack, bucket, bq, config, monkeypatch):
     hour = utc(2021, 9, 1, 1)
     old = drop_hour(bucket, hour, [event_line(f"v1-{i}", hour) for i in range(6)])

@@ -2,7 +2,7 @@
 
 import pytest
 
-from ampbq.tools.gcs_rules import compose_destination, guarded_object, holds
+from ampbq.tools.gcs_rules import compose_destination, generation_target, guarded_object, holds, listing_bucket
 
 MATCH = {"ifGenerationMatch": ["7"]}
 
@@ -32,3 +32,21 @@ def test_compose_destination():
 @pytest.mark.parametrize("expected, live, result", [("0", 0, True), ("0", 5, False), ("5", 5, True), ("4", 5, False), ("x", 5, False)])
 def test_holds(expected, live, result):
     assert holds(expected, live) is result
+
+
+@pytest.mark.parametrize("path, query, expected", [
+    ("/storage/v1/b/bkt/o/export%2Fa.json", {"generation": ["12"]}, ("bkt", "export/a.json", 12)),
+    ("/download/storage/v1/b/bkt/o/a", {"generation": ["3"], "alt": ["media"]}, ("bkt", "a", 3)),
+    ("/storage/v1/b/bkt/o/a", {}, None),  # the live object: fake-gcs-server serves it right
+    ("/storage/v1/b/bkt/o", {"generation": ["3"]}, None),  # a listing
+    ("/storage/v1/b/bkt/o/a/compose", {"generation": ["3"]}, None),
+    ("/storage/v1/b/bkt/o/a", {"generation": ["x"]}, None),
+])
+def test_generation_target(path, query, expected):
+    assert generation_target(path, query) == expected
+
+
+def test_listing_bucket():
+    assert listing_bucket("GET", "/storage/v1/b/bkt/o") == "bkt"
+    assert listing_bucket("GET", "/storage/v1/b/bkt/o/a") is None
+    assert listing_bucket("POST", "/storage/v1/b/bkt/o") is None

@@ -14,6 +14,17 @@ for the new content. In Cloud Storage every compose creates a new generation. So
 live object is preceded here by a delete of that object (in a versioned bucket the old generation
 stays readable), and the compose then creates a new generation as in the cloud.
 
+And one fault that would let deleted data live on: fake-gcs-server ignores `generation` on a
+delete and removes the live object instead, so a noncurrent generation can never be deleted.
+In Cloud Storage a delete naming a generation deletes exactly that generation, for good
+("Object Versioning": https://cloud.google.com/storage/docs/object-versioning, "Delete
+noncurrent object versions": https://cloud.google.com/storage/docs/using-versioned-objects).
+Here such a delete is recorded and answered as Cloud Storage answers it; from then on that
+generation is not found, by metadata, by download or in a listing with `versions=true`. A delete
+naming the live generation also removes the live object, as it should. Listings with
+`versions=True` (as the Python client spells it) reach fake-gcs-server as `versions=true`, the
+only spelling it takes, so that noncurrent generations are listed as Cloud Storage lists them.
+
 A check and the request it guards run under one lock per object name, so two guarded requests
 on one object cannot interleave here. Resumable upload chunks carry no object name and are not
 serialised with them; fake-gcs-server checks their precondition itself when they finalize.
@@ -25,10 +36,12 @@ import http.client
 import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qs, quote, unquote, urlsplit
+from urllib.parse import parse_qs, parse_qsl, quote, unquote, urlencode, urlsplit
 
 _HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "proxy-connection"}
 _COPY_CHUNK = 1 << 20
+_NOT_FOUND = json.dumps({"error": {"code": 404, "message": "No such object.",
+                                   "errors": [{"domain": "global", "reason": "notFound", "message": "No such object."}]}}).encode()
 _CONDITION_NOT_MET = json.dumps({"error": {"code": 412, "message": "At least one of the pre-conditions you specified did not hold.",
                                            "errors": [{"domain": "global", "reason": "conditionNotMet",
                                                        "message": "At least one of the pre-conditions you specified did not hold."}]}}).encode()
@@ -61,6 +74,28 @@ def guarded_object(method: str, path: str, query: dict[str, list[str]]) -> tuple
     return None
 
 
+def generation_target(path: str, query: dict[str, list[str]]) -> tuple[str, str, int] | None:
+    """(bucket, object, generation) a request names with `?generation=`, on an object's metadata
+    or media path; None for any other request (listings included)."""
+    if "generation" not in query:
+        return None
+    parts = path.removeprefix("/download").split("/")  # media downloads: /download/storage/v1/...
+    if len(parts) != 7 or parts[:4] != ["", "storage", "v1", "b"] or parts[5] != "o":
+        return None
+    try:
+        return parts[4], unquote(parts[6]), int(query["generation"][0])
+    except ValueError:
+        return None
+
+
+def listing_bucket(method: str, path: str) -> str | None:
+    """The bucket an object listing reads, or None for any other request."""
+    parts = path.split("/")
+    if method == "GET" and len(parts) == 6 and parts[:4] == ["", "storage", "v1", "b"] and parts[5] == "o":
+        return parts[4]
+    return None
+
+
 def holds(expected: str, live_generation: int) -> bool:
     """Whether `ifGenerationMatch=expected` holds for an object whose live generation is
     `live_generation` (0: no live object)."""
@@ -76,6 +111,7 @@ class GcsRules:
     def __init__(self, upstream_port: int, port: int = 0):
         self.upstream_port = upstream_port
         self.refused = 0  # requests answered 412 here that fake-gcs-server would have carried out
+        self.gone: set[tuple[str, str, int]] = set()  # generations deleted by a delete naming them
         self._locks: dict[tuple[str, str], threading.Lock] = {}
         self._locks_guard = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", port), _handler(self))
@@ -116,6 +152,19 @@ class GcsRules:
         if response.status not in (200, 204, 404):
             raise RuntimeError(f"fake-gcs-server answered {response.status} deleting {bucket}/{name}#{generation}")
 
+    def fetch(self, path: str) -> tuple[int, bytes]:
+        connection = http.client.HTTPConnection("127.0.0.1", self.upstream_port, timeout=60)
+        try:
+            connection.request("GET", path)
+            response = connection.getresponse()
+            return response.status, response.read()
+        finally:
+            connection.close()
+
+    def exists(self, bucket: str, name: str, generation: int) -> bool:
+        status, _ = self.fetch(f"/storage/v1/b/{quote(bucket, safe='')}/o/{quote(name, safe='')}?generation={generation}")
+        return status == 200
+
     def live_generation(self, bucket: str, name: str) -> int:
         connection = http.client.HTTPConnection("127.0.0.1", self.upstream_port, timeout=60)
         try:
@@ -141,6 +190,14 @@ def _handler(rules: GcsRules):
         def _any(self) -> None:
             split = urlsplit(self.path)
             query = parse_qs(split.query)
+            target = generation_target(split.path, query)
+            if target is not None:
+                self._by_generation(target)
+                return
+            listed = listing_bucket(self.command, split.path)
+            if listed is not None and query.get("versions", [""])[0].lower() == "true":
+                self._listing_of_versions(listed, split.query)
+                return
             guarded = guarded_object(self.command, split.path, query)
             composed = compose_destination(self.command, split.path)
             key = guarded or composed
@@ -159,6 +216,39 @@ def _handler(rules: GcsRules):
                 self._forward()
 
         do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = _any
+
+        def _by_generation(self, target: tuple[str, str, int]) -> None:
+            bucket, name, generation = target
+            with rules.lock((bucket, name)):
+                if target in rules.gone:
+                    self._drain_body()
+                    self._reply(404, _NOT_FOUND)
+                    return
+                if self.command != "DELETE":
+                    self._forward()
+                    return
+                self._drain_body()
+                live = rules.live_generation(bucket, name)
+                if generation != live and not rules.exists(bucket, name, generation):
+                    self._reply(404, _NOT_FOUND)
+                    return
+                if generation == live:
+                    rules.delete(bucket, name, live)
+                rules.gone.add(target)
+                self.send_response(204)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+        def _listing_of_versions(self, bucket: str, query: str) -> None:
+            # A listing page is small JSON: read whole, the deleted generations taken out.
+            pairs = [(k, "true" if k == "versions" else v) for k, v in parse_qsl(query, keep_blank_values=True)]
+            status, body = rules.fetch(f"/storage/v1/b/{quote(bucket, safe='')}/o?{urlencode(pairs)}")
+            if status == 200:
+                page = json.loads(body)
+                page["items"] = [item for item in page.get("items", [])
+                                 if (bucket, item.get("name"), int(item.get("generation", 0))) not in rules.gone]
+                body = json.dumps(page).encode()
+            self._reply(status, body)
 
         def _body_length(self) -> int:
             return int(self.headers.get("Content-Length") or 0)
