@@ -13,7 +13,7 @@ import io
 import json
 import zlib
 from dataclasses import dataclass, field
-from typing import BinaryIO
+from typing import BinaryIO, NamedTuple
 
 import orjson
 from isal import isal_zlib
@@ -137,31 +137,145 @@ def transform_stream(lines: BinaryIO, out: BinaryIO, rejects: BinaryIO, lineage:
     all of them); a chunk that fails it is shaped again with the screen line by line. Each
     chunk's rows are written at once (~1 MiB).
     """
-    shaper = shaper or Shaper(lineage)
+    chunks = _ChunkShaper(shaper or Shaper(lineage), lineage.source_object, part)
     counts = Counts()
+    number = first_line
+    try:
+        for block in _blocks(lines):
+            chunk = chunks.shape(block, number)
+            number += block.line_count
+            _write(chunk, counts, out, rejects)
+    except DamagedStream as broken:
+        number = _record_damage(broken, number, counts, rejects, lineage.source_object, part)
+    counts.lines = number
+    return counts
 
-    def general_path(raw: bytes, number: int, chunk: "_Chunk") -> None:
-        try:
-            if len(raw) > MAX_LINE_BYTES:
-                raise RejectedEvent(f"line is {len(raw)} bytes, over the {MAX_LINE_BYTES} byte limit")
-            fields = shaper.shape(decode(raw), number)
-            row = encode(fields)
-            if len(row) > MAX_ROW_BYTES:
-                raise RejectedEvent(oversized_row(row, fields))
-        except RejectedEvent as why:
-            reason = str(why)
-        except (RecursionError, TypeError, ValueError) as why:
-            # Input no rule foresaw (nesting too deep for the parsers...): quarantine the line
-            # rather than fail the hour on every retry.
-            reason = f"cannot shape the line: {type(why).__name__}: {why}"
-        else:
-            chunk.rows_apart.append(row)
-            chunk.rows += (row, b"\n")
+
+class _Block(NamedTuple):
+    """One read chunk's whole lines, and what one numpy pass over them found."""
+    text: bytes  # the lines, then the start of the next line (`tail`)
+    end: int  # text[:end] is whole lines, each ending in a newline
+    tail: bytes  # text[end:]: the part of a line that waits for the next chunk
+    line_count: int  # lines in text[:end], blank ones too
+    objects_only: bool  # every line is one `{…}`, so a run decoder cannot shift a line number
+    deep: bool  # some line may nest deeper than MAX_NESTING
+
+    def lines(self) -> list[bytes]:
+        return self.text[:self.end].split(b"\n")[:self.line_count]
+
+
+def _blocks(lines: BinaryIO):
+    """The stream as _Blocks of whole lines, READ_CHUNK of inflated text at a time: memory stays
+    bounded by one chunk, and a line cut by the chunk's end waits for the next one."""
+    tail = b""
+    while True:
+        chunk_bytes = lines.read(READ_CHUNK)
+        if chunk_bytes:
+            text = tail + chunk_bytes
+            end = text.rfind(b"\n") + 1
+            tail = text[end:]
+            line_count, objects_only, deep = scan_chunk(text, end, MAX_NESTING)
+            yield _Block(text, end, tail, line_count, objects_only, deep)
+        elif tail:
+            # The last line, without a newline: shaped on its own, not in a run.
+            yield _Block(tail, len(tail), b"", 1, False, opening_brackets(tail) > MAX_NESTING)
             return
-        chunk.rejects.append(reject_record(number, reason, raw, lineage.source_object, part))
+        else:
+            return
 
-    def shape_each(pieces: list[bytes], number: int, shape_fast, chunk: "_Chunk") -> "_Chunk":
-        """Shape the lines after line `number` one by one into `chunk`."""
+
+def _write(chunk: "_Chunk", counts: Counts, out: BinaryIO, rejects: BinaryIO) -> None:
+    """Count a final chunk and write it: its rejects, then its rows in one write."""
+    counts.events += chunk.events
+    counts.rows += chunk.events - len(chunk.rejects)
+    counts.rejected += len(chunk.rejects)
+    for record in chunk.rejects:
+        rejects.write(record)
+    if chunk.joined:
+        out.write(chunk.joined)
+
+
+def _record_damage(broken: DamagedStream, number: int, counts: Counts, rejects: BinaryIO, source_object: str,
+                   part: str) -> int:
+    """A truncated or corrupt gzip: the lines before the damage are kept; what follows it cannot
+    be read, so the damage itself is one rejected line (rows + rejected == events still holds).
+    Returns the line number it took."""
+    counts.events += 1
+    counts.rejected += 1
+    where = f"part {part} is damaged" if part else "compressed stream is damaged"
+    reason = f"{where} after line {number}: {broken}"
+    number += 1
+    rejects.write(reject_record(number, reason, b"", source_object, part))
+    return number
+
+
+class _ChunkShaper:
+    """Shapes one _Block at a time into a _Chunk, choosing the path for each line: runs of lines,
+    line by line, or the general path; and re-shapes a chunk the repeated-key screen doubts."""
+
+    def __init__(self, shaper: Shaper, source_object: str, part: str):
+        self.shaper = shaper
+        self.source_object = source_object
+        self.part = part
+
+    def shape(self, block: _Block, number: int) -> "_Chunk":
+        """The block's lines after line `number`, shaped, rows joined (`_Chunk.joined`)."""
+        shaper = self.shaper
+        fast_line, screened_line = shaper.shape_line_unscreened, shaper.shape_line
+        if block.deep:
+            # Some line may nest deeper than BigQuery's JSON allows, which msgspec would take:
+            # the chunk goes line by line, and lines with that many brackets take the general path.
+            fast_line, screened_line = _shallow_only(fast_line), _shallow_only(screened_line)
+        chunk = None
+        # Runs need every line to be one `{…}` (scan_chunk), none over the limit and none deep.
+        if block.objects_only and not block.deep and block.end <= MAX_LINE_BYTES:
+            chunk = self.shape_runs(block.text, block.end, number, block.line_count)
+        if chunk is None:
+            chunk = self.shape_each(block.lines(), number, fast_line, _Chunk())
+        chunk.joined = b"".join(chunk.rows)
+        # One colon count over the whole text against one over the rows; the tail and the lines
+        # the general path took have no fast row, so they are counted apart.
+        if chunk.fast and not colons_match_all(
+                block.text, chunk.joined, chunk.fast, shaper.colons_added,
+                lines_apart=[block.tail, *chunk.lines_apart], rows_apart=chunk.rows_apart):
+            # Some line may repeat a key: shape the chunk again, screening line by line;
+            # the doubtful lines go through the general path, which parses them exactly.
+            chunk = self.shape_each(block.lines(), number, screened_line, _Chunk())
+            chunk.joined = b"".join(chunk.rows)
+        return chunk
+
+    def shape_runs(self, text: bytes, end: int, number: int, line_count: int) -> "_Chunk | None":
+        """Shape the `line_count` whole lines of `text[:end]`, each one `{…}`, after line `number`,
+        a run at a time. None when some line held more than one JSON value, which the run decoder
+        would have taken as more than one event."""
+        shape_run, shape_line = self.shaper.shape_lines_unscreened, self.shaper.shape_line_unscreened
+        chunk = _Chunk()
+        view = memoryview(text)
+        position = 0
+        numbered = number
+        declined_before = False
+        while position < end:
+            stop = text.find(b"\n", position + RUN_BYTES, end) + 1 or end
+            run = shape_run(view[position:stop], numbered + 1)
+            if run is None:
+                if declined_before:
+                    # Two runs in a row held a line the fast path declines: such lines are common
+                    # here, and runs would mostly be decoded twice, so the chunk ends line by line.
+                    stop = end
+                pieces = text[position:stop - 1].split(b"\n")
+                self.shape_each(pieces, numbered, shape_line, chunk)
+                numbered += len(pieces)
+            else:
+                chunk.rows.append(run[0])
+                chunk.fast += run[1]
+                numbered += run[1]
+            declined_before = run is None
+            position = stop
+        return chunk if numbered - number == line_count else None
+
+    def shape_each(self, pieces: list[bytes], number: int, shape_fast, chunk: "_Chunk") -> "_Chunk":
+        """Shape the lines after line `number` one by one into `chunk`: `shape_fast` where it
+        takes the line, the general path where it declines (None)."""
         fast = 0
         add = chunk.rows.append
         for raw in pieces:
@@ -175,92 +289,31 @@ def transform_stream(lines: BinaryIO, out: BinaryIO, rejects: BinaryIO, lineage:
                 fast += 1
             else:
                 chunk.lines_apart.append(raw)
-                general_path(raw, number, chunk)
+                self.general_path(raw, number, chunk)
         chunk.fast += fast
         return chunk
 
-    def shape_runs(text: bytes, end: int, number: int, line_count: int) -> "_Chunk | None":
-        """Shape the `line_count` whole lines of `text[:end]`, each one `{…}`, after line `number`,
-        a run at a time. None when some line held more than one JSON value, which the run decoder
-        would have taken as more than one event."""
-        chunk = _Chunk()
-        view = memoryview(text)
-        position = 0
-        numbered = number
-        declined_before = False
-        while position < end:
-            stop = text.find(b"\n", position + RUN_BYTES, end) + 1 or end
-            run = shaper.shape_lines_unscreened(view[position:stop], numbered + 1)
-            if run is None:
-                if declined_before:
-                    # Two runs in a row held a line the fast path declines: such lines are common
-                    # here, and runs would mostly be decoded twice, so the chunk ends line by line.
-                    stop = end
-                pieces = text[position:stop - 1].split(b"\n")
-                shape_each(pieces, numbered, shaper.shape_line_unscreened, chunk)
-                numbered += len(pieces)
-            else:
-                chunk.rows.append(run[0])
-                chunk.fast += run[1]
-                numbered += run[1]
-            declined_before = run is None
-            position = stop
-        return chunk if numbered - number == line_count else None
-
-    number = first_line
-    tail = b""
-    try:
-        while True:
-            chunk_bytes = lines.read(READ_CHUNK)
-            if chunk_bytes:
-                text = tail + chunk_bytes
-                end = text.rfind(b"\n") + 1  # the chunk's whole lines; the rest waits for the next chunk
-                tail = text[end:]
-                line_count, objects_only, deep = scan_chunk(text, end, MAX_NESTING)
-            elif tail:
-                # The last line, without a newline.
-                text, end, tail, line_count, objects_only = tail, len(tail), b"", 1, False
-                deep = opening_brackets(text) > MAX_NESTING
-            else:
-                break
-            fast_line, screened_line = shaper.shape_line_unscreened, shaper.shape_line
-            if deep:
-                # Some line may nest deeper than BigQuery's JSON allows, which msgspec would take:
-                # the chunk goes line by line, and lines with that many brackets take the general path.
-                fast_line, screened_line = _shallow_only(fast_line), _shallow_only(screened_line)
-            chunk = None
-            # Runs need every line to be one `{…}` (scan_chunk), none over the limit and none deep.
-            if objects_only and not deep and end <= MAX_LINE_BYTES:
-                chunk = shape_runs(text, end, number, line_count)
-            if chunk is None:
-                chunk = shape_each(text[:end].split(b"\n")[:line_count], number, fast_line, _Chunk())
-            rows = b"".join(chunk.rows)
-            if chunk.fast and not colons_match_all(
-                    text, rows, chunk.fast, shaper.colons_added,
-                    lines_apart=[tail, *chunk.lines_apart], rows_apart=chunk.rows_apart):
-                # Some line may repeat a key: shape the chunk again, screening line by line;
-                # the doubtful lines go through the general path, which parses them exactly.
-                chunk = shape_each(text[:end].split(b"\n")[:line_count], number, screened_line, _Chunk())
-                rows = b"".join(chunk.rows)
-            number += line_count
-            counts.events += chunk.events
-            counts.rows += chunk.events - len(chunk.rejects)
-            counts.rejected += len(chunk.rejects)
-            for record in chunk.rejects:
-                rejects.write(record)
-            if rows:
-                out.write(rows)
-    except DamagedStream as broken:
-        # A truncated or corrupt gzip: the lines before the damage are kept; what follows it
-        # cannot be read, so the damage itself is recorded as one rejected line.
-        counts.events += 1
-        counts.rejected += 1
-        where = f"part {part} is damaged" if part else "compressed stream is damaged"
-        reason = f"{where} after line {number}: {broken}"
-        number += 1
-        rejects.write(reject_record(number, reason, b"", lineage.source_object, part))
-    counts.lines = number
-    return counts
+    def general_path(self, raw: bytes, number: int, chunk: "_Chunk") -> None:
+        """The exact path, the definition both paths must agree with: parse with the stdlib,
+        shape, encode; any failure becomes the line's reject record, never a failed hour."""
+        try:
+            if len(raw) > MAX_LINE_BYTES:
+                raise RejectedEvent(f"line is {len(raw)} bytes, over the {MAX_LINE_BYTES} byte limit")
+            fields = self.shaper.shape(decode(raw), number)
+            row = encode(fields)
+            if len(row) > MAX_ROW_BYTES:
+                raise RejectedEvent(oversized_row(row, fields))
+        except RejectedEvent as why:
+            reason = str(why)
+        except (RecursionError, TypeError, ValueError) as why:
+            # Input no rule foresaw (nesting too deep for the parsers...): quarantine the line
+            # rather than fail the hour on every retry.
+            reason = f"cannot shape the line: {type(why).__name__}: {why}"
+        else:
+            chunk.rows_apart.append(row)
+            chunk.rows += (row, b"\n")
+            return
+        chunk.rejects.append(reject_record(number, reason, raw, self.source_object, self.part))
 
 
 def transform_parts(raw: BinaryIO, parts: list[Part] | None, out: BinaryIO, rejects: BinaryIO, lineage: Lineage) -> Counts:
@@ -326,6 +379,7 @@ class _Chunk:
     lines_apart: list = field(default_factory=list)  # lines the general path took
     rows_apart: list = field(default_factory=list)  # the rows it made of them
     rejects: list = field(default_factory=list)  # reject records, written once the chunk is final
+    joined: bytes = b""  # the rows joined, once the chunk is final: one write
 
     @property
     def events(self) -> int:
