@@ -18,7 +18,8 @@ from ampbq.naming import HourRange
 from ampbq.shaping import Lineage, RejectedEvent, Shaper, are_amplitude_timestamps, is_amplitude_timestamp, to_timestamp
 from ampbq.tools.synthetic import Dataset
 
-SUMMARY = re.compile(r"^bench: events=\d+ transform_vs_bare=\d+\.\d\d naive_vs_transform=\d+\.\d transform_peak_mb=\d+$")
+SUMMARY = re.compile(r"^bench: events=\d+ transform_vs_bare=\d+\.\d\d naive_vs_transform=\d+\.\d transform_peak_mb=\d+ "
+                     r"seed_vs_transform=\d+\.\d$")
 
 
 @pytest.fixture(scope="module")
@@ -34,9 +35,10 @@ def read_rows(path):
 
 
 def test_summary_line_has_the_agreed_format():
-    line = bench.summary_line(200000, transform_s=7.0, bare_s=6.0, naive_s=70.0, transform_peak=61_400_000)
+    line = bench.summary_line(200000, transform_s=7.0, bare_s=6.0, naive_s=70.0, transform_peak=61_400_000, seed_s=84.0)
     assert SUMMARY.match(line)
-    assert line == "bench: events=200000 transform_vs_bare=1.17 naive_vs_transform=10.0 transform_peak_mb=61"
+    assert line == ("bench: events=200000 transform_vs_bare=1.17 naive_vs_transform=10.0 transform_peak_mb=61 "
+                    "seed_vs_transform=12.0")
 
 
 def test_smaller_hours_are_the_first_events_of_larger_ones(hours):
@@ -108,7 +110,27 @@ def test_bench_command_ends_with_the_summary_line(tmp_path):
     lines = result.output.strip().splitlines()
     assert SUMMARY.match(lines[-1]) and lines[-1].startswith("bench: events=120 ")
     assert any("naive" in line for line in lines) and any("peak RSS" in line for line in lines)
+    assert any("the seed script loop's" in line for line in lines)
     assert any("every 10th event drifted" in line for line in lines)
+
+
+def test_seed_loop_writes_the_seed_scripts_events_and_properties(hours, tmp_path):
+    from ampbq.tools import seed_loop
+
+    dst = tmp_path / "events.json"
+    assert seed_loop.seed_loop(hours[60].path, dst) == 60
+    raw = dst.read_bytes()
+    assert raw.count(b"\r\n") == 60
+    rows = [json.loads(line) for line in raw.splitlines()]
+    first = json.loads(gzip.decompress(hours[60].path.read_bytes()).splitlines()[0])
+    assert len(rows[0]) == 42 and rows[0]["insert_id"] == first["$insert_id"] and rows[0]["uuid"] == first["uuid"]
+    assert rows[0]["paying"] == (False if first["paying"] is None else first["paying"])
+    properties = [json.loads(line) for line in seed_loop.properties_path(dst).read_bytes().splitlines()]
+    scopes = seed_loop.PROPERTY_SCOPES
+    assert len(properties) == sum(len(json.loads(line)[scope]) for line in gzip.decompress(hours[60].path.read_bytes()).splitlines()
+                                  for scope in scopes)
+    assert {record["property_type"] for record in properties} <= set(scopes)
+    assert not any(record["value"] is True or record["value"] is False for record in properties)
 
 
 def test_a_drifted_hour_declines_the_fast_path_every_nth_event_and_still_loads_whole(hours, tmp_path):

@@ -1,7 +1,7 @@
 """`ampbq bench`: how fast and how lean the transform is, measured beside what bounds it.
 
 On one generated upload hour (`ampbq.tools.synthetic`, every field populated as in the real samples,
-gzip level 6, cached under .cache/bench), three variants run, each in a fresh process so that
+gzip level 6, cached under .cache/bench), these variants run, each in a fresh process so that
 its peak RSS (VmHWM) is its own:
 
   bare       ISA-L gunzip -> parse -> serialize -> write plain NDJSON, no shaping: the floor for
@@ -9,6 +9,8 @@ its peak RSS (VmHWM) is its own:
              transform's fast path decodes and encodes with msgspec), and the faster one counts
   transform  ampbq.transform.transform_stream on local files: the code the transform function runs
   naive      stdlib gzip + json + datetime.strptime per timestamp field, as typical scripts do it
+  seed       the per-line loop of the script ampbq grew from (ampbq.tools.seed_loop): stdlib json,
+             42 columns copied field by field, one dict per property, two output files
 
 It also writes the import object gzip-compressed (to choose the import format on numbers), runs
 the transform on copies of the hour where every Nth event has a drifted type (--drift) and on
@@ -17,10 +19,10 @@ unpacks a large export zip through the GCS emulator (--export-gb) and runs the w
 (--e2e). Throughput is in MB = 10^6 bytes of uncompressed NDJSON per second; RSS in MB = 10^6
 bytes. The last line is
 
-  bench: events=N transform_vs_bare=X.XX naive_vs_transform=Y.Y transform_peak_mb=M
+  bench: events=N transform_vs_bare=X.XX naive_vs_transform=Y.Y transform_peak_mb=M seed_vs_transform=S.S
 
 with transform_vs_bare = transform time / the faster bare loop's time, naive_vs_transform = naive time / transform
-time, and M the largest peak RSS of any transform run. Times are the CPU time (user + system) of
+time, M the largest peak RSS of any transform run, and seed_vs_transform = the seed loop's time / transform time. Times are the CPU time (user + system) of
 the measured section, the best of --repeat runs for the bare loops and the transform; wall times
 are printed beside them. On a machine shared with other work, CPU time is the steadier measure.
 Every variant's process keeps freed buffers for reuse, as the transform function does
@@ -55,6 +57,7 @@ import orjson
 from .. import allocator
 from .. import transform as core
 from ..shaping import RENAMED, Lineage
+from .seed_loop import properties_path, seed_loop
 
 REPO = Path(__file__).resolve().parents[3]
 DEFAULT_CACHE = REPO / ".cache" / "bench"
@@ -288,6 +291,7 @@ VARIANTS: dict[str, tuple[str, Callable[[Path, Path], int]]] = {
     "bare-msgspec": ("bare loop (isal + msgspec)", bare_loop_msgspec),
     "transform": ("transform (plain NDJSON out)", real_transform),
     "naive": ("naive (gzip + json + strptime)", naive_transform),
+    "seed": ("seed script's loop (json, dict per prop)", seed_loop),
     "transform-gzip-isal": ("transform, gzip out (ISA-L level 1)", transform_gzip_isal),
     "transform-gzip-zlib": ("transform, gzip out (zlib level 6)", transform_gzip_zlib),
 }
@@ -366,6 +370,7 @@ def measure(variant: str, hour: HourFile, scratch: Path) -> Run:
     finally:
         dst.unlink(missing_ok=True)
         dst.with_name(dst.name + ".rejects").unlink(missing_ok=True)
+        properties_path(dst).unlink(missing_ok=True)
 
 
 def _profile_child(spec: dict) -> None:
@@ -569,9 +574,11 @@ def machine() -> str:
             f"(ampbq.allocator, in every variant)")
 
 
-def summary_line(events: int, transform_s: float, bare_s: float, naive_s: float, transform_peak: int) -> str:
+def summary_line(events: int, transform_s: float, bare_s: float, naive_s: float, transform_peak: int,
+                 seed_s: float = float("nan")) -> str:
     return (f"bench: events={events} transform_vs_bare={transform_s / bare_s:.2f} "
-            f"naive_vs_transform={naive_s / transform_s:.1f} transform_peak_mb={round(transform_peak / MB)}")
+            f"naive_vs_transform={naive_s / transform_s:.1f} transform_peak_mb={round(transform_peak / MB)} "
+            f"seed_vs_transform={seed_s / transform_s:.1f}")
 
 
 def _row(label: str, run: Run, hour: HourFile) -> str:
@@ -593,6 +600,8 @@ def _sizes(text: str) -> list[int]:
               help="Hour sizes for the transform's peak-RSS scaling, comma separated ('' to skip).")
 @click.option("--repeat", default=3, show_default=True, help="Runs of the bare loops and the transform; the best counts.")
 @click.option("--naive/--no-naive", default=True, show_default=True, help="Run the naive reference (the slowest part).")
+@click.option("--seed/--no-seed", default=True, show_default=True,
+              help="Run the seed script's per-line loop (ampbq.tools.seed_loop), as slow as the naive reference.")
 @click.option("--formats/--no-formats", default=True, show_default=True, help="Also write the import object gzip-compressed.")
 @click.option("--profile", is_flag=True, help="Print the transform's top functions (cProfile, tottime).")
 @click.option("--drift", default="100,10", show_default=True,
@@ -603,12 +612,12 @@ def _sizes(text: str) -> list[int]:
 @click.option("--e2e-timeout", default=3600, show_default=True, help="Seconds to wait for the --e2e day to land.")
 @click.option("--cache", "cache", type=click.Path(file_okay=False, path_type=Path), default=DEFAULT_CACHE, show_default=True,
               help="Where generated hours and zips are kept between runs.")
-def bench(events, sizes, repeat, naive, formats, drift, profile, export_gb, e2e, e2e_events_per_hour, e2e_timeout, cache) -> None:
+def bench(events, sizes, repeat, naive, seed, formats, drift, profile, export_gb, e2e, e2e_events_per_hour, e2e_timeout, cache) -> None:
     """Measure the transform against a bare parse/serialize loop and a naive script, on one generated hour.
 
     Each variant runs in a fresh process; it prints events/s, MB/s and peak RSS for each, the
     ratios, the import format's cost, and the transform's peak RSS as the hour grows. Ends with
-    `bench: events=N transform_vs_bare=X.XX naive_vs_transform=Y.Y transform_peak_mb=M`.
+    `bench: events=N transform_vs_bare=X.XX naive_vs_transform=Y.Y transform_peak_mb=M seed_vs_transform=S.S`.
 
     Example:
 
@@ -636,6 +645,8 @@ def bench(events, sizes, repeat, naive, formats, drift, profile, export_gb, e2e,
                     transform_peak = max(transform_peak, run.peak_rss)
         if naive:
             best["naive"] = measure("naive", hour, scratch)
+        if seed:
+            best["seed"] = measure("seed", hour, scratch)
         counts = {variant: run.events for variant, run in best.items()}
         if len(set(counts.values())) != 1 or hour.events not in counts.values():
             raise click.ClickException(f"the variants counted different events: {counts} (hour has {hour.events})")
@@ -652,6 +663,10 @@ def bench(events, sizes, repeat, naive, formats, drift, profile, export_gb, e2e,
              f"{VARIANTS[bare.variant][0]} (time ratio {transform.busy / bare.busy:.2f})")
         if naive:
             echo(f"  transform throughput = {best['naive'].busy / transform.busy:.1f}x the naive reference's")
+        if seed:
+            echo(f"  transform throughput = {best['seed'].busy / transform.busy:.1f}x the seed script loop's")
+        if naive and seed:
+            echo(f"  seed script loop throughput = {best['naive'].busy / best['seed'].busy:.2f}x the naive reference's")
 
         if formats:
             echo("\nimport format (BigQuery reads plain NDJSON in parallel, a gzip file serially; GCS bytes cost money):")
@@ -710,7 +725,8 @@ def bench(events, sizes, repeat, naive, formats, drift, profile, export_gb, e2e,
                 echo(f"  {step:<9} runs={len(values):<3} slowest={max(values):7.2f} s  total={sum(values):8.2f} s"
                      f"  peak RSS {peaks.get(step, 0) / MB:6.0f} MB")
 
-    echo(summary_line(events, transform.busy, bare.busy, best["naive"].busy if naive else float("nan"), transform_peak))
+    echo(summary_line(events, transform.busy, bare.busy, best["naive"].busy if naive else float("nan"), transform_peak,
+                      best["seed"].busy if seed else float("nan")))
 
 
 if __name__ == "__main__":
