@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from ampbq import transform, unpack
-from ampbq.tools import bench
+from ampbq.tools import bench, costs
 from ampbq.naming import HourRange
 from ampbq.shaping import Lineage, RejectedEvent, Shaper, are_amplitude_timestamps, is_amplitude_timestamp, to_timestamp
 from ampbq.tools.synthetic import Dataset
@@ -105,12 +105,13 @@ def test_export_zip_has_amplitude_layout_for_every_hour_of_the_day(hours, tmp_pa
 
 def test_bench_command_ends_with_the_summary_line(tmp_path):
     result = CliRunner().invoke(bench.bench, ["--events", "120", "--sizes", "60,120", "--repeat", "1", "--no-formats",
-                                              "--cache", str(tmp_path)])
+                                              "--export-gb", "0", "--cache", str(tmp_path)])
     assert result.exit_code == 0, result.output
     lines = result.output.strip().splitlines()
     assert SUMMARY.match(lines[-1]) and lines[-1].startswith("bench: events=120 ")
     assert any("naive" in line for line in lines) and any("peak RSS" in line for line in lines)
     assert any("the seed script loop's" in line for line in lines)
+    assert any(line.strip().startswith("1,000,000,000 ") for line in lines)  # the cost table's last day
     assert any("every 10th event drifted" in line for line in lines)
 
 
@@ -131,6 +132,52 @@ def test_seed_loop_writes_the_seed_scripts_events_and_properties(hours, tmp_path
                                   for scope in scopes)
     assert {record["property_type"] for record in properties} <= set(scopes)
     assert not any(record["value"] is True or record["value"] is False for record in properties)
+
+
+def test_a_function_day_bills_its_cpu_time_rounded_up_per_invocation():
+    step = costs.Step("transform", cpu_s_per_gb=10.0, vcpu=1, memory_gib=2, invocations_per_day=24)
+    day = costs.function_day(step, ndjson_gb=2.4)  # 24 s in all, 1 s per invocation
+    assert day["seconds"] == pytest.approx(24) and day["billed_s"] == pytest.approx(24)
+    assert day["cpu"] == pytest.approx(24 * 0.000024) and day["memory"] == pytest.approx(24 * 2 * 0.0000025)
+    assert day["total"] == pytest.approx(day["cpu"] + day["memory"])
+    tiny = costs.function_day(step, ndjson_gb=0.0024)  # 1 ms per invocation is billed as 100 ms
+    assert tiny["billed_s"] == pytest.approx(2.4)
+
+
+def test_bigquery_day_follows_the_load_steps_bytes_model():
+    day = costs.bigquery_day(100_000_000, row_logical_bytes=1000, ledger_logical_bytes=50)
+    assert day["scanned_bytes"] == pytest.approx(100e6 * 1050 + 0.5e9)
+    assert day["query"] == pytest.approx(day["scanned_bytes"] / 2**40 * 6.25)
+    assert day["stored_bytes"] == 100e9 and day["storage_month"] == pytest.approx(100e9 / 2**30 * 0.02)
+
+
+def test_day_costs_add_up_and_scale_with_the_events():
+    steps = [costs.Step("transform", 10.0, 1, 2, 24), costs.Step("export", 2.0, 1, 1, 1)]
+    seed = costs.Step("seed", 100.0, 1, 2, 24)
+    small, big = (costs.day_costs(n, 2000, steps, seed, 1000, 50) for n in (1_000_000, 1_000_000_000))
+    assert small["ndjson_gb"] == pytest.approx(2.0) and big["ndjson_gb"] == pytest.approx(2000)
+    for day in (small, big):
+        assert day["ampbq_day"] == pytest.approx(sum(f["total"] for f in day["functions"].values()) + day["requests"]
+                                                 + day["bigquery"]["query"])
+    assert big["seed"]["total"] == pytest.approx(10 * big["functions"]["transform"]["total"], rel=1e-3)
+    assert big["functions"]["export"]["per_invocation_s"] == pytest.approx(4000)
+
+
+def test_logical_bytes_follow_bigquerys_sizes_by_type():
+    types = {"uuid": "STRING", "event_time": "TIMESTAMP", "n": "INT64", "ok": "BOOL", "props": "JSON", "ids": "STRING"}
+    row = {"uuid": "abc", "event_time": "2024-01-31 05:00:00.000000", "n": 7, "ok": True, "props": {"a": [1]},
+           "ids": ["x", "yz"], "gone": None}
+    assert costs.row_bytes(row, types) == 5 + 8 + 8 + 1 + len('{"a":[1]}') + (3 + 4)
+    assert costs.row_bytes(row, types, ("uuid", "event_time")) == 13
+    assert costs.value_bytes("JSON", ["a"]) == len('["a"]')  # a JSON array is one value, not a repeated column
+
+
+def test_cost_lines_print_a_day_per_size(hours):
+    row, ledger = bench.sample_row_bytes(hours[60])
+    assert 500 < row < 3000 and 40 < ledger < 80
+    lines = bench.cost_lines(2000, [costs.Step("transform", 10.0, 1, 2, 24)], costs.Step("seed", 100.0, 1, 2, 24), row, ledger)
+    assert costs.PRICES_CHECKED in lines[0]
+    assert [line.split()[0] for line in lines[3:6]] == ["1,000,000", "100,000,000", "1,000,000,000"]
 
 
 def test_a_drifted_hour_declines_the_fast_path_every_nth_event_and_still_loads_whole(hours, tmp_path):

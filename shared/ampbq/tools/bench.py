@@ -57,6 +57,7 @@ import orjson
 from .. import allocator
 from .. import transform as core
 from ..shaping import RENAMED, Lineage
+from . import costs
 from .seed_loop import properties_path, seed_loop
 
 REPO = Path(__file__).resolve().parents[3]
@@ -291,7 +292,7 @@ VARIANTS: dict[str, tuple[str, Callable[[Path, Path], int]]] = {
     "bare-msgspec": ("bare loop (isal + msgspec)", bare_loop_msgspec),
     "transform": ("transform (plain NDJSON out)", real_transform),
     "naive": ("naive (gzip + json + strptime)", naive_transform),
-    "seed": ("seed script's loop (json, dict per prop)", seed_loop),
+    "seed": ("seed script loop (stdlib json, dicts)", seed_loop),
     "transform-gzip-isal": ("transform, gzip out (ISA-L level 1)", transform_gzip_isal),
     "transform-gzip-zlib": ("transform, gzip out (zlib level 6)", transform_gzip_zlib),
 }
@@ -418,11 +419,11 @@ def _export_child(spec: dict) -> Run:
 
     bucket = gcs.client("ampbq-bench").bucket(spec["bucket"])
     result = steps.ExportResult(HourRange.day(date.fromisoformat(spec["day"])))
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     steps.unpack_archive(bucket, spec["raw"], result.requested, result)
-    seconds = time.perf_counter() - started
+    seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
     return Run("export", sum(result.hours.values()), seconds, peak_rss_bytes(), 0,
-               {"hour_objects": len(result.hours), "refused": len(result.refused)})
+               {"hour_objects": len(result.hours), "refused": len(result.refused)}, cpu_seconds=cpu_seconds)
 
 
 def bench_export(cache: Path, gigabytes: float, part: HourFile, echo: Callable[[str], None] = print) -> tuple[Run, dict]:
@@ -590,6 +591,62 @@ _HEADER = (f"  {'variant':<38} {'wall s':>7} {'CPU s':>7} {'events/s':>10} {'MB/
            "\n  (events/s and MB/s per CPU second; MB = 10^6 bytes of uncompressed NDJSON in)")
 
 
+def sample_row_bytes(hour: HourFile, lines: int = 2000) -> tuple[float, float]:
+    """BigQuery's logical bytes per row of the transform's rows for the hour's first `lines`
+    events, whole and in the ledger's columns (costs.LEDGER_COLUMNS)."""
+    import io
+
+    from isal import igzip
+
+    from .. import schema
+
+    types = {field["name"]: field["type"] for field in schema.fields()}
+    with igzip.open(hour.path, "rb") as source:
+        head = b"".join(line for _, line in zip(range(lines), source))
+    out = io.BytesIO()
+    core.transform_stream(io.BytesIO(head), out, io.BytesIO(), _lineage())
+    rows = [orjson.loads(line) for line in out.getvalue().splitlines()]
+    whole = sum(costs.row_bytes(row, types) for row in rows) / len(rows)
+    ledger = sum(costs.row_bytes(row, types, costs.LEDGER_COLUMNS) for row in rows) / len(rows)
+    return whole, ledger
+
+
+def per_gb_lines(hour: HourFile, runs: dict[str, tuple[Run, float]]) -> list[str]:
+    """CPU seconds and peak RSS per GB of NDJSON, for each (run, NDJSON bytes it handled)."""
+    lines = [f"  {'step':<38} {'CPU s / GB NDJSON':>17} {'peak RSS MB':>11}"]
+    for label, (run, ndjson_bytes) in runs.items():
+        lines.append(f"  {label:<38} {run.busy / (ndjson_bytes / 1e9):17.2f} {run.peak_rss / MB:11.1f}")
+    return lines
+
+
+def cost_lines(per_event: float, steps: list, seed, row_bytes: float, ledger_bytes: float,
+               days=(1_000_000, 100_000_000, 1_000_000_000)) -> list[str]:
+    """The cost table: a day of each size on Cloud Run functions and BigQuery, and the seed loop's compute."""
+    out = [f"  list prices of {costs.PRICES_CHECKED} (USD): Cloud Run request-based ${costs.VCPU_SECOND:.6f}/vCPU-s, "
+           f"${costs.GIB_SECOND:.7f}/GiB-s, ${costs.PER_REQUEST * 1e6:.2f}/M requests; BigQuery on-demand "
+           f"${costs.QUERY_PER_TIB}/TiB, storage ${costs.STORAGE_PER_GIB_MONTH}/GiB-month, load jobs free; free tiers not subtracted",
+           f"  rows: {row_bytes:,.0f} logical bytes each in BigQuery ({ledger_bytes:,.0f} in the ledger's columns), "
+           f"{per_event:,.0f} bytes of NDJSON per event; functions: "
+           + ", ".join(f"{step.name} {step.vcpu:g} vCPU {step.memory_gib:g} GiB x{step.invocations_per_day}/day" for step in steps),
+           f"  {'events/day':>13} {'NDJSON GB':>9} " + " ".join(f"{step.name + ' $':>11}" for step in steps)
+           + f" {'requests $':>10} {'BQ scan GB':>10} {'BQ query $':>10} {'ampbq $/day':>11} {'storage $/mo':>12}"
+           + (f" {'seed CPU $':>10} {'seed s/hour':>11}" if seed else "")]
+    for events in days:
+        day = costs.day_costs(events, per_event, steps, seed, row_bytes, ledger_bytes)
+        bq = day["bigquery"]
+        line = (f"  {events:>13,} {day['ndjson_gb']:9,.1f} " + " ".join(f"{day['functions'][s.name]['total']:11.4f}" for s in steps)
+                + f" {day['requests']:10.5f} {bq['scanned_bytes'] / 1e9:10,.1f} {bq['query']:10.2f} {day['ampbq_day']:11.2f}"
+                  f" {bq['storage_month']:12.2f}")
+        if seed:
+            line += f" {day['seed']['total']:10.4f} {day['seed']['per_invocation_s']:11,.0f}"
+        out.append(line)
+    biggest = costs.day_costs(days[-1], per_event, steps, seed, row_bytes, ledger_bytes)["functions"]
+    out.append(f"  (storage $/mo: each day's rows, per month kept. CPU s per invocation at {days[-1]:,} events a day: "
+               + ", ".join(f"{name} {day['per_invocation_s']:,.0f}" for name, day in biggest.items())
+               + "; the functions' timeout is 540 s.)")
+    return out
+
+
 def _sizes(text: str) -> list[int]:
     return [int(part.replace("_", "")) for part in text.split(",") if part.strip()]
 
@@ -606,13 +663,18 @@ def _sizes(text: str) -> list[int]:
 @click.option("--profile", is_flag=True, help="Print the transform's top functions (cProfile, tottime).")
 @click.option("--drift", default="100,10", show_default=True,
               help="Also run the transform with every Nth event drifted (declined by the fast path), for each N; '' to skip.")
-@click.option("--export-gb", default=0.0, show_default=True, help="Also unpack an export zip of this many GB through fake-gcs-server.")
+@click.option("--export-gb", default=0.15, show_default=True,
+              help="Unpack an export zip of at least this many GB through fake-gcs-server (0 to skip).")
+@click.option("--export-part-events", default=20_000, show_default=True,
+              help="Events in each part of the export zip (every part is the same generated hour).")
+@click.option("--costs/--no-costs", "show_costs", default=True, show_default=True,
+              help="Print CPU and memory per GB and the cost of a day in dollars.")
 @click.option("--e2e", is_flag=True, help="Also run the demo day end to end on the local stack.")
 @click.option("--e2e-events-per-hour", default=20_000, show_default=True, help="Events per hour of the --e2e day.")
 @click.option("--e2e-timeout", default=3600, show_default=True, help="Seconds to wait for the --e2e day to land.")
 @click.option("--cache", "cache", type=click.Path(file_okay=False, path_type=Path), default=DEFAULT_CACHE, show_default=True,
               help="Where generated hours and zips are kept between runs.")
-def bench(events, sizes, repeat, naive, seed, formats, drift, profile, export_gb, e2e, e2e_events_per_hour, e2e_timeout, cache) -> None:
+def bench(events, sizes, repeat, naive, seed, formats, drift, profile, export_gb, export_part_events, show_costs, e2e, e2e_events_per_hour, e2e_timeout, cache) -> None:
     """Measure the transform against a bare parse/serialize loop and a naive script, on one generated hour.
 
     Each variant runs in a fresh process; it prints events/s, MB/s and peak RSS for each, the
@@ -626,7 +688,7 @@ def bench(events, sizes, repeat, naive, seed, formats, drift, profile, export_gb
     echo = click.echo
     scaling = _sizes(sizes)
     cache = cache.resolve()
-    part_events = min(scaling or [events])
+    part_events = export_part_events
     files = hour_files(cache, sorted({events, *scaling, *([part_events] if export_gb else [])}), echo=echo)
     hour = files[events]
     echo(f"machine: {machine()}")
@@ -704,12 +766,19 @@ def bench(events, sizes, repeat, naive, seed, formats, drift, profile, export_gb
             echo("\ntransform profile (cProfile adds overhead to every call; top functions by own time):")
             echo(json.loads(done.stdout.strip().splitlines()[-1])["profile"])
 
+    export_run = None
     if export_gb:
-        run, info = bench_export(cache, export_gb, files[part_events], echo)
+        try:
+            run, info = bench_export(cache, export_gb, files[part_events], echo)
+        except Exception as error:  # fake-gcs-server missing or failing: the rest of the figures still stand
+            echo(f"\nexport unpack not measured: {type(error).__name__}: {error}")
+            export_gb = 0
+    if export_gb:
+        export_run = (run, info["zip_bytes"] * files[part_events].ndjson_bytes / files[part_events].gzip_bytes)
         echo(f"\nexport unpack (ampbq.steps.unpack_archive, the export step's own code, against fake-gcs-server; "
              f"the zip is read through GCS ranged reads of {info['chunk'] >> 20} MiB, hour objects written by resumable upload):")
         echo(f"  zip {info['zip_bytes'] / 1e9:.2f} GB, {run.extra['hour_objects']} hour objects of {info['parts_per_hour']} parts: "
-             f"{run.seconds:.1f} s ({info['zip_bytes'] / MB / run.seconds:.0f} MB/s), peak RSS {run.peak_rss / MB:.0f} MB"
+             f"{run.seconds:.1f} s ({info['zip_bytes'] / MB / run.seconds:.0f} MB/s), {run.busy:.1f} CPU s, peak RSS {run.peak_rss / MB:.0f} MB"
              f"; biggest temp file {info['biggest_temp_file']} bytes (limit: one chunk, {info['chunk']} bytes)")
         echo(f"  (fake-gcs-server itself peaked at {info['emulator_peak_rss'] / MB:,.0f} MB: it buffers uploads in RAM; not part of the step)")
 
@@ -724,6 +793,27 @@ def bench(events, sizes, repeat, naive, seed, formats, drift, profile, export_gb
             if values:
                 echo(f"  {step:<9} runs={len(values):<3} slowest={max(values):7.2f} s  total={sum(values):8.2f} s"
                      f"  peak RSS {peaks.get(step, 0) / MB:6.0f} MB")
+
+    if show_costs:
+        per_gb = {"transform": (transform, hour.ndjson_bytes)}
+        if export_run:
+            per_gb["export (unpack, zip of gzip parts)"] = export_run
+        if seed:
+            per_gb["seed script's loop"] = (best["seed"], hour.ndjson_bytes)
+        echo("\nper GB of NDJSON (CPU seconds on one thread"
+             + (f"; the export copies gzip parts, here {files[part_events].ndjson_bytes / files[part_events].gzip_bytes:.1f}x "
+                "smaller than their NDJSON" if export_run else "; export not measured (--export-gb 0)") + "):")
+        for line in per_gb_lines(hour, per_gb):
+            echo(line)
+        row_bytes, ledger_bytes = sample_row_bytes(hour)
+        steps = [costs.Step("transform", transform.busy / (hour.ndjson_bytes / 1e9), 1, 2, costs.HOURS_PER_DAY)]
+        if export_run:
+            steps.append(costs.Step("export", export_run[0].busy / (export_run[1] / 1e9), 1, 1, 1))
+        seed_step = costs.Step("seed", best["seed"].busy / (hour.ndjson_bytes / 1e9), 1, 2, costs.HOURS_PER_DAY) if seed else None
+        echo("\ncost of a day (Cloud Run functions billed for their CPU time; the load function's wait on BigQuery not "
+             "counted; the seed loop on the transform's instance):")
+        for line in cost_lines(hour.ndjson_bytes / hour.events, steps, seed_step, row_bytes, ledger_bytes):
+            echo(line)
 
     echo(summary_line(events, transform.busy, bare.busy, best["naive"].busy if naive else float("nan"), transform_peak,
                       best["seed"].busy if seed else float("nan")))
