@@ -10,6 +10,7 @@ for a concurrent update is transient: the lease holder plans its batch again.
 from __future__ import annotations
 
 import logging
+import traceback
 from typing import Callable
 
 from google.api_core import exceptions as gexc
@@ -23,8 +24,6 @@ from .errors import PermanentError, TransientError
 
 log = logging.getLogger(__name__)
 MAX_ATTEMPTS = 20
-_TRANSIENT_REASONS = ("backendError", "rateLimitExceeded", "internalError", "jobRateLimitExceeded")
-_CONFLICT_TEXT = ("concurrent update", "could not serialize", "transaction is aborted", "conflict")
 
 
 def client(config: Config) -> bigquery.Client:
@@ -85,16 +84,50 @@ def _create_tables(bq: bigquery.Client, config: Config) -> None:
         bq.create_table(view, exists_ok=True)
 
 
+# By reason (the `reason` of the error's first entry, https://cloud.google.com/bigquery/docs/error-messages),
+# then by status code. 403 is both "not allowed" (accessDenied, billingNotEnabled) and "not now"
+# (rateLimitExceeded, quotaExceeded): the reason tells which.
+_TRANSIENT_REASONS = frozenset({"backendError", "internalError", "jobBackendError", "jobInternalError",
+                                "rateLimitExceeded", "jobRateLimitExceeded", "quotaExceeded"})
+_TERMINAL_REASONS = frozenset({"accessDenied", "billingNotEnabled", "invalid", "invalidQuery", "notFound",
+                               "resourcesExceeded", "responseTooLarge"})
+_TERMINAL_CODES = frozenset({400, 403, 404})
+# BigQuery cancels a transaction that conflicts with another with a 400 (reason invalidQuery) and
+# no reason of its own; its documented message is all that tells it from a query that can never run.
+_CANCELLED_TRANSACTION = ("transaction is aborted due to concurrent update", "could not serialize access")
+
+
 def classify(error: Exception) -> Exception:
-    """Map a BigQuery error to the package's taxonomy, in this one place."""
-    text = str(error).lower()
-    if isinstance(error, (gexc.TooManyRequests, gexc.ServerError)) or any(r.lower() in text for r in _TRANSIENT_REASONS):
-        return TransientError(f"BigQuery: {error}")
-    if any(marker in text for marker in _CONFLICT_TEXT):
-        return TransientError(f"BigQuery transaction conflict: {error}")
-    if isinstance(error, (gexc.BadRequest, gexc.NotFound, gexc.Forbidden)):
-        return PermanentError(f"BigQuery: {error}")
-    return error
+    """Map a BigQuery error to the package's taxonomy, in this one place: by reason, else by status
+    (400, 403 and 404 permanent; 429, 5xx and the rest transient). Anything that is not a Google
+    API error is returned as it is."""
+    if not isinstance(error, gexc.GoogleAPICallError):
+        return error
+    reason = reason_of(error)
+    if error.code == 400 and _cancelled_transaction(error):
+        return TransientError(f"BigQuery transaction conflict: {_one_line(error)}")
+    if reason in _TRANSIENT_REASONS:
+        return TransientError(f"BigQuery: {_one_line(error)}")
+    if reason in _TERMINAL_REASONS or error.code in _TERMINAL_CODES:
+        return PermanentError(f"BigQuery: {_one_line(error)}")
+    return TransientError(f"BigQuery: {_one_line(error)}")
+
+
+def reason_of(error: gexc.GoogleAPICallError) -> str:
+    """The reason BigQuery gave ("accessDenied", "rateLimitExceeded", ...; "" when none)."""
+    for detail in error.errors or ():
+        if isinstance(detail, dict) and detail.get("reason"):
+            return str(detail["reason"])
+    return error.reason or ""
+
+
+def _cancelled_transaction(error: gexc.GoogleAPICallError) -> bool:
+    texts = [error.message or ""] + [str(d.get("message", "")) for d in error.errors or () if isinstance(d, dict)]
+    return any(marker in text.lower() for text in texts for marker in _CANCELLED_TRANSACTION)
+
+
+def _one_line(error: gexc.GoogleAPICallError) -> str:
+    return " ".join(str(error).split())
 
 
 def run_job_once(bq: bigquery.Client, job_id: Callable[[int], str], submit: Callable[[str], bigquery.job._AsyncJob]):
@@ -125,3 +158,12 @@ def query_rows(bq: bigquery.Client, sql: str, params: list | None = None) -> lis
         return [dict(row) for row in bq.query(sql, job_config=config).result()]
     except gexc.GoogleAPICallError as error:
         raise classify(error) from error
+
+
+def owns(error: BaseException) -> bool:
+    """Whether `error` came out of the BigQuery client library (its frames are in the traceback),
+    so that `classify` is the one to map it."""
+    if not isinstance(error, gexc.GoogleAPICallError):
+        return False
+    return any(frame.f_globals.get("__name__", "").startswith("google.cloud.bigquery")
+               for frame, _ in traceback.walk_tb(error.__traceback__))

@@ -3,6 +3,7 @@ outcome to the platform's retry policy (raise = retry, return = ack)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -28,53 +29,68 @@ def _clients(config: Config):
     return storage_client.bucket(config.bucket), bq_adapter.client(config), requests.Session()
 
 
-def _run(step: str, cloud_event, work: Callable[[dict], object]) -> object:
-    """Run `work(context)`; it fills `context` (object, generation, date...) for the log lines."""
+def _run(step: str, cloud_event, work: Callable[[], object]) -> object:
+    """Run `work()` as one invocation: its context (step, event id, trace; then what `work` binds:
+    object, generation, date...) is on every line logged meanwhile."""
     started = time.monotonic()
-    context: dict = {"step": step, **_trace(cloud_event)}
+    with logs.invocation(step=step, **_event_fields(cloud_event)):
+        def duration() -> dict:
+            return {"duration_s": round(time.monotonic() - started, 3)}
 
-    def fields() -> dict:
-        return context | {"duration_s": round(time.monotonic() - started, 3)}
+        try:
+            with _classified():
+                result = work()
+        except Ignored as why:
+            log.info(f"ignored: {why}", extra={"fields": duration()})
+            return None
+        except PermanentError as why:
+            # Acked on purpose: retrying cannot fix it, and one bad input must not spin for 24 hours.
+            log.error(f"{step} failed permanently: {why}", extra={"fields": duration()})
+            _record_dead_letter(step, why)
+            return None
+        except TransientError as why:
+            log.warning(f"{step} failed, will be retried: {why}", extra={"fields": duration()})
+            raise
+        except Exception:
+            log.exception(f"{step} failed unexpectedly, will be retried", extra={"fields": duration()})
+            raise
+        log.info(f"{step} done", extra={"fields": duration() | _summary(result)})
+        return result
 
+
+@contextlib.contextmanager
+def _classified():
+    """A Cloud Storage or BigQuery error the step did not handle, mapped by the adapter of the
+    library that raised it (gcs.classify, bigquery.classify) into the taxonomy of ampbq.errors."""
     try:
-        result = work(context)
-    except Ignored as why:
-        log.info(f"ignored: {why}", extra={"fields": fields()})
-        return None
-    except PermanentError as why:
-        # Acked on purpose: retrying cannot fix it, and one bad input must not spin for 24 hours.
-        log.error(f"{step} failed permanently: {why}", extra={"fields": fields()})
-        _record_dead_letter(step, context, why)
-        return None
-    except TransientError as why:
-        log.warning(f"{step} failed, will be retried: {why}", extra={"fields": fields()})
+        yield
+    except Exception as error:
+        for adapter in (gcs, bq_adapter):
+            if adapter.owns(error):
+                raise adapter.classify(error) from error
         raise
-    except Exception:
-        log.exception(f"{step} failed unexpectedly, will be retried", extra={"fields": fields()})
-        raise
-    log.info(f"{step} done", extra={"fields": fields() | _summary(result)})
-    return result
 
 
-def _trace(cloud_event) -> dict:
-    """Eventarc sets the W3C `traceparent` extension on the events it delivers."""
+def _event_fields(cloud_event) -> dict:
+    """The event's id, and the trace Eventarc sets in the W3C `traceparent` extension."""
     project = os.environ.get("AMPBQ_PROJECT") or os.environ.get("GOOGLE_CLOUD_PROJECT", "")
     try:
-        traceparent = cloud_event.get("traceparent")
-    except AttributeError:  # not a CloudEvent (a test double): nothing to link
+        event_id, traceparent = cloud_event["id"], cloud_event.get("traceparent")
+    except (AttributeError, KeyError, TypeError):  # not a CloudEvent (a test double): nothing to link
         return {}
-    return logs.trace_fields(traceparent, project)
+    return ({"event_id": str(event_id)} if event_id else {}) | logs.trace_fields(traceparent, project)
 
 
-def _record_dead_letter(step: str, context: dict, error: Exception) -> None:
+def _record_dead_letter(step: str, error: Exception) -> None:
     """Keep a record of what was acked without being done, for `ampbq status` and a human."""
+    context = logs.context()
     subject = f"{context['object']}#{context['generation']}" if "object" in context else context.get("range", "unknown")
     record = {"step": step, "error": str(error), "at": datetime.now(timezone.utc).isoformat(), **context}
     try:
         bucket = _clients(Config.from_env())[0]
         bucket.blob(naming.dead_letter_name(step, subject)).upload_from_string(json.dumps(record, default=str), "application/json")
     except Exception:  # the ERROR line above is the record of last resort
-        log.exception("could not write the dead-letter record", extra={"fields": context})
+        log.exception("could not write the dead-letter record")
 
 
 def _summary(result: object) -> dict:
@@ -90,12 +106,12 @@ def _summary(result: object) -> dict:
     return {}
 
 
-def _object(cloud_event, context: dict) -> events.StorageObject:
+def _object(cloud_event) -> events.StorageObject:
     obj = events.storage_object(cloud_event)
-    context.update(object=obj.name, generation=obj.generation, event_id=obj.event_id)
+    logs.bind(object=obj.name, generation=obj.generation, event_id=obj.event_id)
     hour = naming.parse_hour_object(obj.name) or naming.parse_import_object(obj.name)
     if hour is not None:  # every line of an hour's work carries its date and hour (and labels)
-        context.update(date=f"{hour:%Y-%m-%d}", hour=f"{hour:%H}")
+        logs.bind(date=f"{hour:%Y-%m-%d}", hour=f"{hour:%H}")
     return obj
 
 
@@ -104,16 +120,16 @@ def export(cloud_event) -> None:
     if events.asks_to_forget(cloud_event):
         return forget(cloud_event)  # a deletions check: {"forget": ...} on the same topic
 
-    def work(context: dict):
+    def work():
         config = Config.from_env()
         bucket, _, session = _clients(config)
         if config.source == "native_export":  # Amplitude writes the parts itself (docs/native-export.md)
             hours = events.scan_request(cloud_event, config.min_data_age_hours, config.native_lookback_hours)
-            context.update(range=str(hours), date=f"{hours.start:%Y-%m-%d}", source=config.source)
+            logs.bind(range=str(hours), date=f"{hours.start:%Y-%m-%d}", source=config.source)
             return assemble.scan_range(hours, config, bucket, bucket.client.bucket(config.native_bucket),
                                        datetime.now(timezone.utc), run=events.run_id(cloud_event))
         hours = events.run_request(cloud_event, config.min_data_age_hours)
-        context.update(range=str(hours), date=f"{hours.start:%Y-%m-%d}")
+        logs.bind(range=str(hours), date=f"{hours.start:%Y-%m-%d}")
         # The event's id stays the same on the platform's retries: a retry resumes the same run.
         return steps.export_range(hours, config, bucket, session, datetime.now(timezone.utc), run=events.run_id(cloud_event))
 
@@ -123,11 +139,11 @@ def export(cloud_event) -> None:
 def forget(cloud_event) -> None:
     """Apply the user-privacy deletions Amplitude reports done (ampbq.forgetting)."""
 
-    def work(context: dict):
+    def work():
         config = Config.from_env()
         bucket, bq, session = _clients(config)
         start_day, end_day = events.forget_request(cloud_event)
-        context.update(range=f"{start_day}..{end_day}")
+        logs.bind(range=f"{start_day}..{end_day}")
         return forgetting.forget(config, bucket, bq, session, start_day, end_day)
 
     _run("forget", cloud_event, work)
@@ -136,8 +152,8 @@ def forget(cloud_event) -> None:
 def transform(cloud_event) -> None:
     logs.setup()
 
-    def work(context: dict):
-        obj = _object(cloud_event, context)
+    def work():
+        obj = _object(cloud_event)
         bucket, _, _ = _clients(Config.from_env())
         return steps.transform_hour(obj, bucket)
 
@@ -147,8 +163,8 @@ def transform(cloud_event) -> None:
 def load(cloud_event) -> None:
     logs.setup()
 
-    def work(context: dict):
-        obj = _object(cloud_event, context)
+    def work():
+        obj = _object(cloud_event)
         config = Config.from_env()
         bucket, bq, _ = _clients(config)
         return steps.load_hour(obj, config, bucket, bq)

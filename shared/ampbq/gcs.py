@@ -10,13 +10,17 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
+import traceback
+import urllib.parse
 from typing import BinaryIO, Iterator
 
 from google.api_core import exceptions as gexc
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage
+from google.cloud.storage.exceptions import InvalidResponse
 
-from .errors import TransientError
+from .errors import PermanentError, TransientError
 
 # A multiple of 256 KiB, as resumable uploads require.
 CHUNK = 8 << 20
@@ -139,8 +143,88 @@ def _delete_if(bucket: storage.Bucket, name: str, made_from_matches) -> None:
         pass  # replaced or deleted meanwhile: whoever did it decided
 
 
+# By status code. 403 is Cloud Storage's answer for a missing IAM role (reason "forbidden" or
+# "insufficientPermissions"): the same request fails the same way on every retry. A 404 or 412 in
+# the middle of a step is an object replaced or deleted meanwhile; the retry looks again (and
+# finds the event stale). Cloud Storage signals rate limits with 429, but a 403 carrying one of
+# the rate reasons is taken as one too.
+_TERMINAL_CODES = frozenset({400, 403})
+_RATE_REASONS = frozenset({"rateLimitExceeded", "userRateLimitExceeded", "quotaExceeded"})
+_PERMISSION = re.compile(r"\bstorage\.(?:objects|buckets|managedFolders|multipartUploads)\.[a-zA-Z]+\b")
+_OBJECT_PATH = re.compile(r"/b/([^/?]+)/o/([^/?]+)")
+
+
+def status_of(error: Exception) -> int | None:
+    """The HTTP status of a Cloud Storage error: a JSON API call's, or a chunked transfer's."""
+    if isinstance(error, gexc.GoogleAPICallError):
+        return error.code
+    if isinstance(error, InvalidResponse):
+        return getattr(error.response, "status_code", None)
+    return None
+
+
 def classify(error: Exception) -> Exception:
-    """Map a Cloud Storage error to the package's taxonomy (transient ones are retried)."""
-    if isinstance(error, (gexc.TooManyRequests, gexc.ServerError, gexc.ServiceUnavailable)):
-        return TransientError(f"Cloud Storage: {error}")
-    return error
+    """Map a Cloud Storage error to the package's taxonomy, by status code (and reason), in this
+    one place: 400 and 403 are permanent, every other status is transient. Anything that is not
+    a Cloud Storage error is returned as it is."""
+    status = status_of(error)
+    if status is None:
+        return error
+    reason = _reason(error)
+    if status in _TERMINAL_CODES and reason not in _RATE_REASONS:
+        return PermanentError(_one_line(error, status, reason, denied=status == 403))
+    return TransientError(_one_line(error, status, reason))
+
+
+def owns(error: BaseException) -> bool:
+    """Whether `error` came out of the Cloud Storage client library (its frames are in the
+    traceback), so that `classify` is the one to map it."""
+    if not isinstance(error, (gexc.GoogleAPICallError, InvalidResponse)):
+        return False
+    frames = traceback.walk_tb(error.__traceback__)
+    return any(frame.f_globals.get("__name__", "").startswith(_LIBRARIES) for frame, _ in frames)
+
+
+_LIBRARIES = ("google.cloud.storage", "google.resumable_media")
+
+
+def _reason(error: Exception) -> str:
+    details = list(getattr(error, "errors", None) or ())
+    if not details:  # a media request's error: the reason is in the JSON body
+        try:
+            details = json.loads(getattr(_response(error), "text", "") or "{}").get("error", {}).get("errors", [])
+        except (ValueError, AttributeError):
+            details = []
+    first = details[0] if details and isinstance(details[0], dict) else {}
+    return str(first.get("reason", ""))
+
+
+def _response(error: Exception):
+    return getattr(error, "response", None)
+
+
+def _one_line(error: Exception, status: int, reason: str, denied: bool = False) -> str:
+    """"Cloud Storage 403 (forbidden) on gs://b/o: permission storage.objects.get denied" and the
+    like: which object (from the request), and which permission when the API names it."""
+    text = getattr(error, "message", None) or str(error)
+    response = _response(error)
+    subject = _subject(getattr(getattr(response, "request", None), "url", None) or getattr(response, "url", "") or "")
+    what = f"Cloud Storage {status}" + (f" ({reason})" if reason else "") + (f" on {subject}" if subject else "")
+    if denied:
+        permission = _PERMISSION.search(text)
+        missing = f"permission {permission.group(0)} denied" if permission else "permission denied"
+        return f"{what}: {missing} (the caller's service account lacks an IAM role that grants it)"
+    return f"{what}: {' '.join(text.split())[:300]}"
+
+
+def _subject(url: str) -> str:
+    """gs://bucket/name from a JSON API or upload URL ("" when it names neither)."""
+    parsed = urllib.parse.urlsplit(url)
+    match = _OBJECT_PATH.search(parsed.path)
+    if match:
+        return f"gs://{urllib.parse.unquote(match.group(1))}/{urllib.parse.unquote(match.group(2))}"
+    bucket = re.search(r"/b/([^/?]+)", parsed.path)
+    name = urllib.parse.parse_qs(parsed.query).get("name", [""])[0]
+    if bucket:
+        return f"gs://{urllib.parse.unquote(bucket.group(1))}" + (f"/{name}" if name else "")
+    return ""

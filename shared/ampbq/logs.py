@@ -1,16 +1,21 @@
 """Structured logging: one JSON line per record on stdout, the shape Cloud Logging reads.
 
 Cloud Logging lifts `severity`, `message` and `logging.googleapis.com/labels` out of a JSON line
-written to stdout. Callers pass context as `extra={"fields": {...}}`; never pass event payloads or
-secrets.
+written to stdout. The invocation's context (step, object, generation, date, hour, event id,
+trace) is bound once by the entry (`invocation`, then `bind` as it is learnt) and is on every line
+logged while it runs, in whichever module; it lives in a context variable, so the requests the
+functions serve on several threads at once never see each other's. A line's own fields go in
+`extra={"fields": {...}}` and win over the context's. Never log event payloads or secrets.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import sys
 import threading
+from contextvars import ContextVar
 from datetime import datetime, timezone
 
 import orjson
@@ -34,9 +39,44 @@ def trace_fields(traceparent: str | None, project: str) -> dict:
     }
 
 
+_CONTEXT: ContextVar[dict | None] = ContextVar("ampbq_invocation", default=None)
+
+
+@contextlib.contextmanager
+def invocation(**fields):
+    """Bind `fields` as the context of every line logged until the block ends (in this thread, and
+    in any context copied from it); the previous context comes back after."""
+    token = _CONTEXT.set(dict(fields))
+    try:
+        yield
+    finally:
+        _CONTEXT.reset(token)
+
+
+def bind(**fields) -> None:
+    """Add to the running invocation's context (nothing outside an invocation)."""
+    bound = _CONTEXT.get()
+    if bound is not None:
+        bound.update(fields)
+
+
+def context() -> dict:
+    """A copy of the running invocation's context ({} outside one)."""
+    return dict(_CONTEXT.get() or {})
+
+
+class ContextFilter(logging.Filter):
+    """Puts the invocation's context on each record where it is emitted (in the emitting thread)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.context = context()
+        return True
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        fields = dict(getattr(record, "fields", {}) or {})
+        bound = record.context if hasattr(record, "context") else context()
+        fields = bound | dict(getattr(record, "fields", {}) or {})
         entry = {
             "severity": record.levelname,
             "message": record.getMessage(),
@@ -67,5 +107,6 @@ def setup(level: int = logging.INFO) -> None:
             return
         handler = logging.StreamHandler(sys.stdout)
         handler.setFormatter(JsonFormatter())
+        handler.addFilter(ContextFilter())
         handler.ampbq_stdout = True
         root.addHandler(handler)
