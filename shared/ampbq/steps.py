@@ -97,7 +97,7 @@ def write_empty_hours(bucket: storage.Bucket, hours: HourRange, result: ExportRe
     # empty (status shows it FAILED), and an entry whose name tells no hour may hold any of them.
     doubtful = {r.get("hour") for r in result.refused if isinstance(r, dict) and r.get("data")}
     if None in doubtful:
-        log.warning("no hour emptied", extra={"fields": {"range": str(hours), "reason":
+        log.warning("no hour emptied", extra={"fields": {"reason":
                     "a refused zip entry with data names no hour; its events may belong to any hour of the range"}})
         return
     for hour in hours.hours():
@@ -648,7 +648,7 @@ def _commit_waiting(bq: bigquery.Client, config: Config, bucket: storage.Bucket,
             if entry is not None and entry.import_generation == staged.load.import_generation:
                 _drop_staged(bq, bucket, markers, staged)
         # bytes_billed: what BigQuery billed for the batch's transaction (0 when it does not say).
-        log.info("hours committed", extra={"fields": {"step": "load", "batch": committed, "hours": len(batch),
+        log.info("hours committed", extra={"fields": {"batch": committed, "hours": len(batch),
                  "waiting": len(waiting), "bytes_billed": billed or 0}})
 
 
