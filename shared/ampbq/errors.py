@@ -1,9 +1,13 @@
-"""The error taxonomy that decides what the platform does with an event.
+"""The error taxonomy that decides what the platform does with an event (ampbq.entry applies it).
 
 - TransientError: raise, so Cloud Functions retries the event (network, 5xx, rate limits, conflicts).
 - PermanentError: log at ERROR, record it, and return, so one poisoned input is acked instead of
-  being retried for 24 hours.
+  being retried for 24 hours (a permission refused, a request that can never succeed).
 - Ignored: not ours or already done (foreign object, stale generation, duplicate); log at INFO, return.
+
+Each adapter maps its own service's errors into these, by status code and reason, in one place:
+`gcs.classify` (Cloud Storage), `bigquery.classify` (BigQuery), `amplitude` (the Export and User
+Privacy APIs). An error that is none of these is unexpected: logged with its traceback, retried.
 """
 
 
@@ -29,10 +33,6 @@ class NoData(AmpbqError):
 
 class TooLarge(AmpbqError):
     """The Export API refuses the range as over 4 GB (HTTP 400): split it."""
-
-
-class NotReady(PermanentError):
-    """The range ends too recently for Amplitude to have all its data."""
 
 
 class Unreachable(AmpbqError):

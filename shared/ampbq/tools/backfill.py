@@ -174,7 +174,7 @@ def run_locally(run: Run, config: Config, bucket: storage.Bucket, bq: bigquery.C
     for name in sorted([*result.hours, *result.emptied]):
         try:
             chain_hour(name, config, bucket, bq)
-        except _RACING as why:
+        except _STEP_FAILURES as why:
             failed.append(f"{name}: {str(why).splitlines()[0]}")
     if failed:
         run.error, run.done = f"{len(failed)} hour(s) failed here: " + "; ".join(failed), True
@@ -195,7 +195,7 @@ def chain_hour(name: str, config: Config, bucket: storage.Bucket, bq: bigquery.C
         steps.transform_hour(StorageObject(bucket.name, name, source.generation, "ampbq-cli"), bucket)
     except Ignored:
         pass  # already transformed
-    except _RACING:
+    except _STEP_FAILURES:
         if _import_source(bucket, hour) != str(source.generation):
             raise
     target = bucket.get_blob(naming.import_object_name(hour))
@@ -205,13 +205,15 @@ def chain_hour(name: str, config: Config, bucket: storage.Bucket, bq: bigquery.C
         steps.load_hour(StorageObject(bucket.name, target.name, target.generation, "ampbq-cli"), config, bucket, bq)
     except Ignored:
         pass  # a newer generation is loaded, or this one was loaded meanwhile
-    except _RACING:
+    except _STEP_FAILURES:
         entry = bq_adapter.query_rows(bq, load.ledger_entry_sql(config.ledger_table_id, hour))
         if not entry or entry[0]["import_generation"] < target.generation:
             raise
 
 
-_RACING = (AmpbqError, GoogleAPICallError)
+# Any failure of a step (ours, or a Google API's), a race with the deployed functions or not:
+# chain_hour tells the two apart by the outcome, run_locally reports what is left.
+_STEP_FAILURES = (AmpbqError, GoogleAPICallError)
 
 
 def _import_source(bucket: storage.Bucket, hour: datetime) -> str | None:
