@@ -22,3 +22,30 @@ def sample_records() -> list[tuple[str, int, dict]]:
 
 def gzip_ndjson(lines: list[bytes]) -> bytes:
     return gzip.compress(b"".join(line + b"\n" for line in lines))
+
+
+class RecordingEnv(dict):
+    """An environment that remembers every name the code asks it for."""
+
+    def __init__(self, values: dict):
+        super().__init__(values)
+        self.asked: set[str] = set()
+
+    def get(self, key, default=None):
+        self.asked.add(key)
+        return super().get(key, default)
+
+    def __getitem__(self, key):
+        self.asked.add(key)
+        return super().__getitem__(key)
+
+
+def load_function_main(name: str):
+    """functions/<name>/main.py imported as the platform imports it (its own module, not `main`)."""
+    import importlib.util
+
+    path = REPO / "functions" / name / "main.py"
+    spec = importlib.util.spec_from_file_location(f"function_main_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -128,9 +128,5 @@ def all_tf_text() -> str:
     return "\n".join(path.read_text() for path in tf_files())
 
 
-def shared_python_text() -> str:
-    return "\n".join(p.read_text() for p in sorted((REPO / "shared" / "ampbq").rglob("*.py")))
-
-
 def terraform_block(directory: Path) -> dict:
     return single(parsed(directory)["terraform"])

@@ -5,7 +5,6 @@ Parsed with python-hcl2 (see terraform_hcl.py); no Terraform CLI, providers or c
 
 from __future__ import annotations
 
-import ast
 import json
 import re
 from pathlib import Path
@@ -124,17 +123,11 @@ def test_events_table_partitioned_by_event_day_and_clustered():
 
 
 def test_events_table_layout_matches_code_constants():
-    tree = ast.parse((REPO / "shared" / "ampbq" / "schema.py").read_text())
-    constants = {
-        target.id: ast.literal_eval(node.value)
-        for node in tree.body
-        if isinstance(node, ast.Assign)
-        for target in node.targets
-        if isinstance(target, ast.Name) and target.id in ("PARTITION_FIELD", "CLUSTERING_FIELDS")
-    }
+    from ampbq import schema
+
     table = resource("google_bigquery_table", "events")
-    assert constants["PARTITION_FIELD"] == single(table["time_partitioning"])["field"]
-    assert list(constants["CLUSTERING_FIELDS"]) == table["clustering"]
+    assert schema.PARTITION_FIELD == single(table["time_partitioning"])["field"]
+    assert list(schema.CLUSTERING_FIELDS) == table["clustering"]
 
 
 def test_tables_deletion_protected_in_every_env():
