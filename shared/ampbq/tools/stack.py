@@ -6,8 +6,9 @@
   is versioned, as production's is, so a replaced generation stays readable; that needs its
   in-memory backend (its filesystem backend refuses versioning). Clients reach it through
   `gcs_rules`, which enforces the generation preconditions it ignores.
-- BigQuery: bqemulator (DuckDB). It reads gs:// load URIs only from a local directory, so the
-  relay mirrors each finalized import object there before the load function hears of it.
+- BigQuery: bqemulator (DuckDB), started through `bq_emulator` (the same emulator, with a memo of
+  its SQL parses). It reads gs:// load URIs only from a local directory, so the relay mirrors
+  each finalized import object there before the load function hears of it.
 - The three functions, each under functions-framework in its own process and port.
 - A relay that does Eventarc's job: it pulls the finalize notifications and POSTs each one to
   both storage-triggered functions as a binary `google.cloud.storage.object.v1.finalized`
@@ -278,7 +279,7 @@ class Stack:
         # transaction, DML-queue and partition rules the emulator does not have.
         self.ports["bigquery-emulator"] = free_port()
         self._spawn("bigquery-emulator", [
-            str(Path(sys.executable).parent / "bqemulator"), "start", "--rest-host", "127.0.0.1",
+            sys.executable, "-m", "ampbq.tools.bq_emulator", "start", "--rest-host", "127.0.0.1",
             "--rest-port", str(self.ports["bigquery-emulator"]), "--grpc-host", "127.0.0.1", "--grpc-port", "0",
             "--project", self.settings.project, "--log-level", "warning",
         ], env={"HOME": str(DUCKDB_HOME), "BQEMU_GCS_LOCAL_ROOT": str(self.gcs_root)})
