@@ -61,8 +61,22 @@ def ensure_tables(bq: bigquery.Client, config: Config) -> None:
             bq.get_table(view_id)
     except gexc.NotFound:
         _create_tables(bq, config)
+    _add_ledger_columns(bq, config)
     query_rows(bq, load.commit_lock_seed_sql(config.table_id))
     _READY.add((config.bigquery_emulator_host, config.table_id))
+
+
+def _add_ledger_columns(bq: bigquery.Client, config: Config) -> None:
+    """Give a ledger made before a column of its schema existed (`project`) that column: NULLABLE
+    columns are added in place, and the rows already there read NULL (the default project)."""
+    ledger = bq.get_table(config.ledger_table_id)
+    have = {f.name for f in ledger.schema}
+    missing = [f for f in schema_fields(schema.LEDGER_SCHEMA_FILE) if f.name not in have and f.mode != "REQUIRED"]
+    if missing:
+        ledger.schema = [*ledger.schema, *missing]
+        bq.update_table(ledger, ["schema"])
+        log.warning("ledger columns added", extra={"fields": {"table": config.ledger_table_id,
+                                                              "columns": [f.name for f in missing]}})
 
 
 def _create_tables(bq: bigquery.Client, config: Config) -> None:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+import re
+from dataclasses import dataclass, field, replace
 from typing import Mapping
 
 from .errors import PermanentError
@@ -13,6 +14,30 @@ SCHEDULES = ("daily", "hourly")
 # export writes to (docs/native-export.md).
 SOURCES = ("export_api", "native_export")
 AMPLITUDE_URLS = {"US": "https://amplitude.com", "EU": "https://analytics.eu.amplitude.com"}
+
+
+@dataclass(frozen=True)
+class AmplitudeProject:
+    """One Amplitude project the deployment exports (docs/projects.md).
+
+    `segment` is what keeps its objects and ledger rows apart: "" for the default project, whose
+    names carry no segment (as before there were projects), else its id. `app` is its Amplitude
+    project id, the `app` column of its rows: "" only in the one-project form, where the id is not
+    configured and an upload hour's rows are all the one project's."""
+
+    segment: str = ""
+    app: str = ""
+    url: str = AMPLITUDE_URLS["US"]
+    api_key: str = field(default="", repr=False)
+    secret_key: str = field(default="", repr=False)
+
+    @property
+    def label(self) -> str:
+        """How a person reads it: its id, or "default" in the one-project form."""
+        return self.app or "default"
+
+
+_PROJECT_ENTRY = re.compile(r"^(\d+)(?::(US|EU))?$")
 
 
 @dataclass(frozen=True)
@@ -48,10 +73,50 @@ class Config:
     native_prefix: str = ""
     native_quiet_seconds: float = 1800.0
     native_lookback_hours: int = 72
+    # The Amplitude projects exported (AMPBQ_AMPLITUDE_PROJECTS); empty: the one-project form, one
+    # project with the url and keys above and no id.
+    amplitude_projects: tuple[AmplitudeProject, ...] = ()
+    # What the key variables' names end with for the project the keys above are of (for_project).
+    key_suffix: str = ""
+
+    @property
+    def projects(self) -> tuple[AmplitudeProject, ...]:
+        """Every project the deployment exports, the default one (if any) first."""
+        if self.amplitude_projects:
+            return self.amplitude_projects
+        return (AmplitudeProject("", "", self.amplitude_url, self.amplitude_api_key, self.amplitude_secret_key),)
+
+    def amplitude_project(self, segment: str) -> AmplitudeProject:
+        """The project whose objects carry `segment` ("" the default one)."""
+        for project in self.projects:
+            if project.segment == segment:
+                return project
+        known = ", ".join(p.app or "default" for p in self.projects)
+        raise PermanentError(f"Amplitude project {segment or 'default'!r} is not configured (AMPBQ_AMPLITUDE_PROJECTS: {known})")
+
+    def select(self, wanted: str | None) -> tuple[AmplitudeProject, ...]:
+        """The projects `--project` names (an id, or "default"); None: all of them."""
+        if wanted is None:
+            return self.projects
+        for project in self.projects:
+            if wanted in (project.app, project.segment) or (wanted == "default" and project.segment == ""):
+                return (project,)
+        known = ", ".join(p.label for p in self.projects)
+        raise PermanentError(f"no Amplitude project {wanted!r} in this deployment (it has: {known})")
+
+    def app_of(self, segment: str) -> str:
+        """The `app` id of the project with `segment` ("" in the one-project form)."""
+        return self.amplitude_project(segment).app
+
+    def for_project(self, project: AmplitudeProject) -> "Config":
+        """This configuration with `project`'s Export API url and keys (what amplitude.py reads)."""
+        return replace(self, amplitude_url=project.url, amplitude_api_key=project.api_key,
+                       amplitude_secret_key=project.secret_key,
+                       key_suffix=f"_{project.app}" if project.segment else "")
 
     def unset_amplitude_keys(self) -> list[str]:
         """The Export API credentials' variables that are empty: an export cannot run without both."""
-        return [name for name, value in (("AMPLITUDE_API_KEY", self.amplitude_api_key),
+        return [name + self.key_suffix for name, value in (("AMPLITUDE_API_KEY", self.amplitude_api_key),
                                          ("AMPLITUDE_SECRET_KEY", self.amplitude_secret_key)) if not value]
 
     def require_amplitude_keys(self) -> None:
@@ -102,7 +167,42 @@ class Config:
             export_budget_seconds=_number(env, "AMPBQ_EXPORT_BUDGET_SECONDS", "300", float),
             load_lease_seconds=_number(env, "AMPBQ_LOAD_LEASE_SECONDS", "60", float),
             **_native(env),
+            amplitude_projects=_projects(env, region, env.get("AMPBQ_SOURCE") or "export_api"),
         )
+
+
+def _projects(env: Mapping[str, str], default_region: str, source: str = "export_api") -> tuple[AmplitudeProject, ...]:
+    """AMPBQ_AMPLITUDE_PROJECTS: `id[:REGION],…` (Terraform's amplitude_projects). Each project's
+    keys are AMPLITUDE_API_KEY_<id> and AMPLITUDE_SECRET_KEY_<id>; the default project's
+    (AMPBQ_DEFAULT_PROJECT, which keeps the unsegmented names) may be AMPLITUDE_API_KEY and
+    AMPLITUDE_SECRET_KEY instead. AMPLITUDE_URL, when set, is every project's base URL."""
+    listed = [item.strip() for item in env.get("AMPBQ_AMPLITUDE_PROJECTS", "").split(",") if item.strip()]
+    default = env.get("AMPBQ_DEFAULT_PROJECT", "").strip()
+    if not listed:
+        if default:
+            raise PermanentError("AMPBQ_DEFAULT_PROJECT is set but AMPBQ_AMPLITUDE_PROJECTS is empty")
+        return ()
+    if source != "export_api":
+        raise PermanentError("AMPBQ_AMPLITUDE_PROJECTS takes the Export API (AMPBQ_SOURCE=export_api); "
+                             "the native export takes one project")
+    projects = []
+    for item in listed:
+        match = _PROJECT_ENTRY.match(item.upper())
+        if not match:
+            raise PermanentError(f"AMPBQ_AMPLITUDE_PROJECTS holds {item!r}; want an Amplitude project id, "
+                                 "optionally with :US or :EU, e.g. 123456:EU")
+        app, region = match.group(1), match.group(2) or default_region
+        if any(p.app == app for p in projects):
+            raise PermanentError(f"AMPBQ_AMPLITUDE_PROJECTS names project {app} twice")
+        is_default = app == default
+        projects.append(AmplitudeProject(
+            segment="" if is_default else app, app=app,
+            url=(env.get("AMPLITUDE_URL") or AMPLITUDE_URLS[region]).rstrip("/"),
+            api_key=env.get(f"AMPLITUDE_API_KEY_{app}") or (env.get("AMPLITUDE_API_KEY", "") if is_default else ""),
+            secret_key=env.get(f"AMPLITUDE_SECRET_KEY_{app}") or (env.get("AMPLITUDE_SECRET_KEY", "") if is_default else "")))
+    if default and not any(p.app == default for p in projects):
+        raise PermanentError(f"AMPBQ_DEFAULT_PROJECT {default} is not in AMPBQ_AMPLITUDE_PROJECTS")
+    return tuple(sorted(projects, key=lambda p: (p.segment != "", p.segment)))
 
 
 def _native(env: Mapping[str, str]) -> dict:

@@ -99,7 +99,8 @@ def _summary(result: object) -> dict:
                 "refused": len(result.refused), "resumed": result.resumed}
     if isinstance(result, steps.LoadOutcome):
         counts = {"events": result.events, "rows": result.rows, "rejected": result.rejected, "loaded": result.loaded}
-        steps.log_hour_loaded("load", result.hour, generation=result.generation, **counts)
+        steps.log_hour_loaded("load", result.hour, generation=result.generation, **counts,
+                              **({"project": result.project} if result.project else {}))
         return counts
     if result is not None and hasattr(result, "log_fields"):  # transform's counts (per part too), forget's
         return result.log_fields()
@@ -109,9 +110,10 @@ def _summary(result: object) -> dict:
 def _object(cloud_event) -> events.StorageObject:
     obj = events.storage_object(cloud_event)
     logs.bind(object=obj.name, generation=obj.generation, event_id=obj.event_id)
-    hour = naming.parse_hour_object(obj.name) or naming.parse_import_object(obj.name)
-    if hour is not None:  # every line of an hour's work carries its date and hour (and labels)
-        logs.bind(date=f"{hour:%Y-%m-%d}", hour=f"{hour:%H}")
+    scoped = naming.scoped_hour_object(obj.name) or naming.scoped_import_object(obj.name)
+    if scoped is not None:  # every line of an hour's work carries its date and hour (and labels)
+        project, hour = scoped
+        logs.bind(date=f"{hour:%Y-%m-%d}", hour=f"{hour:%H}", **({"project": project} if project else {}))
     return obj
 
 
@@ -130,10 +132,43 @@ def export(cloud_event) -> None:
                                        datetime.now(timezone.utc), run=events.run_id(cloud_event))
         hours = events.run_request(cloud_event, config.min_data_age_hours)
         logs.bind(range=str(hours), date=f"{hours.start:%Y-%m-%d}")
+        projects = config.select(events.run_project(cloud_event))
+        if len(config.projects) > 1:
+            return _export_projects(hours, config, projects, bucket, session, events.run_id(cloud_event))
         # The event's id stays the same on the platform's retries: a retry resumes the same run.
         return steps.export_range(hours, config, bucket, session, datetime.now(timezone.utc), run=events.run_id(cloud_event))
 
     _run("export", cloud_event, work)
+
+
+def _export_projects(hours, config: Config, projects, bucket, session, run: str) -> steps.ExportResult:
+    """Every project's export of `hours`, each with its own keys and region. A project that fails
+    permanently gets its own dead letter (`deadletter/export/<project>/…`, the default project's
+    where it always was) and does not stop the others; a transient failure is raised once the
+    others are done, and the platform's retry (the same run id) resumes the finished ones from
+    their manifests without asking Amplitude again."""
+    results, transient = [], None
+    for project in projects:
+        try:
+            results.append(steps.export_range(hours, config, bucket, session, datetime.now(timezone.utc), run=run,
+                                              project=project))
+        except PermanentError as why:
+            log.error(f"export of Amplitude project {project.label} failed permanently: {why}",
+                      extra={"fields": {"project": project.label}})
+            subject = naming.export_dead_letter_subject(hours, project.segment)
+            record = {"step": "export", "error": str(why), "at": datetime.now(timezone.utc).isoformat(),
+                      **logs.context(), "project": project.label}
+            bucket.blob(naming.dead_letter_name("export", subject)).upload_from_string(
+                json.dumps(record, default=str), "application/json")
+        except TransientError as why:
+            log.warning(f"export of Amplitude project {project.label} failed, will be retried: {why}",
+                        extra={"fields": {"project": project.label}})
+            transient = transient or why
+    if transient is not None:
+        raise transient
+    return steps.ExportResult(hours, archives=[a for r in results for a in r.archives],
+                              hours={k: v for r in results for k, v in r.hours.items()},
+                              refused=[x for r in results for x in r.refused], resumed=[x for r in results for x in r.resumed])
 
 
 def forget(cloud_event) -> None:

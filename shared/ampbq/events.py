@@ -80,6 +80,17 @@ def scan_request(cloud_event, min_data_age_hours: float, lookback_hours: int) ->
         raise PermanentError(f"daily-runs message is not a valid run request: {bad}") from None
 
 
+def run_project(cloud_event) -> str | None:
+    """The Amplitude project a `daily-runs` message asks for (`"project": "<id>"`, what
+    `ampbq backfill --amplitude-project` sends), or None: every project of the deployment."""
+    try:
+        body = json.loads(base64.b64decode((cloud_event.data or {}).get("message", {}).get("data") or b"") or b"{}")
+    except (binascii.Error, UnicodeDecodeError, ValueError, AttributeError, TypeError):
+        return None
+    project = body.get("project") if isinstance(body, dict) else None
+    return str(project) if project is not None else None
+
+
 def run_id(cloud_event) -> str:
     """The id of a daily-runs event, the same on every retry of it ("" when it has none)."""
     try:

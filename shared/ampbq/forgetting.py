@@ -50,7 +50,7 @@ from . import amplitude, deletions, gcs, hour_parts, load, naming
 from . import bigquery as bq_adapter
 from .config import Config
 from .deletions import DeletionJob
-from .errors import TransientError
+from .errors import PermanentError, TransientError
 
 log = logging.getLogger(__name__)
 RUNNING = "forget/running.json"  # what an unfinished attempt touched, so its retry cleans it too
@@ -81,6 +81,11 @@ def forget(config: Config, bucket: storage.Bucket, bq: bigquery.Client, session:
     from .steps import _http_retrying  # the Export API's retry policy, for the same server
 
     deletions.check_range(start_day, end_day)
+    default = config.projects[0]
+    if default.segment:
+        raise PermanentError("forget applies deletions to the default Amplitude project (AMPBQ_DEFAULT_PROJECT), "
+                             "and this deployment has none; see docs/projects.md")
+    config = config.for_project(default)
     for attempt in _http_retrying(config):
         with attempt:
             payload = amplitude.list_deletions(session, config, start_day, end_day)
@@ -152,7 +157,7 @@ def _ids_sql(ids: frozenset[int]) -> str:
 
 def _rows_per_hour_and_id(bq: bigquery.Client, config: Config, ids: frozenset[int]) -> dict[datetime, dict[int, int]]:
     rows = bq_adapter.query_rows(bq, f"SELECT _upload_hour AS h, amplitude_id AS id, COUNT(*) AS n FROM `{config.table_id}` "
-                                     f"WHERE amplitude_id IN ({_ids_sql(ids)}) GROUP BY h, id")
+                                     f"WHERE amplitude_id IN ({_ids_sql(ids)}){_app_filter(config)} GROUP BY h, id")
     found: dict[datetime, dict[int, int]] = {}
     for row in rows:
         found.setdefault(naming.utc_hour(row["h"]), {})[int(row["id"])] = int(row["n"])
@@ -274,7 +279,7 @@ def _wait_loaded(bq: bigquery.Client, config: Config, targets: dict[datetime, in
     """Until the ledger records, for each hour, a load of that hour object generation or a newer one."""
     waiting = dict(targets)
     while waiting:
-        rows = bq_adapter.query_rows(bq, load.ledger_state_sql(config.ledger_table_id, list(waiting)))
+        rows = bq_adapter.query_rows(bq, load.ledger_state_sql(config.ledger_table_id, list(waiting), project=""))
         for row in rows:
             hour = naming.utc_hour(row["upload_hour"])
             if hour in waiting and row["source_generation"] >= waiting[hour]:
@@ -303,27 +308,34 @@ def _delete_in_table(bq: bigquery.Client, config: Config, bucket: storage.Bucket
         hours = ", ".join(load.timestamp_literal(h) for h in sorted(left))
         gone = bq_adapter.query_rows(bq, f"SELECT _upload_hour AS h, COUNT(*) AS n, BIT_XOR(FARM_FINGERPRINT(uuid)) AS fp "
                                          f"FROM `{config.table_id}` WHERE _upload_hour IN ({hours}) "
-                                         f"AND amplitude_id IN ({_ids_sql(ids)}) GROUP BY h")
+                                         f"AND amplitude_id IN ({_ids_sql(ids)}){_app_filter(config)} GROUP BY h")
         bq_adapter.query_rows(bq, delete_script(config.table_id, config.ledger_table_id, ids,
                                                 {naming.utc_hour(r["h"]): (int(r["n"]), int(r["fp"])) for r in gone},
-                                                secrets.token_hex(8)))
+                                                secrets.token_hex(8), config.projects[0].app))
     finally:
         lease.release()
 
 
+def _app_filter(config: Config) -> str:
+    """The default project's rows only, when its id is known (a deployment of several projects)."""
+    app = config.projects[0].app
+    return f" AND app = {int(app)}" if app else ""
+
+
 def delete_script(table_id: str, ledger_id: str, ids: frozenset[int], gone: dict[datetime, tuple[int, int]],
-                  token: str) -> str:
+                  token: str, app: str = "") -> str:
     """One transaction: the users' rows out of the table, and (rows, fingerprint) of each hour
     out of its ledger entry (events = rows + rejected and loaded = rows keep holding)."""
     statements = ["BEGIN TRANSACTION;",
                   f"UPDATE `{load.commit_lock_id(table_id)}` SET holder = {load.literal(token)}, "
                   f"locked_at = CURRENT_TIMESTAMP() WHERE TRUE;"]
     hours = ", ".join(load.timestamp_literal(h) for h in sorted(gone))
-    statements.append(f"DELETE FROM `{table_id}` WHERE _upload_hour IN ({hours}) AND amplitude_id IN ({_ids_sql(ids)});")
+    only_app = f" AND app = {int(app)}" if app else ""
+    statements.append(f"DELETE FROM `{table_id}` WHERE _upload_hour IN ({hours}) AND amplitude_id IN ({_ids_sql(ids)}){only_app};")
     for hour, (n, fp) in sorted(gone.items()):
         statements.append(f"UPDATE `{ledger_id}` SET events = events - {n}, rows_written = rows_written - {n}, "
                           f"loaded = loaded - {n}, fingerprint = IFNULL(fingerprint, 0) ^ {fp} "
-                          f"WHERE upload_hour = {load.timestamp_literal(hour)};")
+                          f"WHERE upload_hour = {load.timestamp_literal(hour)} AND {load.project_sql('')};")
     statements.append("COMMIT TRANSACTION;")
     return "\n".join(statements) + "\n"
 

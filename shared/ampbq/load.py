@@ -39,7 +39,7 @@ MAX_PARTITIONS_PER_STATEMENT = 4000  # BigQuery: partitions modified per job (ea
 MAX_BATCH_HOURS = 336  # two weeks of hours per transaction: a few statements, seconds in BigQuery
 LEDGER_COLUMNS = ("upload_hour", "import_object", "import_generation", "source_object", "source_generation",
                   "events", "rows_written", "rejected", "loaded", "loaded_at", "min_event_time", "max_event_time",
-                  "fingerprint", "commit_batch")
+                  "fingerprint", "commit_batch", "project")
 LOAD_PREFIX = "load/"
 
 
@@ -71,6 +71,16 @@ class HourLoad:
     events: int
     rows: int
     rejected: int
+    # The project (docs/projects.md): `project` is its segment, "" for the default project (its
+    # ledger rows have project NULL); `app` its Amplitude id, the `app` of its rows, "" in the
+    # one-project form (the hour's rows are all its own).
+    project: str = ""
+    app: str = ""
+
+    @property
+    def key(self) -> tuple[str, datetime]:
+        """What is replaced exactly once: (project, upload hour)."""
+        return self.project, self.hour
 
     def newer_than(self, source_generation: int, import_generation: int) -> bool:
         """Source (hour object) generation first, then import generation."""
@@ -126,28 +136,52 @@ def waiting_prefix(table_id: str) -> str:
     return f"{LOAD_PREFIX}waiting/{table_key(table_id)}/"
 
 
-def waiting_name(table_id: str, hour: datetime, import_generation: int) -> str:
-    return f"{waiting_prefix(table_id)}{hour:%Y%m%d%H}-{import_generation}.json"
+def waiting_name(table_id: str, hour: datetime, import_generation: int, project: str = "") -> str:
+    segment = f"p{project}-" if project else ""
+    return f"{waiting_prefix(table_id)}{segment}{hour:%Y%m%d%H}-{import_generation}.json"
+
+
+# ---------------------------------------------------------------- one project's rows of an hour
+def key_literal(h: HourLoad) -> str:
+    """The (project, hour) key as the transaction's SQL compares it."""
+    return literal(f"{h.project}|{h.hour:%Y%m%d%H}")
+
+
+def scope_term(h: HourLoad) -> str:
+    """The rows of the table that are this project's rows of this upload hour."""
+    term = f"_upload_hour = {timestamp_literal(h.hour)}"
+    return term + (f" AND app = {int(h.app)}" if h.app else "")
+
+
+def scope_key_sql(batch: list["Staged"]) -> str:
+    """A row's (project, hour) key among the batch's, NULL for a row of none of them. A project
+    without an id (the one-project form) takes every row of its hour, so it is tried last."""
+    ordered = sorted(batch, key=lambda s: not s.load.app)
+    whens = " ".join(f"WHEN {scope_term(s.load)} THEN {key_literal(s.load)}" for s in ordered)
+    return f"(CASE {whens} END)" if whens else "CAST(NULL AS STRING)"
+
+
+LedgerKey = tuple[str, datetime]
 
 
 # ---------------------------------------------------------------- planning
-def pick_batch(waiting: list[Staged], ledger: dict[datetime, Loaded], limit: int = MAX_BATCH_HOURS
+def pick_batch(waiting: list[Staged], ledger: dict[LedgerKey, Loaded], limit: int = MAX_BATCH_HOURS
                ) -> tuple[list[Staged], list[Staged]]:
-    """(what to commit now: the newest staged generation per hour, if newer than the ledger's,
-    oldest hours first, at most `limit`; what is superseded and can be dropped)."""
-    newest: dict[datetime, Staged] = {}
+    """(what to commit now: the newest staged generation per (project, hour), if newer than the
+    ledger's, oldest hours first, at most `limit`; what is superseded and can be dropped)."""
+    newest: dict[LedgerKey, Staged] = {}
     superseded = []
     for staged in waiting:
-        other = newest.get(staged.load.hour)
+        other = newest.get(staged.load.key)
         if other is None or staged.load.newer_than(other.load.source_generation, other.load.import_generation):
             if other is not None:
                 superseded.append(other)
-            newest[staged.load.hour] = staged
+            newest[staged.load.key] = staged
         else:
             superseded.append(staged)
     batch = []
-    for hour in sorted(newest):
-        staged, loaded = newest[hour], ledger.get(hour)
+    for key in sorted(newest, key=lambda k: (k[1], k[0])):
+        staged, loaded = newest[key], ledger.get(key)
         if loaded is not None and not staged.load.newer_than(loaded.source_generation, loaded.import_generation):
             superseded.append(staged)
         else:
@@ -165,13 +199,13 @@ def date_ranges(dates: list[date], limit: int = MAX_PARTITIONS_PER_STATEMENT) ->
     return [(dates[i], dates[min(i + limit, len(dates)) - 1]) for i in range(0, len(dates), limit)]
 
 
-def old_rows_filter(batch: list[Staged], ledger: dict[datetime, Loaded]) -> str:
+def old_rows_filter(batch: list[Staged], ledger: dict[LedgerKey, Loaded]) -> str:
     """Where the old rows of the batch's hours are: each hour pruned to the day partitions the ledger
     recorded for it (an entry without a range, from before ranges were recorded, is not pruned)."""
     terms = []
     for staged in batch:
-        loaded = ledger.get(staged.load.hour)
-        hour = f"_upload_hour = {timestamp_literal(staged.load.hour)}"
+        loaded = ledger.get(staged.load.key)
+        hour = scope_term(staged.load)
         if loaded is None:
             # Rows and ledger entry are committed together, so there should be none. Rows left
             # without an entry (status: MISMATCH) are most likely these same events loaded
@@ -187,11 +221,11 @@ def old_rows_filter(batch: list[Staged], ledger: dict[datetime, Loaded]) -> str:
     return " OR ".join(terms)
 
 
-def old_partitions_upper_bound(batch: list[Staged], ledger: dict[datetime, Loaded]) -> int | None:
+def old_partitions_upper_bound(batch: list[Staged], ledger: dict[LedgerKey, Loaded]) -> int | None:
     """How many day partitions the old rows can span at most; None when a range is unknown."""
     total = 0
     for staged in batch:
-        loaded = ledger.get(staged.load.hour)
+        loaded = ledger.get(staged.load.key)
         if loaded is None:
             total += staged.partitions  # old_rows_filter looks for leftovers within the new rows' days
             continue
@@ -203,7 +237,7 @@ def old_partitions_upper_bound(batch: list[Staged], ledger: dict[datetime, Loade
 
 def new_rows_filter(batch: list[Staged]) -> str:
     """Where the batch's new rows are, once inserted (each hour pruned to its staged range)."""
-    terms = [f"(_upload_hour = {timestamp_literal(s.load.hour)} AND DATE(event_time) BETWEEN "
+    terms = [f"({scope_term(s.load)} AND DATE(event_time) BETWEEN "
              f"{_date(s.min_event_time.date())} AND {_date(s.max_event_time.date())})"
              for s in batch if s.min_event_time and s.max_event_time]
     return " OR ".join(terms) or "FALSE"
@@ -222,18 +256,20 @@ def distinct_dates_sql(source: str, where: str = "") -> str:
 
 
 # ---------------------------------------------------------------- the transaction
-def guard_sql(ledger_id: str, batch: list[Staged], ledger: dict[datetime, Loaded]) -> str:
-    """The batch's hours that may be replaced now: the ledger still holds what the plan read, and
-    the staged generation is newer (source generation first, then import generation)."""
+def guard_sql(ledger_id: str, batch: list[Staged], ledger: dict[LedgerKey, Loaded]) -> str:
+    """The batch's (project, hour)s that may be replaced now: the ledger still holds what the plan
+    read, and the staged generation is newer (source generation first, then import generation)."""
     rows = []
     for staged in batch:
-        h, loaded = staged.load, ledger.get(staged.load.hour)
+        h, loaded = staged.load, ledger.get(staged.load.key)
         expected = loaded.import_generation if loaded else -1
         rows.append(f"SELECT {timestamp_literal(h.hour)} AS upload_hour, {literal(h.import_object)} AS import_object, "
                     f"{h.import_generation} AS import_generation, {literal(h.source_object)} AS source_object, "
                     f"{h.source_generation} AS source_generation, {h.events} AS events, {h.rows} AS rows_written, "
-                    f"{h.rejected} AS rejected, {expected} AS expected_generation")
+                    f"{h.rejected} AS rejected, {expected} AS expected_generation, {literal(h.project)} AS project, "
+                    f"{key_literal(h)} AS k")
     return (f"SELECT b.* FROM ({' UNION ALL '.join(rows)}) AS b LEFT JOIN `{ledger_id}` AS l ON l.upload_hour = b.upload_hour "
+            f"AND IFNULL(l.project, '') = b.project "
             f"WHERE IFNULL(l.import_generation, -1) = b.expected_generation AND (l.upload_hour IS NULL "
             f"OR l.source_generation < b.source_generation "
             f"OR (l.source_generation = b.source_generation AND l.import_generation < b.import_generation))")
@@ -264,7 +300,7 @@ def commit_lock_seed_sql(table_id: str) -> str:
             f"WHERE NOT EXISTS (SELECT 1 FROM `{lock}`)")
 
 
-def group_commit_script(table_id: str, ledger_id: str, batch: list[Staged], ledger: dict[datetime, Loaded], token: str,
+def group_commit_script(table_id: str, ledger_id: str, batch: list[Staged], ledger: dict[LedgerKey, Loaded], token: str,
                         delete_ranges: list[tuple[date, date]] | None = None,
                         insert_ranges: list[tuple[date, date]] | None = None) -> str:
     """One transaction replacing every guarded hour of `batch` and recording it in the ledger.
@@ -276,7 +312,8 @@ def group_commit_script(table_id: str, ledger_id: str, batch: list[Staged], ledg
     """
     columns = ", ".join(f"`{name}`" for name in schema.column_names())
     guard = guard_sql(ledger_id, batch, ledger)
-    guarded = f"_upload_hour IN (SELECT upload_hour FROM ({guard}))"
+    scope_key = scope_key_sql(batch)
+    guarded = f"{scope_key} IN (SELECT k FROM ({guard}))"
     statements = ["BEGIN TRANSACTION;",
                   f"UPDATE `{commit_lock_id(table_id)}` SET holder = {literal(token)}, locked_at = CURRENT_TIMESTAMP() WHERE TRUE;"]
     old = old_rows_filter(batch, ledger)
@@ -291,12 +328,14 @@ def group_commit_script(table_id: str, ledger_id: str, batch: list[Staged], ledg
     statements.append(
         f"INSERT INTO `{ledger_id}` ({ledger_columns}) "
         f"SELECT g.upload_hour, g.import_object, g.import_generation, g.source_object, g.source_generation, g.events, "
-        f"g.rows_written, g.rejected, IFNULL(c.n, 0), CURRENT_TIMESTAMP(), c.lo, c.hi, IFNULL(c.fp, 0), {literal(token)} "
-        f"FROM ({guard}) AS g LEFT JOIN (SELECT _upload_hour AS h, COUNT(*) AS n, MIN(event_time) AS lo, "
+        f"g.rows_written, g.rejected, IFNULL(c.n, 0), CURRENT_TIMESTAMP(), c.lo, c.hi, IFNULL(c.fp, 0), {literal(token)}, "
+        f"NULLIF(g.project, '') "
+        f"FROM ({guard}) AS g LEFT JOIN (SELECT {scope_key} AS k, COUNT(*) AS n, MIN(event_time) AS lo, "
         f"MAX(event_time) AS hi, BIT_XOR(FARM_FINGERPRINT(uuid)) AS fp FROM `{table_id}` "
-        f"WHERE {new_rows_filter(batch)} GROUP BY _upload_hour) AS c ON c.h = g.upload_hour;")
+        f"WHERE {new_rows_filter(batch)} GROUP BY k) AS c ON c.k = g.k;")
+    entry_key = "CONCAT(IFNULL(project, ''), '|', CAST(upload_hour AS STRING))"
     statements.append(
-        f"DELETE FROM `{ledger_id}` WHERE upload_hour IN (SELECT upload_hour FROM `{ledger_id}` "
+        f"DELETE FROM `{ledger_id}` WHERE {entry_key} IN (SELECT {entry_key} FROM `{ledger_id}` "
         f"WHERE commit_batch = {literal(token)}) AND IFNULL(commit_batch, '') != {literal(token)};")
     statements.append("COMMIT TRANSACTION;")
     return "\n".join(statements) + "\n"
@@ -307,19 +346,31 @@ def bytes_billed_sql(ledger_id: str, token: str, bytes_billed: int) -> str:
 
 
 # ---------------------------------------------------------------- reads
-def ledger_entry_sql(ledger_id: str, hour: datetime) -> str:
+def project_sql(project: str) -> str:
+    """The ledger's rows of a project: project NULL is the default project's (and every row
+    written before there were projects)."""
+    return f"IFNULL(project, '') = {literal(project)}"
+
+
+def ledger_entry_sql(ledger_id: str, hour: datetime, project: str = "") -> str:
     return (
         f"SELECT import_generation, source_generation, events, rows_written, rejected, loaded FROM `{ledger_id}` "
-        f"WHERE upload_hour = {timestamp_literal(hour)}"
+        f"WHERE upload_hour = {timestamp_literal(hour)} AND {project_sql(project)}"
     )
 
 
-def ledger_state_sql(ledger_id: str, hours: list[datetime]) -> str:
+def ledger_state_sql(ledger_id: str, hours: list[datetime], project: str | None = None) -> str:
+    """The ledger's state of `hours`, of every project (None) or of one; rows carry `project`
+    ("" for the default one), so the caller keys them by (project, hour)."""
     listed = ", ".join(timestamp_literal(hour) for hour in sorted(set(hours))) or "NULL"
-    return (f"SELECT upload_hour, import_generation, source_generation, min_event_time, max_event_time "
-            f"FROM `{ledger_id}` WHERE upload_hour IN ({listed})")
+    only = f" AND {project_sql(project)}" if project is not None else ""
+    return (f"SELECT upload_hour, IFNULL(project, '') AS project, import_generation, source_generation, min_event_time, "
+            f"max_event_time FROM `{ledger_id}` WHERE upload_hour IN ({listed}){only}")
 
 
-def staged_summary_sql(stage_id: str) -> str:
+def staged_summary_sql(stage_id: str, app: str = "") -> str:
+    """The staged rows' count and event_time range; `foreign`: rows not of project `app` (a
+    project's hour must hold only its own rows, or its replace would leave them behind)."""
+    foreign = f"COUNTIF(app IS NULL OR app != {int(app)})" if app else "0"
     return (f"SELECT COUNT(*) AS n, MIN(event_time) AS lo, MAX(event_time) AS hi, "
-            f"COUNT(DISTINCT DATE(event_time)) AS days FROM `{stage_id}`")
+            f"COUNT(DISTINCT DATE(event_time)) AS days, {foreign} AS foreign_rows FROM `{stage_id}`")

@@ -18,8 +18,12 @@ REJECTS_PREFIX = "rejects/"
 RAW_PREFIX = "export/raw/"
 DEAD_LETTER_PREFIX = "deadletter/"
 
-_HOUR_OBJECT = re.compile(r"^export/(\d{4}-\d{2}-\d{2})/(\d{2})\.json\.gz$")
-_IMPORT_OBJECT = re.compile(r"^import/(\d{4}-\d{2}-\d{2})/(\d{2})\.json$")
+# An Amplitude project other than the default one has its own tree under each prefix:
+# export/<project id>/…, import/<project id>/…, rejects/<project id>/… (docs/projects.md). The
+# default project's names carry no segment, as before there were projects.
+_HOUR_OBJECT = re.compile(r"^export/(?:(\d+)/)?(\d{4}-\d{2}-\d{2})/(\d{2})\.json\.gz$")
+_IMPORT_OBJECT = re.compile(r"^import/(?:(\d+)/)?(\d{4}-\d{2}-\d{2})/(\d{2})\.json$")
+_PROJECT_ID = re.compile(r"^\d+$")
 # {project_id}/{project_id}_{YYYY-MM-DD}_{H}#{n}.json.gz, H not zero-padded, n an opaque partition id.
 _ZIP_ENTRY = re.compile(r"^(\d+)/(\d+)_(\d{4}-\d{2}-\d{2})_(\d{1,2})#(\d+)\.json\.gz$")
 _API_HOUR = re.compile(r"^(\d{8})T(\d{2})$")
@@ -121,35 +125,76 @@ def _hour_path(hour: datetime) -> str:
     return f"{hour:%Y-%m-%d}/{hour:%H}"
 
 
-def raw_zip_name(hours: HourRange) -> str:
-    return f"{RAW_PREFIX}{hours.start:%Y-%m-%d}/{api_hour(hours.start)}-{api_hour(hours.end)}.zip"
+def check_project(project: str) -> str:
+    """A project segment: "" (the default project) or an Amplitude project id (digits)."""
+    if project and not _PROJECT_ID.match(project):
+        raise ValueError(f"an Amplitude project id is a number, not {project!r}")
+    return project
 
 
-def manifest_name(hours: HourRange) -> str:
+def _segment(project: str) -> str:
+    return f"{check_project(project)}/" if project else ""
+
+
+def export_prefix(project: str = "") -> str:
+    """export/ for the default project, export/<project id>/ for any other."""
+    return f"{EXPORT_PREFIX}{_segment(project)}"
+
+
+def import_prefix(project: str = "") -> str:
+    return f"{IMPORT_PREFIX}{_segment(project)}"
+
+
+def rejects_prefix(project: str = "") -> str:
+    return f"{REJECTS_PREFIX}{_segment(project)}"
+
+
+def raw_prefix(project: str = "") -> str:
+    """export/raw/ for the default project, export/<project id>/raw/ for any other."""
+    return f"{export_prefix(project)}raw/"
+
+
+def raw_zip_name(hours: HourRange, project: str = "") -> str:
+    return f"{raw_prefix(project)}{hours.start:%Y-%m-%d}/{api_hour(hours.start)}-{api_hour(hours.end)}.zip"
+
+
+def manifest_name(hours: HourRange, project: str = "") -> str:
     """What one export run wrote (archives, hours, refused entries); written last."""
-    return raw_zip_name(hours).removesuffix(".zip") + ".manifest.json"
+    return raw_zip_name(hours, project).removesuffix(".zip") + ".manifest.json"
 
 
-def attempt_name(hours: HourRange, state: str) -> str:
+def attempt_name(hours: HourRange, state: str, project: str = "") -> str:
     """Marks a range an export run is working on (`started`) or has split (`split`); removed when
     that is over. One object per state: GCS allows about one write a second to one object name."""
-    return raw_zip_name(hours).removesuffix(".zip") + f".{state}.json"
+    return raw_zip_name(hours, project).removesuffix(".zip") + f".{state}.json"
 
 
 def dead_letter_name(step: str, subject: str) -> str:
     return f"{DEAD_LETTER_PREFIX}{step}/{subject}.json"
 
 
-_RAW_OBJECT = re.compile(r"^export/raw/\d{4}-\d{2}-\d{2}/(\d{8}T\d{2})-(\d{8}T\d{2})\.(zip|manifest\.json|started\.json|split\.json)$")
+def export_dead_letter_subject(hours: HourRange, project: str = "") -> str:
+    """What an export dead letter is named by: its range, after the project's segment."""
+    return f"{_segment(project)}{hours}"
+
+
+def export_dead_letter_prefix(project: str = "") -> str:
+    return f"{DEAD_LETTER_PREFIX}export/{_segment(project)}"
+
+
+_RAW_OBJECT = re.compile(r"^export/(?:(\d+)/)?raw/\d{4}-\d{2}-\d{2}/(\d{8}T\d{2})-(\d{8}T\d{2})\.(zip|manifest\.json|started\.json|split\.json)$")
 _OBJECT_DEAD_LETTER = re.compile(r"^deadletter/(transform|load)/(.+)#(\d+)\.json$")
-_EXPORT_DEAD_LETTER = re.compile(r"^deadletter/export/(\d{8}T\d{2})\.\.(\d{8}T\d{2})\.json$")
+_EXPORT_DEAD_LETTER = re.compile(r"^deadletter/export/(?:(\d+)/)?(\d{8}T\d{2})\.\.(\d{8}T\d{2})\.json$")
 
 
-def parse_raw_name(name: str) -> tuple[HourRange, str] | None:
+def parse_raw_name(name: str, project: str | None = "") -> tuple[HourRange, str] | None:
     """(range, kind) for a raw archive ("zip"), its manifest ("manifest.json") or an export run's
-    attempt marker ("started.json", "split.json"); None for any other name."""
+    attempt marker ("started.json", "split.json") of `project` ("" the default one, None any);
+    None for any other name."""
     match = _RAW_OBJECT.match(name)
-    return (HourRange.parse(match.group(1), match.group(2)), match.group(3)) if match else None
+    if not match or (project is not None and (match.group(1) or "") != project):
+        return None
+    return HourRange.parse(match.group(2), match.group(3)), match.group(4)
 
 
 def parse_object_dead_letter(name: str) -> tuple[str, str, int] | None:
@@ -158,22 +203,24 @@ def parse_object_dead_letter(name: str) -> tuple[str, str, int] | None:
     return (match.group(1), match.group(2), int(match.group(3))) if match else None
 
 
-def parse_export_dead_letter(name: str) -> HourRange | None:
-    """The range of an export dead letter (its subject is str(HourRange)), or None."""
+def parse_export_dead_letter(name: str, project: str | None = "") -> HourRange | None:
+    """The range of an export dead letter of `project` ("" the default one, None any), or None."""
     match = _EXPORT_DEAD_LETTER.match(name)
-    return HourRange.parse(match.group(1), match.group(2)) if match else None
+    if not match or (project is not None and (match.group(1) or "") != project):
+        return None
+    return HourRange.parse(match.group(2), match.group(3))
 
 
-def hour_object_name(hour: datetime) -> str:
-    return f"{EXPORT_PREFIX}{_hour_path(hour)}.json.gz"
+def hour_object_name(hour: datetime, project: str = "") -> str:
+    return f"{export_prefix(project)}{_hour_path(hour)}.json.gz"
 
 
-def import_object_name(hour: datetime) -> str:
-    return f"{IMPORT_PREFIX}{_hour_path(hour)}.json"
+def import_object_name(hour: datetime, project: str = "") -> str:
+    return f"{import_prefix(project)}{_hour_path(hour)}.json"
 
 
-def rejects_object_name(hour: datetime) -> str:
-    return f"{REJECTS_PREFIX}{_hour_path(hour)}.json"
+def rejects_object_name(hour: datetime, project: str = "") -> str:
+    return f"{rejects_prefix(project)}{_hour_path(hour)}.json"
 
 
 def scratch_name(name: str, source_generation: int, token: str) -> str:
@@ -183,23 +230,41 @@ def scratch_name(name: str, source_generation: int, token: str) -> str:
     return f"{name}.{source_generation}-{token}.partial"
 
 
-def _parse_hour(pattern: re.Pattern, name: str) -> datetime | None:
+def _parse_scoped(pattern: re.Pattern, name: str) -> tuple[str, datetime] | None:
     match = pattern.match(name)
     if not match:
         return None
-    day = datetime.strptime(match.group(1), "%Y-%m-%d").replace(tzinfo=timezone.utc)
-    hour = int(match.group(2))
-    return day.replace(hour=hour) if hour < 24 else None
+    day = datetime.strptime(match.group(2), "%Y-%m-%d").replace(tzinfo=timezone.utc)
+    hour = int(match.group(3))
+    return (match.group(1) or "", day.replace(hour=hour)) if hour < 24 else None
 
 
-def parse_hour_object(name: str) -> datetime | None:
-    """The upload hour of an `export/YYYY-MM-DD/HH.json.gz` object, or None for anything else."""
-    return _parse_hour(_HOUR_OBJECT, name)
+def _parse_hour(pattern: re.Pattern, name: str, project: str | None) -> datetime | None:
+    scoped = _parse_scoped(pattern, name)
+    if scoped is None or (project is not None and scoped[0] != project):
+        return None
+    return scoped[1]
 
 
-def parse_import_object(name: str) -> datetime | None:
-    """The upload hour of an `import/YYYY-MM-DD/HH.json` object, or None for anything else."""
-    return _parse_hour(_IMPORT_OBJECT, name)
+def parse_hour_object(name: str, project: str | None = "") -> datetime | None:
+    """The upload hour of an `export/[<project>/]YYYY-MM-DD/HH.json.gz` object of `project`
+    ("" the default project, None any project), or None for anything else."""
+    return _parse_hour(_HOUR_OBJECT, name, project)
+
+
+def parse_import_object(name: str, project: str | None = "") -> datetime | None:
+    """The upload hour of an `import/[<project>/]YYYY-MM-DD/HH.json` object, as parse_hour_object."""
+    return _parse_hour(_IMPORT_OBJECT, name, project)
+
+
+def scoped_hour_object(name: str) -> tuple[str, datetime] | None:
+    """(project segment, upload hour) of any project's hour object, or None."""
+    return _parse_scoped(_HOUR_OBJECT, name)
+
+
+def scoped_import_object(name: str) -> tuple[str, datetime] | None:
+    """(project segment, upload hour) of any project's import object, or None."""
+    return _parse_scoped(_IMPORT_OBJECT, name)
 
 
 @dataclass(frozen=True)
@@ -270,10 +335,14 @@ def hour_key(hour: datetime) -> str:
     return hour.strftime("%Y%m%d%H")
 
 
-def load_job_id(hour: datetime, generation: int, attempt: int = 0) -> str:
+def _id_segment(project: str) -> str:
+    return f"p{check_project(project)}_" if project else ""
+
+
+def load_job_id(hour: datetime, generation: int, attempt: int = 0, project: str = "") -> str:
     suffix = f"_r{attempt}" if attempt else ""
-    return f"ampbq_load_{hour_key(hour)}_{generation}{suffix}"
+    return f"ampbq_load_{_id_segment(project)}{hour_key(hour)}_{generation}{suffix}"
 
 
-def staging_table_name(table: str, hour: datetime, generation: int) -> str:
-    return f"_stage_{table}_{hour_key(hour)}_{generation}"
+def staging_table_name(table: str, hour: datetime, generation: int, project: str = "") -> str:
+    return f"_stage_{table}_{_id_segment(project)}{hour_key(hour)}_{generation}"

@@ -23,7 +23,7 @@ from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait
 
 from . import amplitude, gcs, hour_parts, load, naming, transform, unpack
 from . import bigquery as bq_adapter
-from .config import Config
+from .config import AmplitudeProject, Config
 from .errors import Ignored, NoData, PermanentError, TooLarge, TransientError
 from .events import StorageObject
 from .naming import HourRange
@@ -41,10 +41,11 @@ class ExportResult:
     refused: list[str] = field(default_factory=list)
     resumed: list[str] = field(default_factory=list)  # parts an earlier attempt of the same run finished
     emptied: list[str] = field(default_factory=list)  # hour objects written empty: no data for the hour now
+    project: str = ""  # the project's segment ("" the default project)
 
     def record(self, run: str) -> dict:
         """The manifest: what the run wrote for this range (`inventory` reads its `hours`)."""
-        return {"range": str(self.requested), "run": run, "archives": self.archives, "hours": self.hours,
+        return {"range": str(self.requested), "run": run, **({"project": self.project} if self.project else {}), "archives": self.archives, "hours": self.hours,
                 "refused": self.refused, "resumed": self.resumed, "emptied": self.emptied, "finished_at": datetime.now(timezone.utc).isoformat()}
 
     def add(self, part: "ExportResult") -> None:
@@ -62,17 +63,22 @@ def check_ready(hours: HourRange, config: Config, now: datetime) -> None:
 
 
 def export_range(
-    hours: HourRange, config: Config, bucket: storage.Bucket, session: requests.Session, now: datetime, run: str = ""
+    hours: HourRange, config: Config, bucket: storage.Bucket, session: requests.Session, now: datetime, run: str = "",
+    project: AmplitudeProject | None = None,
 ) -> ExportResult:
-    """Export `hours` into hour objects and write its manifest. `run` identifies the run across the
-    platform's retries of one event (its id); with it, a retry goes on where an attempt stopped."""
+    """Export `hours` of `project` (the first configured one when None: the only one in the
+    one-project form) into its hour objects and write its manifest, with the project's own keys
+    and region. `run` identifies the run across the platform's retries of one event (its id);
+    with it, a retry goes on where an attempt stopped."""
     check_ready(hours, config, now)
-    result = ExportResult(hours)
-    export = ExportRun(config, bucket, session, run, hours)
+    project = project or config.projects[0]
+    result = ExportResult(hours, project=project.segment)
+    export = ExportRun(config.for_project(project), bucket, session, run, hours, project.segment)
     for part in export.parts(hours):
         result.add(part)
-    write_empty_hours(bucket, hours, result)
-    bucket.blob(naming.manifest_name(hours)).upload_from_string(json.dumps(result.record(run), indent=1), "application/json")
+    write_empty_hours(bucket, hours, result, project.segment)
+    bucket.blob(naming.manifest_name(hours, project.segment)).upload_from_string(
+        json.dumps(result.record(run), indent=1), "application/json")
     export.clean_up()
     return result
 
@@ -81,7 +87,7 @@ def export_range(
 EMPTY_HOUR = gzip.compress(b"", mtime=0)
 
 
-def write_empty_hours(bucket: storage.Bucket, hours: HourRange, result: ExportResult) -> None:
+def write_empty_hours(bucket: storage.Bucket, hours: HourRange, result: ExportResult, project: str = "") -> None:
     """Empty the hour object of every hour of the range that has one and the export found no
     data for now.
 
@@ -101,14 +107,14 @@ def write_empty_hours(bucket: storage.Bucket, hours: HourRange, result: ExportRe
                     "a refused zip entry with data names no hour; its events may belong to any hour of the range"}})
         return
     for hour in hours.hours():
-        name = naming.hour_object_name(hour)
+        name = naming.hour_object_name(hour, project)
         if name in result.hours or f"{hour:%Y-%m-%dT%H}" in doubtful:
             continue
         live = gcs.current(bucket, name)
         if live is None or (live.metadata or {}).get("parts") == "0":
             # Nothing to load, and nothing missing: the completeness and freshness alerts count
             # this line as the hour's "hour loaded", as they count the load's for an hour with data.
-            log_hour_loaded("export", hour, events=0, reason="no data at Amplitude")
+            log_hour_loaded("export", hour, events=0, reason="no data at Amplitude", **_project_field(project))
             continue
         log.warning("hour emptied", extra={"fields": _hour_fields(hour, name) | {"reason":
                     "the latest export of its range has no events for it; its rows will be removed"}})
@@ -131,8 +137,10 @@ class ExportRun:
     the next retry. Without a run id (a local backfill, no time limit) none of this applies.
     """
 
-    def __init__(self, config: Config, bucket: storage.Bucket, session: requests.Session, run: str, requested: HourRange):
+    def __init__(self, config: Config, bucket: storage.Bucket, session: requests.Session, run: str, requested: HourRange,
+                 project: str = ""):
         self.config, self.bucket, self.session, self.run, self.requested = config, bucket, session, run, requested
+        self.project = project
         self._started = time.monotonic()
         self._finished_here = 0
         self._split: set[str] = set()  # attempt markers of split ranges, removed by clean_up
@@ -145,7 +153,7 @@ class ExportRun:
                 return
             attempt = self._attempt(hours)
             if attempt == "split":  # by an earlier attempt: split again without asking Amplitude
-                self._split.add(naming.attempt_name(hours, "split"))
+                self._split.add(naming.attempt_name(hours, "split", self.project))
                 yield from self._halves(hours)
                 return
             if attempt == "started" and len(hours) > 1:
@@ -165,7 +173,7 @@ class ExportRun:
             return
         if self.run:
             if hours != self.requested:  # the whole range's manifest is written once, by export_range
-                self.bucket.blob(naming.manifest_name(hours)).upload_from_string(json.dumps(part.record(self.run)), "application/json")
+                self.bucket.blob(naming.manifest_name(hours, self.project)).upload_from_string(json.dumps(part.record(self.run)), "application/json")
             self._unmark(hours)
         self._finished_here += 1
         yield part
@@ -177,17 +185,17 @@ class ExportRun:
     def _export(self, hours: HourRange) -> ExportResult | None:
         """One range downloaded and unpacked; None when Amplitude says it must be split."""
         try:
-            raw_name = fetch_archive(hours, self.config, self.bucket, self.session)
+            raw_name = fetch_archive(hours, self.config, self.bucket, self.session, self.project)
         except NoData as why:
-            log.info("no data for range", extra={"fields": {"range": str(hours), "reason": str(why)}})
-            return ExportResult(hours)
+            log.info("no data for range", extra={"fields": {"range": str(hours), "reason": str(why), **_project_field(self.project)}})
+            return ExportResult(hours, project=self.project)
         except (TooLarge, amplitude.TimedOut) as why:
             if len(hours) == 1:
                 raise PermanentError(f"{why}; a single hour cannot be split further") from None
             log.warning("splitting range", extra={"fields": {"range": str(hours), "reason": str(why)}})
             return None
-        part = ExportResult(hours, archives=[raw_name])
-        unpack_archive(self.bucket, raw_name, hours, part)
+        part = ExportResult(hours, archives=[raw_name], project=self.project)
+        unpack_archive(self.bucket, raw_name, hours, part, self.project)
         return part
 
     def _split_into_halves(self, hours: HourRange) -> Iterator[ExportResult]:
@@ -208,21 +216,21 @@ class ExportRun:
                 f"the retry of this run goes on with {hours}")
 
     def _finished_earlier(self, hours: HourRange) -> ExportResult | None:
-        record = gcs.read_json(self.bucket, naming.manifest_name(hours))
+        record = gcs.read_json(self.bucket, naming.manifest_name(hours, self.project))
         if record is None or record.get("run") != self.run:
             return None
-        return ExportResult(hours, record["archives"], record["hours"], record["refused"], resumed=[str(hours)])
+        return ExportResult(hours, record["archives"], record["hours"], record["refused"], resumed=[str(hours)], project=self.project)
 
     def _attempt(self, hours: HourRange) -> str | None:
         """"split" or "started" when this run left that mark on the range, else None."""
         for state in ("split", "started"):
-            record = gcs.read_json(self.bucket, naming.attempt_name(hours, state))
+            record = gcs.read_json(self.bucket, naming.attempt_name(hours, state, self.project))
             if record is not None and record.get("run") == self.run:
                 return state
         return None
 
     def _mark(self, hours: HourRange, state: str) -> None:
-        name = naming.attempt_name(hours, state)
+        name = naming.attempt_name(hours, state, self.project)
         self.bucket.blob(name).upload_from_string(json.dumps({"run": self.run}), "application/json")
         if state == "split":
             self._split.add(name)
@@ -230,12 +238,13 @@ class ExportRun:
     def _unmark(self, hours: HourRange) -> None:
         """The range is no longer being worked on (finished, failed or split)."""
         if self.run:
-            gcs.delete_if_exists(self.bucket, naming.attempt_name(hours, "started"))
+            gcs.delete_if_exists(self.bucket, naming.attempt_name(hours, "started", self.project))
 
 
-def fetch_archive(hours: HourRange, config: Config, bucket, session) -> str:
-    """Download `hours` into its raw zip object (retrying transient failures); its name."""
-    raw_name = naming.raw_zip_name(hours)
+def fetch_archive(hours: HourRange, config: Config, bucket, session, project: str = "") -> str:
+    """Download `hours` into its raw zip object (retrying transient failures); its name. `config`
+    carries the project's url and keys (Config.for_project)."""
+    raw_name = naming.raw_zip_name(hours, project)
     for attempt in _http_retrying(config):
         with attempt:
             with gcs.writer(bucket, raw_name, {"range": str(hours)}, "application/zip") as sink:
@@ -253,7 +262,7 @@ def _http_retrying(config: Config) -> Retrying:
     )
 
 
-def unpack_archive(bucket: storage.Bucket, raw_name: str, hours: HourRange, result: ExportResult) -> None:
+def unpack_archive(bucket: storage.Bucket, raw_name: str, hours: HourRange, result: ExportResult, project: str = "") -> None:
     with gcs.reader(bucket, raw_name) as raw:
         try:
             archive = zipfile.ZipFile(raw)
@@ -268,7 +277,7 @@ def unpack_archive(bucket: storage.Bucket, raw_name: str, hours: HourRange, resu
                                                              "bytes": refusal.size, "data": record["data"]}})
             result.refused.append(record)
         for hour, entries in plan.hours.items():
-            name = naming.hour_object_name(hour)
+            name = naming.hour_object_name(hour, project)
             # Each part's size is the zip's (file_size), known before the copy: the part index
             # goes into the metadata of the very upload that finalizes the object.
             metadata = {
@@ -304,6 +313,11 @@ def log_hour_loaded(step: str, hour: datetime, **fields) -> None:
     log.info("hour loaded", extra={"fields": {"step": step, **hour_loaded_fields(hour), **fields}})
 
 
+def _project_field(project: str) -> dict:
+    """Log lines of a project other than the default one name it."""
+    return {"project": project} if project else {}
+
+
 def _hour_fields(hour: datetime, name: str = "", generation: int | None = None) -> dict:
     fields = {"date": f"{hour:%Y-%m-%d}", "hour": f"{hour:%H}"}
     if name:
@@ -323,14 +337,15 @@ def _live(bucket: storage.Bucket, obj: StorageObject) -> storage.Blob:
 
 
 def transform_hour(obj: StorageObject, bucket: storage.Bucket) -> transform.Counts:
-    hour = naming.parse_hour_object(obj.name)
-    if hour is None:
+    scoped = naming.scoped_hour_object(obj.name)
+    if scoped is None:
         raise Ignored(f"not an export hour object: {obj.name}")
+    project, hour = scoped
     _live(bucket, obj)
-    import_name = naming.import_object_name(hour)
+    import_name = naming.import_object_name(hour, project)
     _skip_if_written(bucket, import_name, obj)
     lineage = Lineage(hour, naming.gs_uri(bucket.name, obj.name), obj.generation)
-    rejects_name = naming.rejects_object_name(hour)
+    rejects_name = naming.rejects_object_name(hour, project)
     token = secrets.token_hex(4)
     scratch, rejects_scratch = (naming.scratch_name(n, obj.generation, token) for n in (import_name, rejects_name))
     rejects_meta = {"source_object": lineage.source_object, "source_generation": str(obj.generation)}
@@ -388,9 +403,10 @@ class LoadOutcome:
     rows: int
     rejected: int
     loaded: int
+    project: str = ""  # the project's segment ("" the default project)
 
 
-def _hour_load(obj: StorageObject, blob: storage.Blob, hour: datetime) -> load.HourLoad:
+def _hour_load(obj: StorageObject, blob: storage.Blob, hour: datetime, project: str = "", app: str = "") -> load.HourLoad:
     meta = blob.metadata or {}
     try:
         return load.HourLoad(
@@ -402,24 +418,28 @@ def _hour_load(obj: StorageObject, blob: storage.Blob, hour: datetime) -> load.H
             events=int(meta["events"]),
             rows=int(meta["rows"]),
             rejected=int(meta["rejected"]),
+            project=project,
+            app=app,
         )
     except (KeyError, ValueError) as missing:
         raise PermanentError(f"{obj.name} was not written by the transform step (metadata {missing} missing)") from None
 
 
-def _labels(hour: datetime, generation: int, function: str = "load") -> dict[str, str]:
+def _labels(hour: datetime, generation: int, function: str = "load", project: str = "") -> dict[str, str]:
     """Job labels, so every job of an hour can be found in INFORMATION_SCHEMA.JOBS."""
-    return {"function": function, "date": f"{hour:%Y-%m-%d}", "hour": f"{hour:%H}", "generation": str(generation)}
+    return {"function": function, "date": f"{hour:%Y-%m-%d}", "hour": f"{hour:%H}", "generation": str(generation),
+            **_project_field(project)}
 
 
 def load_hour(obj: StorageObject, config: Config, bucket: storage.Bucket, bq: bigquery.Client,
               budget: float = LOAD_BUDGET_SECONDS) -> LoadOutcome:
     """Stage the import object, then wait until its hour is committed: by this invocation if it
     gets the table's lease, else by the holder, which commits every staged hour at once."""
-    hour = naming.parse_import_object(obj.name)
-    if hour is None:
+    scoped = naming.scoped_import_object(obj.name)
+    if scoped is None:
         raise Ignored(f"not an import hour object: {obj.name}")
-    hour_load = _hour_load(obj, _live(bucket, obj), hour)
+    project, hour = scoped
+    hour_load = _hour_load(obj, _live(bucket, obj), hour, project, config.app_of(project))
     bq_adapter.ensure_tables(bq, config)
     _skip_if_loaded(bq, config, hour_load, obj)
     deadline = time.monotonic() + budget
@@ -431,15 +451,15 @@ def load_hour(obj: StorageObject, config: Config, bucket: storage.Bucket, bq: bi
         _skip_if_loaded(bq, config, hour_load, obj)
         raise
     _wait_for_commit(bq, config, bucket, hour_load, deadline)
-    entry = _ledger_entry(bq, config, hour)
+    entry = _ledger_entry(bq, config, hour, project)
     if entry is None or entry["import_generation"] != obj.generation:
         if entry is not None and not hour_load.newer_than(entry["source_generation"], entry["import_generation"]):
             raise Ignored(f"{obj.name}: a newer generation {entry['import_generation']} is already loaded")
-        if any(s.load.hour == hour and s.load.newer_than(hour_load.source_generation, hour_load.import_generation)
+        if any(s.load.key == hour_load.key and s.load.newer_than(hour_load.source_generation, hour_load.import_generation)
                for _, s in _waiting(bucket, config)):
             raise Ignored(f"{obj.name}: a newer generation of the hour is waiting for its commit")
         raise TransientError(f"{obj.name}: staged generation {obj.generation} left the waiting list uncommitted")
-    outcome = LoadOutcome(hour, obj.generation, hour_load.events, hour_load.rows, hour_load.rejected, entry["loaded"])
+    outcome = LoadOutcome(hour, obj.generation, hour_load.events, hour_load.rows, hour_load.rejected, entry["loaded"], project)
     if outcome.loaded != outcome.rows or outcome.rows + outcome.rejected != outcome.events:
         raise PermanentError(
             f"{obj.name}: counts do not reconcile: events={outcome.events} rows={outcome.rows} "
@@ -448,20 +468,21 @@ def load_hour(obj: StorageObject, config: Config, bucket: storage.Bucket, bq: bi
     return outcome
 
 
-def _ledger_entry(bq: bigquery.Client, config: Config, hour: datetime) -> dict | None:
-    rows = bq_adapter.query_rows(bq, load.ledger_entry_sql(config.ledger_table_id, hour))
+def _ledger_entry(bq: bigquery.Client, config: Config, hour: datetime, project: str = "") -> dict | None:
+    rows = bq_adapter.query_rows(bq, load.ledger_entry_sql(config.ledger_table_id, hour, project))
     return rows[0] if rows else None
 
 
 def _skip_if_loaded(bq: bigquery.Client, config: Config, hour_load: load.HourLoad, obj: StorageObject) -> None:
-    entry = _ledger_entry(bq, config, hour_load.hour)
+    entry = _ledger_entry(bq, config, hour_load.hour, hour_load.project)
     if entry is None:
         return
     if entry["import_generation"] == obj.generation:
         # Committed by a lease holder after an earlier attempt of this event gave up waiting: this
         # attempt is the one that reports the hour, so the monitoring still sees it loaded.
         log_hour_loaded("load", hour_load.hour, generation=obj.generation, events=entry["events"],
-                        rows=entry["rows_written"], rejected=entry["rejected"], loaded=entry["loaded"])
+                        rows=entry["rows_written"], rejected=entry["rejected"], loaded=entry["loaded"],
+                        **_project_field(hour_load.project))
         raise Ignored(f"{obj.name}: generation {obj.generation} is already loaded")
     if not hour_load.newer_than(entry["source_generation"], entry["import_generation"]):
         raise Ignored(f"{obj.name}: a newer generation {entry['import_generation']} "
@@ -470,8 +491,8 @@ def _skip_if_loaded(bq: bigquery.Client, config: Config, hour_load: load.HourLoa
 
 def _stage(bq: bigquery.Client, config: Config, bucket: storage.Bucket, obj: StorageObject, hour_load: load.HourLoad) -> None:
     """Load the import object into its staging table, check it, and put it on the waiting list."""
-    hour = hour_load.hour
-    stage_id = f"{config.project}.{config.dataset}.{naming.staging_table_name(config.table, hour, obj.generation)}"
+    hour, project = hour_load.hour, hour_load.project
+    stage_id = f"{config.project}.{config.dataset}.{naming.staging_table_name(config.table, hour, obj.generation, project)}"
     stage = bigquery.Table(stage_id, schema=bq_adapter.schema_fields())
     stage.expires = datetime.now(timezone.utc) + timedelta(days=1)  # left behind only by a crash
     bq.create_table(stage, exists_ok=True)
@@ -479,7 +500,7 @@ def _stage(bq: bigquery.Client, config: Config, bucket: storage.Bucket, obj: Sto
         source_format=bigquery.SourceFormat.NEWLINE_DELIMITED_JSON,
         write_disposition=bigquery.WriteDisposition.WRITE_TRUNCATE,
         schema=bq_adapter.schema_fields(),
-        labels=_labels(hour, obj.generation),
+        labels=_labels(hour, obj.generation, project=project),
     )
     uri = naming.gs_uri(obj.bucket, obj.name)
     for again in ("", "_again"):
@@ -487,7 +508,7 @@ def _stage(bq: bigquery.Client, config: Config, bucket: storage.Bucket, obj: Sto
         # (a holder found it gone), so that finished job's id no longer stands for its rows.
         bq_adapter.run_job_once(
             bq,
-            lambda attempt: naming.load_job_id(hour, obj.generation, attempt) + again,
+            lambda attempt: naming.load_job_id(hour, obj.generation, attempt, project) + again,
             lambda job_id: bq.load_table_from_uri(uri, stage_id, job_id=job_id, job_config=job_config),
         )
         # A load job reads the live object behind its URI, not a generation. If that is still this
@@ -496,13 +517,16 @@ def _stage(bq: bigquery.Client, config: Config, bucket: storage.Bucket, obj: Sto
         if live is None or live.generation != obj.generation:
             raise Ignored(f"{obj.name} was replaced while generation {obj.generation} was loading; "
                           f"the newer generation's event loads it")
-        summary = bq_adapter.query_rows(bq, load.staged_summary_sql(stage_id))[0]
+        summary = bq_adapter.query_rows(bq, load.staged_summary_sql(stage_id, hour_load.app))[0]
         if summary["n"] == hour_load.rows:
             break
     if summary["n"] != hour_load.rows:
         raise PermanentError(f"{obj.name}: staged {summary['n']} rows but transform wrote {hour_load.rows}")
+    if summary.get("foreign_rows"):
+        raise PermanentError(f"{obj.name}: {summary['foreign_rows']} of its {summary['n']} rows are not of Amplitude project "
+                             f"{hour_load.app} (their app differs); a project's hour may hold only its own rows")
     staged = load.Staged(hour_load, stage_id, summary["lo"], summary["hi"], int(summary["days"]))
-    marker = bucket.blob(load.waiting_name(config.table_id, hour, obj.generation))
+    marker = bucket.blob(load.waiting_name(config.table_id, hour, obj.generation, project))
     marker.metadata = {"staged": staged.to_json()}
     marker.upload_from_string(staged.to_json(), "application/json")
 
@@ -511,7 +535,7 @@ def _wait_for_commit(bq: bigquery.Client, config: Config, bucket: storage.Bucket
                      deadline: float) -> None:
     """Until the hour's marker is gone (committed, or superseded by a newer generation): take the
     lease when it is free and commit everything waiting, else wait for the holder."""
-    marker = load.waiting_name(config.table_id, hour_load.hour, hour_load.import_generation)
+    marker = load.waiting_name(config.table_id, hour_load.hour, hour_load.import_generation, hour_load.project)
     while bucket.get_blob(marker) is not None:
         if time.monotonic() > deadline:
             raise TransientError(f"hour {hour_load.hour:%Y-%m-%dT%H} is staged but not committed within the "
@@ -600,9 +624,9 @@ def _gather(bucket: storage.Bucket, config: Config) -> list[tuple[storage.Blob, 
     return waiting
 
 
-def _ledger_state(bq: bigquery.Client, config: Config, hours: list[datetime]) -> dict[datetime, load.Loaded]:
+def _ledger_state(bq: bigquery.Client, config: Config, hours: list[datetime]) -> dict[load.LedgerKey, load.Loaded]:
     rows = bq_adapter.query_rows(bq, load.ledger_state_sql(config.ledger_table_id, hours))
-    return {naming.utc_hour(r["upload_hour"]): load.Loaded(r["import_generation"], r["source_generation"],
+    return {(r["project"] or "", naming.utc_hour(r["upload_hour"])): load.Loaded(r["import_generation"], r["source_generation"],
                                                           r["min_event_time"], r["max_event_time"]) for r in rows}
 
 
@@ -614,7 +638,7 @@ def _commit_waiting(bq: bigquery.Client, config: Config, bucket: storage.Bucket,
         waiting = _gather(bucket, config)
         if not waiting:
             return
-        markers = {(s.load.hour, s.load.import_generation): blob for blob, s in waiting}
+        markers = {(s.load.key, s.load.import_generation): blob for blob, s in waiting}
         ledger = _ledger_state(bq, config, [s.load.hour for _, s in waiting])
         batch, superseded = load.pick_batch([s for _, s in waiting], ledger)
         for staged in superseded:
@@ -644,7 +668,7 @@ def _commit_waiting(bq: bigquery.Client, config: Config, bucket: storage.Bucket,
             continue
         now = _ledger_state(bq, config, [s.load.hour for s in batch])
         for staged in batch:
-            entry = now.get(staged.load.hour)
+            entry = now.get(staged.load.key)
             if entry is not None and entry.import_generation == staged.load.import_generation:
                 _drop_staged(bq, bucket, markers, staged)
         # bytes_billed: what BigQuery billed for the batch's transaction (0 when it does not say).
@@ -662,14 +686,14 @@ def _stage_exists(bq: bigquery.Client, staged: load.Staged) -> bool:
 
 def _drop_staged(bq: bigquery.Client, bucket: storage.Bucket, markers: dict, staged: load.Staged) -> None:
     """The hour is committed (or superseded): its waiter may go, its staging table is done."""
-    blob = markers.get((staged.load.hour, staged.load.import_generation))
+    blob = markers.get((staged.load.key, staged.load.import_generation))
     if blob is not None:
         gcs.delete_if_exists(bucket, blob.name)
     bq.delete_table(staged.stage_id, not_found_ok=True)
 
 
 def _commit_batch(bq: bigquery.Client, config: Config, batch: list[load.Staged],
-                  ledger: dict[datetime, load.Loaded]) -> tuple[str, int | None]:
+                  ledger: dict[load.LedgerKey, load.Loaded]) -> tuple[str, int | None]:
     """Run the batch's transaction (split into statements of ≤ 4,000 partitions); its token and
     the bytes BigQuery billed for it (None when the job does not say)."""
     token = secrets.token_hex(8)

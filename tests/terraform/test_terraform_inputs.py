@@ -71,7 +71,7 @@ def effective_default(env: str, name: str):
     if name in CHOSEN:
         return CHOSEN_VALUES[env][name]
     variable = module_variables()[name]
-    if variable.get("default") == {} and "optional(" in variable["type"]:
+    if variable.get("default") == {} and "optional(" in variable["type"] and variable["type"].startswith("${object("):
         return optional_defaults(variable["type"])
     return variable.get("default")
 
@@ -306,10 +306,11 @@ def test_cli_env_output_names_only_what_the_cli_reads_and_matches_the_functions(
     cli_env = named_blocks(MODULE, "output")["cli_env"]["value"]
     assert set(cli_env) <= names_the_cli_reads()
     assert set(cli_env) == {"AMPBQ_PROJECT", "AMPBQ_BUCKET", "AMPBQ_DATASET", "AMPBQ_TABLE", "AMPBQ_BQ_LOCATION",
-                            "AMPBQ_SCHEDULE", "AMPBQ_RUNS_TOPIC"}
+                            "AMPBQ_SCHEDULE", "AMPBQ_AMPLITUDE_PROJECTS", "AMPBQ_DEFAULT_PROJECT", "AMPBQ_RUNS_TOPIC"}
     function_env = module_locals()["function_env"]
     shared = [name for name in cli_env if re.search(rf"\b{name} = ", function_env)]
-    assert shared == ["AMPBQ_PROJECT", "AMPBQ_BUCKET", "AMPBQ_DATASET", "AMPBQ_TABLE", "AMPBQ_BQ_LOCATION", "AMPBQ_SCHEDULE"]
+    assert shared == ["AMPBQ_PROJECT", "AMPBQ_BUCKET", "AMPBQ_DATASET", "AMPBQ_TABLE", "AMPBQ_BQ_LOCATION", "AMPBQ_SCHEDULE",
+                      "AMPBQ_AMPLITUDE_PROJECTS", "AMPBQ_DEFAULT_PROJECT"]
     for name in shared:  # the CLI points at exactly what the functions use
         value = re.fullmatch(r"\$\{(.+)\}", cli_env[name]).group(1)
         assert re.search(rf"\b{name} = {re.escape(value)}[,}}]", function_env), name

@@ -255,10 +255,15 @@ def test_function_env_names_are_the_ones_the_code_reads():
 
 
 def test_secrets_mounted_only_on_export():
-    secrets = service_config("export")["secret_environment_variables"]
-    assert [s["key"] for s in secrets] == list(SECRET_ENV_VARS)
-    for secret in secrets:
-        assert secret["secret"] == f'${{google_secret_manager_secret.amplitude["{secret["key"]}"].secret_id}}'
+    # One mount per secret of secrets.tf (the two keys, and each other project's two with
+    # amplitude_projects: tests/terraform/test_projects.py evaluates the map).
+    (mounts,) = service_config("export")["dynamic"]
+    mount = mounts["secret_environment_variables"]
+    assert mount["for_each"] == "${local.amplitude_secrets}"
+    (content,) = mount["content"]
+    assert content["key"] == "${secret_environment_variables.key}"
+    assert content["secret"] == "${google_secret_manager_secret.amplitude[secret_environment_variables.key].secret_id}"
+    assert "AMPLITUDE_API_KEY    = var.secret_ids.api_key" in (MODULE / "secrets.tf").read_text()
     for name in ("transform", "load"):
         assert "secret_environment_variables" not in service_config(name)
     for key in SECRET_ENV_VARS:  # never a plain environment variable, which all three share

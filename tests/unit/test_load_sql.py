@@ -32,7 +32,7 @@ def test_one_transaction_replaces_every_guarded_hour_of_the_batch_in_a_fixed_num
 
 
 def test_the_guard_compares_the_source_generation_first_then_the_import_generation_and_the_planned_ledger_state():
-    guard = load.guard_sql("p.ops.t_loads", [staged()], {HOUR: load.Loaded(20, 10)})
+    guard = load.guard_sql("p.ops.t_loads", [staged()], {("", HOUR): load.Loaded(20, 10)})
     assert "IFNULL(l.import_generation, -1) = b.expected_generation" in guard and "20 AS expected_generation" in guard
     assert ("l.source_generation < b.source_generation OR (l.source_generation = b.source_generation "
             "AND l.import_generation < b.import_generation)") in guard
@@ -40,30 +40,30 @@ def test_the_guard_compares_the_source_generation_first_then_the_import_generati
 
 def test_an_older_source_generation_is_superseded_even_with_a_newer_import_generation():
     older_source = staged(source=10, imported=99)
-    batch, superseded = load.pick_batch([older_source], {HOUR: load.Loaded(22, 11)})
+    batch, superseded = load.pick_batch([older_source], {("", HOUR): load.Loaded(22, 11)})
     assert batch == [] and superseded == [older_source]
     newer = staged(source=12, imported=23)
-    batch, superseded = load.pick_batch([older_source, newer, staged(source=12, imported=5)], {HOUR: load.Loaded(22, 11)})
+    batch, superseded = load.pick_batch([older_source, newer, staged(source=12, imported=5)], {("", HOUR): load.Loaded(22, 11)})
     assert batch == [newer] and len(superseded) == 2
 
 
 def test_the_delete_is_pruned_to_the_partitions_the_ledger_recorded_or_for_hours_never_loaded_to_the_new_rows_days():
     second = HOUR + timedelta(hours=1)
-    ledger = {HOUR: load.Loaded(20, 10, datetime(2024, 1, 2, tzinfo=timezone.utc), datetime(2024, 1, 31, 5, tzinfo=timezone.utc))}
+    ledger = {("", HOUR): load.Loaded(20, 10, datetime(2024, 1, 2, tzinfo=timezone.utc), datetime(2024, 1, 31, 5, tzinfo=timezone.utc))}
     where = load.old_rows_filter([staged(), staged(second)], ledger)
     assert where == ("(_upload_hour = TIMESTAMP '2024-01-31 05:00:00+00' AND DATE(event_time) "
                      "BETWEEN DATE '2024-01-02' AND DATE '2024-01-31') OR "
                      "(_upload_hour = TIMESTAMP '2024-01-31 06:00:00+00' AND DATE(event_time) "
                      "BETWEEN DATE '2024-01-30' AND DATE '2024-01-31')")
     assert load.old_partitions_upper_bound([staged()], ledger) == 30
-    assert load.old_partitions_upper_bound([staged()], {HOUR: load.Loaded(20, 10)}) is None  # no range: count
+    assert load.old_partitions_upper_bound([staged()], {("", HOUR): load.Loaded(20, 10)}) is None  # no range: count
 
 
 def test_statements_are_split_into_ranges_of_at_most_4000_partitions():
     days = [date(2000, 1, 1) + timedelta(days=2 * i) for i in range(9001)]
     ranges = load.date_ranges(days)
     assert [len([d for d in days if lo <= d <= hi]) for lo, hi in ranges] == [4000, 4000, 1001]
-    sql = load.group_commit_script("p.ops.t", "p.ops.t_loads", [staged()], {HOUR: load.Loaded(20, 10, T0, T0)}, "tok",
+    sql = load.group_commit_script("p.ops.t", "p.ops.t_loads", [staged()], {("", HOUR): load.Loaded(20, 10, T0, T0)}, "tok",
                                    delete_ranges=ranges[:2], insert_ranges=ranges)
     kinds = [line.split(" ", 2)[0] for line in statements(sql)[1:-1]]
     assert kinds == ["UPDATE"] + ["DELETE"] * 2 + ["INSERT"] * 3 + ["INSERT", "DELETE"]
@@ -75,7 +75,8 @@ def test_the_ledger_records_range_and_fingerprint_of_the_rows_in_the_table_and_r
     ledger_insert, ledger_delete = statements(sql)[-3:-1]
     assert "BIT_XOR(FARM_FINGERPRINT(uuid)) AS fp" in ledger_insert and "MIN(event_time) AS lo" in ledger_insert
     assert "DATE(event_time) BETWEEN DATE '2024-01-30' AND DATE '2024-01-31'" in ledger_insert  # pruned count
-    assert ledger_delete == ("DELETE FROM `p.ops.t_loads` WHERE upload_hour IN (SELECT upload_hour FROM `p.ops.t_loads` "
+    key = "CONCAT(IFNULL(project, ''), '|', CAST(upload_hour AS STRING))"
+    assert ledger_delete == (f"DELETE FROM `p.ops.t_loads` WHERE {key} IN (SELECT {key} FROM `p.ops.t_loads` "
                              "WHERE commit_batch = 'tok') AND IFNULL(commit_batch, '') != 'tok';")
 
 
@@ -88,7 +89,7 @@ def test_an_hour_whose_every_line_was_rejected_inserts_nothing_but_is_recorded()
 def test_the_commit_lock_is_seeded_once_and_updated_first_in_every_transaction():
     seed = load.commit_lock_seed_sql("p.ops.t")
     assert seed.startswith("INSERT INTO `p.ops.t_commit_lock`") and "WHERE NOT EXISTS (SELECT 1 FROM `p.ops.t_commit_lock`)" in seed
-    for ledger in ({}, {HOUR: load.Loaded(20, 10, T0, T0)}):
+    for ledger in ({}, {("", HOUR): load.Loaded(20, 10, T0, T0)}):
         assert statements(load.group_commit_script("p.ops.t", "p.ops.t_loads", [staged()], ledger, "tok"))[1].startswith(
             "UPDATE `p.ops.t_commit_lock` SET holder = 'tok'")
 

@@ -21,7 +21,7 @@ from google.cloud import bigquery, storage
 from .. import bigquery as bq_adapter
 from .. import load, naming, steps
 from . import calls, inventory
-from ..config import Config
+from ..config import AmplitudeProject, Config
 from ..errors import AmpbqError, Ignored, PermanentError
 from ..events import StorageObject
 from ..naming import HOUR, HourRange
@@ -34,11 +34,13 @@ class Plan:
     whole_days: bool
     warnings: list[str] = field(default_factory=list)
 
-    def bodies(self) -> list[dict]:
-        """The `daily-runs` message of each range (see events.parse_run_request)."""
+    def bodies(self, project: str | None = None) -> list[dict]:
+        """The `daily-runs` message of each range (see events.parse_run_request): every project's,
+        or with `project` (an Amplitude project id) that project's only."""
+        only = {"project": project} if project else {}
         if self.whole_days:
-            return [{"date": f"{r.start:%Y-%m-%d}"} for r in self.ranges]
-        return [{"start": naming.api_hour(r.start), "end": naming.api_hour(r.end)} for r in self.ranges]
+            return [{"date": f"{r.start:%Y-%m-%d}"} | only for r in self.ranges]
+        return [{"start": naming.api_hour(r.start), "end": naming.api_hour(r.end)} | only for r in self.ranges]
 
 
 def parse_hours(text: str) -> tuple[int, int]:
@@ -101,6 +103,8 @@ class Run:
     statuses: list[HourStatus] = field(default_factory=list)
     error: str = ""
     done: bool = False
+    project: AmplitudeProject = field(default_factory=AmplitudeProject)
+    named: bool = False  # the line names the project (a deployment of several)
 
     @property
     def ok(self) -> bool:
@@ -110,7 +114,8 @@ class Run:
         """One line per run for the person who started it, e.g. `20240131T00..20240131T23  landed  loaded=24`."""
         verdict = "landed" if self.ok else "PROBLEM" if self.done else "running"
         counts = summary(self.statuses)
-        return f"{self.hours}  {verdict}  " + (self.error or " ".join(f"{s.value}={n}" for s, n in counts.items()))
+        project = f"project={self.project.label}  " if self.named else ""
+        return f"{self.hours}  {project}{verdict}  " + (self.error or " ".join(f"{s.value}={n}" for s, n in counts.items()))
 
 
 def summary_line(runs: list[Run]) -> str:
@@ -119,14 +124,17 @@ def summary_line(runs: list[Run]) -> str:
             f"running={sum(not run.done for run in runs)}")
 
 
-def snapshot(bucket: storage.Bucket, ranges: list[HourRange]) -> list[Run]:
-    """Note each range's manifest and export dead letter as they are, so a new one can be told apart."""
-    return [Run(r, _generation(bucket, naming.manifest_name(r)), _generation(bucket, _export_dead_letter(r)))
-            for r in ranges]
+def snapshot(bucket: storage.Bucket, ranges: list[HourRange], projects: tuple[AmplitudeProject, ...] = (AmplitudeProject(),),
+             named: bool = False) -> list[Run]:
+    """Note each range's manifest and export dead letter of each project as they are, so a new
+    one can be told apart: one run per range and project."""
+    return [Run(r, _generation(bucket, naming.manifest_name(r, p.segment)),
+                _generation(bucket, _export_dead_letter(r, p.segment)), project=p, named=named)
+            for r in ranges for p in projects]
 
 
-def _export_dead_letter(hours: HourRange) -> str:
-    return naming.dead_letter_name("export", str(hours))
+def _export_dead_letter(hours: HourRange, project: str = "") -> str:
+    return naming.dead_letter_name("export", naming.export_dead_letter_subject(hours, project))
 
 
 def wait(runs: list[Run], bucket: storage.Bucket, bq: bigquery.Client, config: Config, timeout: float,
@@ -148,13 +156,14 @@ def wait(runs: list[Run], bucket: storage.Bucket, bq: bigquery.Client, config: C
 
 
 def check(run: Run, bucket: storage.Bucket, bq: bigquery.Client, config: Config) -> None:
-    if _generation(bucket, naming.manifest_name(run.hours)) in (None, run.manifest_before):
-        dead = bucket.get_blob(_export_dead_letter(run.hours), **calls.storage())
+    segment = run.project.segment
+    if _generation(bucket, naming.manifest_name(run.hours, segment)) in (None, run.manifest_before):
+        dead = bucket.get_blob(_export_dead_letter(run.hours, segment), **calls.storage())
         if dead is not None and dead.generation != run.dead_letter_before:
             run.error = "export failed: " + inventory.error_text(dead)
             run.done = True
         return
-    found = inventory.read(bucket, bq, config, run.hours, counts=False)
+    found = inventory.read(bucket, bq, config, run.hours, counts=False, project=config.amplitude_project(segment))
     run.statuses = [classify(evidence) for evidence in found.hours]
     run.done = all(s.state in SETTLED for s in run.statuses)
 
@@ -166,7 +175,8 @@ def run_locally(run: Run, config: Config, bucket: storage.Bucket, bq: bigquery.C
     A failure is recorded on the run (no dead letter is written here: the person is watching).
     """
     try:
-        result = steps.export_range(run.hours, config, bucket, requests.Session(), datetime.now(timezone.utc))
+        result = steps.export_range(run.hours, config, bucket, requests.Session(), datetime.now(timezone.utc),
+                                    project=config.amplitude_project(run.project.segment))
     except AmpbqError as why:
         run.error, run.done = f"export failed: {why}", True
         return
@@ -190,15 +200,15 @@ def chain_hour(name: str, config: Config, bucket: storage.Bucket, bq: bigquery.C
     source = bucket.get_blob(name)
     if source is None:
         raise PermanentError(f"{name} vanished before it could be transformed")
-    hour = naming.parse_hour_object(name)
+    project, hour = naming.scoped_hour_object(name)
     try:
         steps.transform_hour(StorageObject(bucket.name, name, source.generation, "ampbq-cli"), bucket)
     except Ignored:
         pass  # already transformed
     except _STEP_FAILURES:
-        if _import_source(bucket, hour) != str(source.generation):
+        if _import_source(bucket, hour, project) != str(source.generation):
             raise
-    target = bucket.get_blob(naming.import_object_name(hour))
+    target = bucket.get_blob(naming.import_object_name(hour, project))
     if target is None or (target.metadata or {}).get("source_generation") != str(source.generation):
         return  # another worker is writing it; its load will follow
     try:
@@ -206,7 +216,7 @@ def chain_hour(name: str, config: Config, bucket: storage.Bucket, bq: bigquery.C
     except Ignored:
         pass  # a newer generation is loaded, or this one was loaded meanwhile
     except _STEP_FAILURES:
-        entry = bq_adapter.query_rows(bq, load.ledger_entry_sql(config.ledger_table_id, hour))
+        entry = bq_adapter.query_rows(bq, load.ledger_entry_sql(config.ledger_table_id, hour, project))
         if not entry or entry[0]["import_generation"] < target.generation:
             raise
 
@@ -216,6 +226,6 @@ def chain_hour(name: str, config: Config, bucket: storage.Bucket, bq: bigquery.C
 _STEP_FAILURES = (AmpbqError, GoogleAPICallError)
 
 
-def _import_source(bucket: storage.Bucket, hour: datetime) -> str | None:
-    target = bucket.get_blob(naming.import_object_name(hour))
+def _import_source(bucket: storage.Bucket, hour: datetime, project: str = "") -> str | None:
+    target = bucket.get_blob(naming.import_object_name(hour, project))
     return (target.metadata or {}).get("source_generation") if target else None

@@ -17,7 +17,7 @@ from . import backfill as backfills
 from .. import naming
 from . import inventory, rejects as quarantine, render, reprocess as redrops, status as states
 from .. import transform as core
-from .cli_options import Group, Ops, cloud_command, range_options, span, wait_options
+from .cli_options import Group, Ops, amplitude_project_option, cloud_command, range_options, span, wait_options
 from ..errors import PermanentError
 from ..naming import HourRange
 from ..shaping import Lineage
@@ -161,20 +161,28 @@ def _same_file(src: Path, other: Path) -> bool:
 # ------------------------------------------------------------------ operating it
 # These commands work against the cloud (application default credentials) and the local stack
 # alike: the clients honour STORAGE_EMULATOR_HOST, BIGQUERY_EMULATOR_HOST, PUBSUB_EMULATOR_HOST.
-def show_statuses(ops: Ops, hours: HourRange, only: set | None = None, wide: bool = False) -> int:
-    """Print the status table of `hours` (or of the `only` hours among them); return the exit code."""
-    found = inventory.read(ops.bucket, ops.bq, ops.config, hours)
-    statuses = [states.classify(e) for e in found.hours if only is None or e.hour in only]
-    console = render.console(wide=wide)
-    console.print(render.status_table(statuses, render.span_label(hours), console.width))
-    for warning in found.warnings:
-        click.echo(f"warning: {warning}", err=True)
-    click.echo(states.summary_line(statuses, str(hours)))
-    return states.exit_code(statuses)
+def show_statuses(ops: Ops, hours: HourRange, only: set | None = None, wide: bool = False,
+                  projects: tuple | None = None) -> int:
+    """Print the status table of `hours` (or of the `only` hours among them) of each project
+    (every project when None), one table and summary line each; return the exit code."""
+    projects = ops.config.projects if projects is None else projects
+    named = len(ops.config.projects) > 1
+    every = []
+    for project in projects:
+        found = inventory.read(ops.bucket, ops.bq, ops.config, hours, project=project)
+        statuses = [states.classify(e) for e in found.hours if only is None or e.hour in only]
+        console = render.console(wide=wide)
+        title = render.span_label(hours) + (f", Amplitude project {project.label}" if named else "")
+        console.print(render.status_table(statuses, title, console.width))
+        for warning in found.warnings:
+            click.echo(f"warning: {warning}", err=True)
+        click.echo(states.summary_line(statuses, str(hours), project.label if named else None))
+        every += statuses
+    return states.exit_code(every)
 
 
 def after_redrop(ops: Ops, done: list, stage: str, wait: bool, timeout: float, poll: float, stderr: bool = False,
-                 wide: bool = False) -> int:
+                 wide: bool = False, project=None) -> int:
     """Show what was re-dropped, wait for those hours to settle, show them; return the exit code."""
     console = render.console(stderr=stderr, wide=wide)
     console.print(render.redrop_table(done, stage, console.width))
@@ -182,10 +190,22 @@ def after_redrop(ops: Ops, done: list, stage: str, wait: bool, timeout: float, p
     code = states.EXIT_PROBLEM if len(dropped) < len(done) else states.EXIT_COMPLETE
     if wait and dropped:
         with render.progress("hours settled") as update:
-            settled = redrops.wait(dropped, ops.bucket, ops.bq, ops.config, timeout, poll, update)
-        shown = show_statuses(ops, HourRange(min(dropped), max(dropped)), set(dropped), wide)
+            settled = redrops.wait(dropped, ops.bucket, ops.bq, ops.config, timeout, poll, update,
+                                   project.segment if project else "")
+        shown = show_statuses(ops, HourRange(min(dropped), max(dropped)), set(dropped), wide,
+                              (project,) if project else None)
         code = max(code, shown if settled is not None else states.EXIT_PENDING)
     return code
+
+
+def _select(ops: Ops, wanted: str | None) -> tuple:
+    """The projects --amplitude-project names (all when None); one that the deployment does not
+    have is wrong usage (exit 2), a configuration that does not parse is not (exit 1)."""
+    config = ops.config
+    try:
+        return config.select(wanted)
+    except PermanentError as why:
+        raise click.BadParameter(str(why), param_hint="--amplitude-project") from None
 
 
 @main.command()
@@ -195,8 +215,9 @@ def after_redrop(ops: Ops, done: list, stage: str, wait: bool, timeout: float, p
 @click.option("--hours", help="Only these hours of each day: HH or HH-HH (inclusive).")
 @click.option("--local", is_flag=True, help="Run export, transform and load in this process instead of publishing.")
 @click.option("--topic", default="daily-runs", show_default=True, envvar="AMPBQ_RUNS_TOPIC", help="The run topic.")
+@amplitude_project_option("Only this Amplitude project (its id) [default: every project of the deployment].")
 @wait_options(5.0)
-def backfill(ops: Ops, start, end, hours, local, topic, wait, timeout, poll) -> None:
+def backfill(ops: Ops, start, end, hours, local, topic, amplitude_project, wait, timeout, poll) -> None:
     """Export a range of days from Amplitude into BigQuery: one run request per day.
 
     Publishes {"date": ...} (or, with --hours, {"start": ..., "end": ...}) per day to the run
@@ -212,6 +233,7 @@ def backfill(ops: Ops, start, end, hours, local, topic, wait, timeout, poll) -> 
 
         ampbq backfill --start 2024-01-01 --end 2024-01-31
         ampbq backfill --start 2024-02-01 --hours 05-07 --local
+        ampbq backfill --start 2024-01-31 --amplitude-project 123456
     """
     try:
         span_hours = backfills.parse_hours(hours) if hours else None
@@ -222,18 +244,21 @@ def backfill(ops: Ops, start, end, hours, local, topic, wait, timeout, poll) -> 
         plan = backfills.plan(start.date(), (end or start).date(), span_hours, datetime.now(timezone.utc), min_age)
     except PermanentError as why:  # a range that ends before it starts, or is not over yet
         raise click.UsageError(str(why)) from None
+    projects = _select(ops, amplitude_project)
     if local:
-        ops.config.require_amplitude_keys()
+        for project in projects:
+            ops.config.for_project(project).require_amplitude_keys()
     for warning in plan.warnings:
         click.echo(f"warning: {warning}", err=True)
-    runs = backfills.snapshot(ops.bucket, plan.ranges)
+    runs = backfills.snapshot(ops.bucket, plan.ranges, projects, named=len(ops.config.projects) > 1)
     if local:
         with render.progress("days run here") as update:
             for n, run in enumerate(runs, 1):
                 backfills.run_locally(run, ops.config, ops.bucket, ops.bq)
                 update(n, len(runs))
     else:
-        ids = backfills.publish(ops.config.project, topic, plan.bodies())
+        only = projects[0].app if amplitude_project is not None and len(ops.config.projects) > 1 else None
+        ids = backfills.publish(ops.config.project, topic, plan.bodies(only))
         click.echo(f"published {len(ids)} run request(s) to {topic}: {', '.join(map(str, plan.ranges))}")
     if not wait:
         return
@@ -254,8 +279,9 @@ def backfill(ops: Ops, start, end, hours, local, topic, wait, timeout, poll) -> 
 @click.option("--from", "stage", type=click.Choice(sorted(redrops.STAGES)), default="export", show_default=True,
               help="export: transform and load again; import: load again.")
 @click.option("--wide", is_flag=True, help="Every column of the table, however wide; a narrower terminal gets the main ones.")
+@amplitude_project_option("The Amplitude project (its id) whose hours to run again; needed when the deployment has several.")
 @wait_options(2.0)
-def reprocess(ops: Ops, hour_list, day, stage, wait, timeout, poll, wide) -> None:
+def reprocess(ops: Ops, hour_list, day, stage, wide, amplitude_project, wait, timeout, poll) -> None:
     """Run the chain again for exactly these hours, replacing their rows.
 
     Rewrites each hour's object under export/ (or import/) onto itself: a new generation, which
@@ -269,16 +295,23 @@ def reprocess(ops: Ops, hour_list, day, stage, wait, timeout, poll, wide) -> Non
 
         ampbq reprocess --hour 2024-01-31T05
         ampbq reprocess --date 2024-01-31 --from import
+        ampbq reprocess --hour 2024-01-31T05 --amplitude-project 123456
     """
     if bool(hour_list) == bool(day):
         raise click.UsageError("pass --hour (one or more) or --date")
+    if amplitude_project is None and len(ops.config.projects) > 1:
+        known = ", ".join(p.label for p in ops.config.projects)
+        raise click.UsageError(f"this deployment has several Amplitude projects ({known}); pass --amplitude-project")
+    project = _select(ops, amplitude_project)[0]
     if day:
-        hours = redrops.existing_hours(ops.bucket, HourRange.day(day.date()), stage)
+        hours = redrops.existing_hours(ops.bucket, HourRange.day(day.date()), stage, project.segment)
         if not hours:
-            raise click.ClickException(f"no objects under {stage}/{day:%Y-%m-%d}/; re-export the day with ampbq backfill")
+            prefix = naming.export_prefix(project.segment) if stage == "export" else naming.import_prefix(project.segment)
+            raise click.ClickException(f"no objects under {prefix}{day:%Y-%m-%d}/; re-export the day with ampbq backfill")
     else:
         hours = sorted({h.replace(tzinfo=timezone.utc) for h in hour_list})
-    sys.exit(after_redrop(ops, redrops.reprocess(ops.bucket, hours, stage), stage, wait, timeout, poll, wide=wide))
+    done = redrops.reprocess(ops.bucket, hours, stage, project.segment)
+    sys.exit(after_redrop(ops, done, stage, wait, timeout, poll, wide=wide, project=project))
 
 
 @main.command()
@@ -286,7 +319,8 @@ def reprocess(ops: Ops, hour_list, day, stage, wait, timeout, poll, wide) -> Non
 @range_options
 @click.option("--json", "as_json", is_flag=True, help="One JSON document: every hour and the summary.")
 @click.option("--wide", is_flag=True, help="Every column of the table, however wide; a narrower terminal gets the main ones.")
-def status(ops: Ops, day, start, end, as_json, wide) -> None:
+@amplitude_project_option("Only this Amplitude project (its id) [default: every project, a table each].")
+def status(ops: Ops, day, start, end, as_json, wide, amplitude_project) -> None:
     """Show, per upload hour, what is in GCS and BigQuery and whether the hour is complete.
 
     States: loaded, no data (Amplitude had nothing for the hour), pending (the chain is on it),
@@ -304,14 +338,26 @@ def status(ops: Ops, day, start, end, as_json, wide) -> None:
 
         ampbq status --date 2024-01-31
         ampbq status --start 2024-01-01 --end 2024-01-31 --json
+        ampbq status --date 2024-01-31 --amplitude-project 123456
     """
     hours = span(day, start, end)
+    projects = _select(ops, amplitude_project)
     if not as_json:
-        sys.exit(show_statuses(ops, hours, wide=wide))
-    found = inventory.read(ops.bucket, ops.bq, ops.config, hours)
-    statuses = [states.classify(e) for e in found.hours]
-    click.echo(json.dumps(states.document(str(hours), statuses, found.warnings), indent=1, default=str))
-    sys.exit(states.exit_code(statuses))
+        sys.exit(show_statuses(ops, hours, wide=wide, projects=projects))
+    documents, every = [], []
+    for project in projects:
+        found = inventory.read(ops.bucket, ops.bq, ops.config, hours, project=project)
+        statuses = [states.classify(e) for e in found.hours]
+        documents.append(states.document(str(hours), statuses, found.warnings))
+        if project.app:
+            documents[-1] = {"project": project.app, **documents[-1]}
+        every += statuses
+    if len(ops.config.projects) == 1:
+        document = documents[0]
+    else:  # one document per project
+        document = {"range": str(hours), "exit_code": states.exit_code(every), "projects": documents}
+    click.echo(json.dumps(document, indent=1, default=str))
+    sys.exit(states.exit_code(every))
 
 
 @main.command()

@@ -171,6 +171,12 @@ def range_options(function):
     return click.option("--date", "day", type=click.DateTime(["%Y-%m-%d"]), help="One UTC upload day.")(function)
 
 
+def amplitude_project_option(text: str):
+    """--amplitude-project (or --app): one Amplitude project of the deployment, by its id (or
+    `default`). Not --project, which names the Google Cloud project."""
+    return click.option("--amplitude-project", "--app", "amplitude_project", metavar="ID", help=text)
+
+
 def wait_options(default_poll: float):
     def decorate(function):
         function = click.option("--poll", default=default_poll, show_default=True, help="Seconds between checks.")(function)

@@ -19,8 +19,8 @@ from google.cloud import bigquery, storage
 from .. import bigquery as bq_adapter
 from .. import gcs, naming
 from . import calls
-from ..config import Config
-from ..load import timestamp_literal
+from ..config import AmplitudeProject, Config
+from ..load import project_sql, timestamp_literal
 from ..naming import HourRange
 from ..errors import PermanentError
 from .status import HourEvidence, LedgerEntry, ObjectInfo
@@ -33,6 +33,7 @@ RETRY_WINDOW = timedelta(hours=24)
 class Inventory:
     hours: list[HourEvidence]
     warnings: list[str] = field(default_factory=list)
+    project: AmplitudeProject | None = None
 
 
 def days_of(hours: HourRange) -> list[date]:
@@ -44,15 +45,21 @@ def object_info(blob: storage.Blob) -> ObjectInfo:
     return ObjectInfo(blob.name, int(blob.generation), int(blob.size or 0), dict(blob.metadata or {}), blob.updated)
 
 
-def read(bucket: storage.Bucket, bq: bigquery.Client, config: Config, hours: HourRange, counts: bool = True) -> Inventory:
-    """The evidence for every hour of `hours`; `counts=False` skips COUNT(*) (the ledger is enough)."""
+def read(bucket: storage.Bucket, bq: bigquery.Client, config: Config, hours: HourRange, counts: bool = True,
+         project: AmplitudeProject | None = None) -> Inventory:
+    """The evidence for every hour of `hours` of one Amplitude project (the default or only one
+    when None); `counts=False` skips COUNT(*) (the ledger is enough)."""
+    project = project or config.projects[0]
+    segment = project.segment
     warnings: list[str] = []
     days = days_of(hours)
-    sources = _listed(bucket, [f"{naming.EXPORT_PREFIX}{d}/" for d in days], naming.parse_hour_object)
-    imports = _listed(bucket, [f"{naming.IMPORT_PREFIX}{d}/" for d in days], naming.parse_import_object)
-    coverage = ExportCoverage.read(bucket, hours, needed=[h for h in hours.hours() if h not in sources])
-    failures = _step_failures(bucket, days, sources, imports)
-    ledger, table_rows, fingerprints = _bigquery(bq, config, hours, counts, warnings, waiting=bool(imports))
+    sources = _listed(bucket, [f"{naming.export_prefix(segment)}{d}/" for d in days],
+                      lambda name: naming.parse_hour_object(name, segment))
+    imports = _listed(bucket, [f"{naming.import_prefix(segment)}{d}/" for d in days],
+                      lambda name: naming.parse_import_object(name, segment))
+    coverage = ExportCoverage.read(bucket, hours, needed=[h for h in hours.hours() if h not in sources], project=segment)
+    failures = _step_failures(bucket, days, sources, imports, segment)
+    ledger, table_rows, fingerprints = _bigquery(bq, config, hours, counts, warnings, waiting=bool(imports), project=project)
     evidence = []
     now = datetime.now(timezone.utc)
     for hour in hours.hours():
@@ -65,7 +72,7 @@ def read(bucket: storage.Bucket, bq: bigquery.Client, config: Config, hours: Hou
             exporting=coverage.exporting(hour, now), refused=coverage.refused(hour),
             now=now, min_data_age_hours=config.min_data_age_hours, schedule=config.schedule,
         ))
-    return Inventory(evidence, warnings)
+    return Inventory(evidence, warnings, project)
 
 
 def _listed(bucket: storage.Bucket, prefixes: list[str], parse) -> dict[datetime, ObjectInfo]:
@@ -89,23 +96,24 @@ class ExportCoverage:
     attempts: list[tuple[HourRange, ObjectInfo]] = field(default_factory=list)  # export runs' markers
     refusals: list[tuple[HourRange, ObjectInfo, list[dict]]] = field(default_factory=list)  # per manifest
     _entries: dict[str, frozenset] = field(default_factory=dict)
+    project: str = ""  # the project's segment ("" the default project)
 
     @classmethod
-    def read(cls, bucket: storage.Bucket, hours: HourRange, needed: list[datetime]) -> "ExportCoverage":
-        coverage = cls(bucket)
+    def read(cls, bucket: storage.Bucket, hours: HourRange, needed: list[datetime], project: str = "") -> "ExportCoverage":
+        coverage = cls(bucket, project=project)
         # A run's archives sit under its first day; a range may start the day before.
         for day in [hours.start.date() - timedelta(days=1), *days_of(hours)]:
-            for blob in bucket.list_blobs(prefix=f"{naming.RAW_PREFIX}{day}/", **calls.storage()):
+            for blob in bucket.list_blobs(prefix=f"{naming.raw_prefix(project)}{day}/", **calls.storage()):
                 coverage._add_raw(blob, hours)
         if needed:
             for day in [hours.start.date() - timedelta(days=1), *days_of(hours)]:
-                for blob in bucket.list_blobs(prefix=f"{naming.DEAD_LETTER_PREFIX}export/{day:%Y%m%d}",
+                for blob in bucket.list_blobs(prefix=f"{naming.export_dead_letter_prefix(project)}{day:%Y%m%d}",
                                                **calls.storage()):
                     coverage._add_dead_letter(blob, hours)
         return coverage
 
     def _add_raw(self, blob: storage.Blob, hours: HourRange) -> None:
-        parsed = naming.parse_raw_name(blob.name)
+        parsed = naming.parse_raw_name(blob.name, self.project)
         if parsed is None:
             return
         span, kind = parsed
@@ -119,14 +127,14 @@ class ExportCoverage:
             return
         record = json.loads(blob.download_as_bytes(**calls.storage()))
         written = record.get("hours", {})
-        with_data = frozenset(h for h in map(naming.parse_hour_object, written) if h is not None)
+        with_data = frozenset(h for h in (naming.parse_hour_object(n, self.project) for n in written) if h is not None)
         self.manifests.append((span, object_info(blob), with_data))
         # Older manifests list refused entries as bare reasons: what those held is not known.
         held = [r for r in record.get("refused", []) if isinstance(r, dict) and r.get("data")]
         self.refusals.append((span, object_info(blob), held))
 
     def _add_dead_letter(self, blob: storage.Blob, hours: HourRange) -> None:
-        span = naming.parse_export_dead_letter(blob.name)
+        span = naming.parse_export_dead_letter(blob.name, self.project)
         if span is not None and span.overlaps(hours):
             self.dead.append((span, object_info(blob), error_text(blob)))
 
@@ -218,11 +226,11 @@ def error_text(blob: storage.Blob) -> str:
         return f"see {blob.name}"
 
 
-def _step_failures(bucket, days, sources: dict, imports: dict) -> dict[datetime, tuple[str, ...]]:
+def _step_failures(bucket, days, sources: dict, imports: dict, project: str = "") -> dict[datetime, tuple[str, ...]]:
     """Dead letters of transform/load for exactly the live generation of an hour's object."""
     live = {(o.name, o.generation): hour for objects in (sources, imports) for hour, o in objects.items()}
     found: dict[datetime, tuple[str, ...]] = {}
-    for step, prefix in (("transform", naming.EXPORT_PREFIX), ("load", naming.IMPORT_PREFIX)):
+    for step, prefix in (("transform", naming.export_prefix(project)), ("load", naming.import_prefix(project))):
         for day in days:
             for blob in bucket.list_blobs(prefix=f"{naming.DEAD_LETTER_PREFIX}{step}/{prefix}{day}/", **calls.storage()):
                 parsed = naming.parse_object_dead_letter(blob.name)
@@ -246,30 +254,35 @@ def missing_table(bq, config: Config) -> str | None:
     return None
 
 
-def ledger_sql(config: Config, hours: HourRange, counts: bool) -> str:
+def ledger_sql(config: Config, hours: HourRange, counts: bool, project: AmplitudeProject | None = None) -> str:
+    """The project's ledger rows of the range (project NULL: the default project's) and, with
+    `counts`, its rows in the table per hour (`app` = its id; every row in the one-project form)."""
+    project = project or config.projects[0]
     bounds = f"BETWEEN {timestamp_literal(hours.start)} AND {timestamp_literal(hours.end)}"
     ledger = (f"SELECT upload_hour, import_generation, source_generation, events, rows_written, rejected, loaded, fingerprint, loaded_at "
-              f"FROM `{config.ledger_table_id}` WHERE upload_hour {bounds}")
+              f"FROM `{config.ledger_table_id}` WHERE upload_hour {bounds} AND {project_sql(project.segment)}")
+    app = f" AND app = {int(project.app)}" if project.app else ""
     if not counts:
         return ledger + " ORDER BY upload_hour"
     return f"""
 WITH ledger AS ({ledger}),
 counts AS (SELECT _upload_hour AS upload_hour, COUNT(*) AS table_rows,
                   BIT_XOR(FARM_FINGERPRINT(uuid)) AS table_fingerprint FROM `{config.table_id}`
-           WHERE _upload_hour {bounds} GROUP BY _upload_hour)
+           WHERE _upload_hour {bounds}{app} GROUP BY _upload_hour)
 SELECT COALESCE(l.upload_hour, c.upload_hour) AS hour, c.table_rows, c.table_fingerprint, l.import_generation,
        l.source_generation, l.events, l.rows_written, l.rejected, l.loaded, l.fingerprint, l.loaded_at
 FROM ledger AS l FULL OUTER JOIN counts AS c ON l.upload_hour = c.upload_hour
 ORDER BY hour"""
 
 
-def _bigquery(bq, config: Config, hours: HourRange, counts: bool, warnings: list[str], waiting: bool):
+def _bigquery(bq, config: Config, hours: HourRange, counts: bool, warnings: list[str], waiting: bool,
+              project: AmplitudeProject | None = None):
     """The ledger and the table's counts. A table that does not exist is an error when import
     objects of the range wait to be loaded into it (a mistyped dataset would otherwise leave
     those hours pending for ever); before anything was loaded (the local stack's load step makes
     the tables on its first load) it is a warning."""
     try:
-        job = bq.query(ledger_sql(config, hours, counts), **calls.query())
+        job = bq.query(ledger_sql(config, hours, counts, project), **calls.query())
         rows = [dict(row) for row in job.result(**calls.query_result())]
     except gexc.NotFound as missing:
         what = missing_table(bq, config) or f"table ({str(missing.message).splitlines()[0]})"

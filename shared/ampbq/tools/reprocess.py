@@ -62,11 +62,12 @@ def redrop(bucket: storage.Bucket, name: str, now: datetime | None = None) -> tu
     return source.generation, target.generation
 
 
-def reprocess(bucket: storage.Bucket, hours: list[datetime], stage: str) -> list[Redrop]:
-    """Re-drop each hour's object of `stage`; hours without one are reported, not failed over."""
+def reprocess(bucket: storage.Bucket, hours: list[datetime], stage: str, project: str = "") -> list[Redrop]:
+    """Re-drop each hour's object of `stage` of one project (its segment, "" the default one);
+    hours without one are reported, not failed over."""
     done = []
     for hour in hours:
-        name = STAGES[stage](hour)
+        name = STAGES[stage](hour, project)
         if bucket.get_blob(name, **calls.storage()) is None:
             done.append(Redrop(hour, name, None, error=_MISSING_HINT[stage].format(hour=hour)))
             continue
@@ -84,28 +85,28 @@ _MISSING_HINT = {
 }
 
 
-def existing_hours(bucket: storage.Bucket, hours: HourRange, stage: str) -> list[datetime]:
+def existing_hours(bucket: storage.Bucket, hours: HourRange, stage: str, project: str = "") -> list[datetime]:
     """The hours of the range that have an object for `stage` (a day may have fewer than 24)."""
     parse = naming.parse_hour_object if stage == "export" else naming.parse_import_object
-    prefix = naming.EXPORT_PREFIX if stage == "export" else naming.IMPORT_PREFIX
+    prefix = naming.export_prefix(project) if stage == "export" else naming.import_prefix(project)
     found = set()
     for day in inventory.days_of(hours):
         for blob in bucket.list_blobs(prefix=f"{prefix}{day}/", **calls.storage()):
-            hour = parse(blob.name)
+            hour = parse(blob.name, project)
             if hour is not None and hour in hours:
                 found.add(hour)
     return sorted(found)
 
 
 def wait(hours: list[datetime], bucket: storage.Bucket, bq: bigquery.Client, config: Config, timeout: float,
-         poll: float = 2.0, progress: Callable[[int, int], None] | None = None) -> list[HourStatus] | None:
+         poll: float = 2.0, progress: Callable[[int, int], None] | None = None, project: str = "") -> list[HourStatus] | None:
     """Poll until each hour is settled; the statuses, or None on timeout."""
     if not hours:
         return []
     span = HourRange(min(hours), max(hours))
     deadline = time.monotonic() + timeout
     while True:
-        found = inventory.read(bucket, bq, config, span, counts=False).hours
+        found = inventory.read(bucket, bq, config, span, counts=False, project=config.amplitude_project(project)).hours
         statuses = [classify(e) for e in found if e.hour in hours]
         settled = sum(s.state in SETTLED for s in statuses)
         if progress:

@@ -27,13 +27,15 @@ API_KEY, SECRET_KEY = "sandbox-api-key", "sandbox-secret-key"
 class GeneratedSource:
     """An Export API source with data for every hour except the quiet ones."""
 
-    def __init__(self, events_per_hour: int = 20, parts_per_hour: int = 2, quiet_hours: frozenset[int] = frozenset()):
+    def __init__(self, events_per_hour: int = 20, parts_per_hour: int = 2, quiet_hours: frozenset[int] = frozenset(),
+                 app: int = Dataset.app):
         self.events_per_hour = events_per_hour
         self.parts_per_hour = parts_per_hour
         self.quiet_hours = quiet_hours
+        self.app = app  # the Amplitude project id its events carry (and its entries are named by)
 
     def write(self, hours: HourRange, sink: BinaryIO) -> int:
-        dataset = Dataset(hours.start, len(hours), self.events_per_hour, self.parts_per_hour)
+        dataset = Dataset(hours.start, len(hours), self.events_per_hour, self.parts_per_hour, app=self.app)
         count = 0
         with zipfile.ZipFile(sink, "w", compression=zipfile.ZIP_STORED) as archive:
             for hour in hours.hours():

@@ -301,11 +301,13 @@ def document(label: str, statuses: list[HourStatus], warnings: list[str]) -> dic
             "exit_code": exit_code(statuses), "warnings": warnings, "hours": [s.as_json() for s in statuses]}
 
 
-def summary_line(statuses: list[HourStatus], label: str) -> str:
-    """e.g. `status: 20240131T00..20240131T23 hours=24 loaded=23 no_data=1 events=2300 rejected=0 rows=2300`."""
+def summary_line(statuses: list[HourStatus], label: str, project: str | None = None) -> str:
+    """e.g. `status: 20240131T00..20240131T23 hours=24 loaded=23 no_data=1 events=2300 rejected=0 rows=2300`
+    (with `project=123456` after the range in a deployment of several Amplitude projects)."""
     counts = summary(statuses)
     states = " ".join(f"{state.value}={counts[state]}" for state in State if counts[state])
     events = sum(s.events or 0 for s in statuses)
     rejected = sum(s.rejected or 0 for s in statuses)
     rows = sum(s.evidence.table_rows or 0 for s in statuses)
+    label = f"{label} project={project}" if project else label
     return f"status: {label} hours={len(statuses)} {states} events={events} rejected={rejected} rows={rows}"

@@ -115,6 +115,10 @@ def events_per_hour(archive: Path | BinaryIO) -> Counter:
     return counts
 
 
+def _basic(api_key: str, secret_key: str) -> str:
+    return "Basic " + base64.b64encode(f"{api_key}:{secret_key}".encode()).decode()
+
+
 class ExportApiStub:
     """The stub server; start() binds 127.0.0.1 on a free port, stop() shuts it down."""
 
@@ -127,6 +131,7 @@ class ExportApiStub:
         self.max_hours: int | None = None
         self.too_long_status = 400
         self.set_credentials(api_key, secret_key)
+        self.other_projects: dict[str, object] = {}  # Basic auth header → source (add_project)
         # The User Privacy API's deletion jobs, as it lists them, and the users deleted by done jobs.
         self.deletion_jobs: list[dict] = []
         self.deleted_ids: set[int] = set()
@@ -135,7 +140,28 @@ class ExportApiStub:
         self._thread = threading.Thread(target=lambda: self._server.serve_forever(poll_interval=0.05), name="amplitude-stub", daemon=True)
 
     def set_credentials(self, api_key: str, secret_key: str) -> None:
-        self.expected_auth = "Basic " + base64.b64encode(f"{api_key}:{secret_key}".encode()).decode()
+        self.expected_auth = _basic(api_key, secret_key)
+
+    def add_project(self, source, api_key: str, secret_key: str) -> None:
+        """Serve another Amplitude project: requests with its keys get `source`'s events (a
+        project's keys name the project, as at Amplitude)."""
+        self.other_projects[_basic(api_key, secret_key)] = source
+
+    def _match(self, authorization: str) -> tuple[bool, object]:
+        """(whether the keys are a project's, that project's source)."""
+        if hmac.compare_digest(authorization, self.expected_auth):
+            return True, self.source
+        for expected, source in self.other_projects.items():
+            if hmac.compare_digest(authorization, expected):
+                return True, source
+        return False, None
+
+    def authorized(self, authorization: str) -> bool:
+        return self._match(authorization)[0]
+
+    def source_for(self, authorization: str):
+        """The source of the project whose keys a request carries."""
+        return self._match(authorization)[1]
 
     def delete_users(self, amplitude_ids, day: date | None = None, requester: str = "stub@example.com",
                      status: str = "done") -> dict:
@@ -208,7 +234,7 @@ def _handler(stub: ExportApiStub):
             self.wfile.write(body)
 
         def _authorized(self) -> bool:
-            if hmac.compare_digest(self.headers.get("Authorization", ""), stub.expected_auth):
+            if stub.authorized(self.headers.get("Authorization", "")):
                 return True
             self.send_response(401)
             self.send_header("WWW-Authenticate", 'Basic realm="Amplitude"')
@@ -273,11 +299,11 @@ def _handler(stub: ExportApiStub):
                 return self._reply(fault.status, fault.body)
             if stub.max_hours is not None and len(hours) > stub.max_hours:
                 return self._reply(stub.too_long_status, b"The file size of the exported data is too large.")
-            self._send_archive(hours, fault.truncate)
+            self._send_archive(hours, fault.truncate, stub.source_for(self.headers.get("Authorization", "")))
 
-        def _send_archive(self, hours: HourRange, truncate: bool) -> None:
+        def _send_archive(self, hours: HourRange, truncate: bool, source) -> None:
             with tempfile.TemporaryFile() as archive, tempfile.TemporaryFile() as kept:
-                if not stub.source.write(hours, archive):
+                if not source.write(hours, archive):
                     return self._reply(404, b"Raw data files were not found.")
                 if stub.deleted_ids:  # Amplitude no longer has the deleted users' events
                     archive.seek(0)

@@ -15,6 +15,8 @@ module "pipeline" {
   deletion_protection               = var.deletion_protection
   amplitude_region                  = var.amplitude_region
   amplitude_url                     = var.amplitude_url
+  amplitude_projects                = var.amplitude_projects
+  amplitude_default_project         = var.amplitude_default_project
   topic_name                        = var.topic_name
   scheduler_job_name                = var.scheduler_job_name
   scheduler_paused                  = var.scheduler_paused

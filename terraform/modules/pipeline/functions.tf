@@ -8,6 +8,8 @@
 locals {
   runtime   = jsondecode(file("${local.repo_root}/functions/runtime.json"))
   functions = toset(local.runtime.functions)
+  # amplitude_projects as the code reads it (ampbq.config): "id:REGION,…"; "" for one project.
+  amplitude_project_list = join(",", [for id, p in var.amplitude_projects : "${id}:${p.region}"])
 
   # What the code reads (ampbq.config.Config.from_env). AMPLITUDE_URL only when overridden.
   function_env = merge(
@@ -20,6 +22,10 @@ locals {
       AMPBQ_SCHEDULE    = var.schedule
       AMPLITUDE_REGION  = var.amplitude_region
       LOG_EXECUTION_ID  = "true"
+      # Several Amplitude projects (docs/projects.md), "" for one: every function reads the list
+      # (transform and load tell the projects apart by it), only the export function their keys.
+      AMPBQ_AMPLITUDE_PROJECTS = local.amplitude_project_list
+      AMPBQ_DEFAULT_PROJECT    = var.amplitude_default_project
     },
     var.amplitude_url == "" ? {} : { AMPLITUDE_URL = var.amplitude_url },
     var.amplitude_source == "export_api" ? {} : {
@@ -108,17 +114,16 @@ resource "google_cloudfunctions2_function" "export" {
     service_account_email            = google_service_account.export.email
     environment_variables            = local.function_env
 
-    secret_environment_variables {
-      key        = "AMPLITUDE_API_KEY"
-      project_id = var.project_id
-      secret     = google_secret_manager_secret.amplitude["AMPLITUDE_API_KEY"].secret_id
-      version    = var.secret_version
-    }
-    secret_environment_variables {
-      key        = "AMPLITUDE_SECRET_KEY"
-      project_id = var.project_id
-      secret     = google_secret_manager_secret.amplitude["AMPLITUDE_SECRET_KEY"].secret_id
-      version    = var.secret_version
+    # AMPLITUDE_API_KEY and AMPLITUDE_SECRET_KEY, and with amplitude_projects each other
+    # project's AMPLITUDE_API_KEY_<id> and AMPLITUDE_SECRET_KEY_<id> (secrets.tf).
+    dynamic "secret_environment_variables" {
+      for_each = local.amplitude_secrets
+      content {
+        key        = secret_environment_variables.key
+        project_id = var.project_id
+        secret     = google_secret_manager_secret.amplitude[secret_environment_variables.key].secret_id
+        version    = var.secret_version
+      }
     }
   }
 
@@ -134,6 +139,14 @@ resource "google_cloudfunctions2_function" "export" {
     precondition {
       condition     = var.amplitude_source != "native_export" || var.native_export_bucket != ""
       error_message = "amplitude_source = \"native_export\" needs native_export_bucket: the bucket Amplitude's cloud-storage export writes to."
+    }
+    precondition {
+      condition     = var.amplitude_default_project == "" || contains(keys(var.amplitude_projects), var.amplitude_default_project)
+      error_message = "amplitude_default_project must be one of the ids in amplitude_projects."
+    }
+    precondition {
+      condition     = length(var.amplitude_projects) == 0 || var.amplitude_source == "export_api"
+      error_message = "amplitude_projects works with amplitude_source = \"export_api\"; the native export takes one project."
     }
   }
 

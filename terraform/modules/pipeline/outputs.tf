@@ -80,12 +80,14 @@ output "hours_loaded_metric" {
 output "cli_env" {
   description = "What the ampbq CLI needs in its environment to work on this installation, by variable name (docs/operations.md, \"Pointing the CLI at a deployed environment\")."
   value = {
-    AMPBQ_PROJECT     = var.project_id
-    AMPBQ_BUCKET      = google_storage_bucket.data.name
-    AMPBQ_DATASET     = google_bigquery_dataset.ops.dataset_id
-    AMPBQ_TABLE       = google_bigquery_table.events.table_id
-    AMPBQ_BQ_LOCATION = var.bq_location
-    AMPBQ_SCHEDULE    = var.schedule
-    AMPBQ_RUNS_TOPIC  = google_pubsub_topic.daily_runs.name
+    AMPBQ_PROJECT            = var.project_id
+    AMPBQ_BUCKET             = google_storage_bucket.data.name
+    AMPBQ_DATASET            = google_bigquery_dataset.ops.dataset_id
+    AMPBQ_TABLE              = google_bigquery_table.events.table_id
+    AMPBQ_BQ_LOCATION        = var.bq_location
+    AMPBQ_SCHEDULE           = var.schedule
+    AMPBQ_AMPLITUDE_PROJECTS = local.amplitude_project_list
+    AMPBQ_DEFAULT_PROJECT    = var.amplitude_default_project
+    AMPBQ_RUNS_TOPIC         = google_pubsub_topic.daily_runs.name
   }
 }

@@ -75,6 +75,27 @@ variable "amplitude_region" {
   }
 }
 
+variable "amplitude_projects" {
+  description = "Several Amplitude projects in one deployment, keyed by Amplitude project id, each with its region (US or EU) and its own two secrets (api_key_secret and secret_key_secret, default amplitude-<id>-api-key and amplitude-<id>-secret-key; the default project's are secret_ids). All land in the one table, told apart by `app`. Empty: one project, with amplitude_region and secret_ids, as before (docs/projects.md)."
+  type = map(object({
+    region            = optional(string, "US")
+    api_key_secret    = optional(string)
+    secret_key_secret = optional(string)
+  }))
+  default = {}
+
+  validation {
+    condition     = alltrue([for id, p in var.amplitude_projects : can(regex("^[0-9]+$", id)) && contains(["US", "EU"], p.region)])
+    error_message = "amplitude_projects is keyed by Amplitude project id (digits only), and each region is US or EU."
+  }
+}
+
+variable "amplitude_default_project" {
+  description = "With amplitude_projects: the project whose objects keep the unsegmented names (export/YYYY-MM-DD/HH.json.gz; the others get export/<id>/…), whose ledger rows have project NULL and whose keys are the secret_ids secrets. When a one-project deployment takes on more projects, set it to that project's id: nothing is renamed or loaded again. Empty: every project gets its own segment."
+  type        = string
+  default     = ""
+}
+
 variable "amplitude_url" {
   description = "Optional base URL override for the Amplitude Export API (AMPLITUDE_URL); empty means the region's default."
   type        = string
