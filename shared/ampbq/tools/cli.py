@@ -352,7 +352,7 @@ def status(ops: Ops, day, start, end, as_json, wide, amplitude_project) -> None:
         if project.app:
             documents[-1] = {"project": project.app, **documents[-1]}
         every += statuses
-    if len(ops.config.projects) == 1:
+    if len(projects) == 1:  # the one project, or the one --amplitude-project names
         document = documents[0]
     else:  # one document per project
         document = {"range": str(hours), "exit_code": states.exit_code(every), "projects": documents}

@@ -489,7 +489,7 @@ class ImportMirror:
         self._lock = threading.Lock()
 
     def update(self, bucket: str, name: str) -> None:
-        if naming.parse_import_object(name) is None:
+        if naming.scoped_import_object(name) is None:  # any project's import object
             return
         target = self.root / bucket / name
         target.parent.mkdir(parents=True, exist_ok=True)

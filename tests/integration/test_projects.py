@@ -1,0 +1,109 @@
+"""Two Amplitude projects in one deployment, through the real handlers and the local stand-ins:
+the same upload hours of both land side by side in the one table, each project's hours exactly;
+re-dropping one project's hour reloads that project's hour only; status reads each project."""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import date
+
+import pytest
+from click.testing import CliRunner
+
+from ampbq import bigquery as bq_adapter
+from ampbq import gcs, load, naming
+from ampbq.config import Config
+from ampbq.naming import HourRange
+from ampbq.tools.cli import main
+from ampbq.tools.sandbox import GeneratedSource
+from ampbq.tools.stack import Stack, StackSettings
+from ampbq.tools.stub import ExportApiStub
+from integration_helpers import wait_for
+
+pytestmark = pytest.mark.integration
+DAY = date(2021, 11, 17)
+RANGE = HourRange.parse(f"{DAY:%Y%m%d}T00", f"{DAY:%Y%m%d}T02")
+DEFAULT, OTHER = "100", "200"  # the default project keeps today's names; the other gets export/200/…
+EVENTS = {DEFAULT: 5, OTHER: 3}
+PROJECT_ENV = {"AMPBQ_AMPLITUDE_PROJECTS": f"{DEFAULT},{OTHER}:EU", "AMPBQ_DEFAULT_PROJECT": DEFAULT,
+               "AMPLITUDE_API_KEY_200": "key-200", "AMPLITUDE_SECRET_KEY_200": "secret-200"}
+
+
+@pytest.fixture(scope="module")
+def two(tmp_path_factory):
+    """A stack of its own (the session's has one project), its stub serving each project's
+    events to that project's keys only."""
+    source = GeneratedSource(events_per_hour=EVENTS[DEFAULT], parts_per_hour=1, app=int(DEFAULT))
+    with ExportApiStub(source, "key-100", "secret-100") as stub:
+        stub.add_project(GeneratedSource(events_per_hour=EVENTS[OTHER], parts_per_hour=1, app=int(OTHER)),
+                         "key-200", "secret-200")
+        settings = StackSettings(workdir=tmp_path_factory.mktemp("projects"), amplitude_url=stub.url, api_key="key-100",
+                                 secret_key="secret-100", extra_env={**PROJECT_ENV, "AMPBQ_HTTP_BACKOFF_SECONDS": "0.1"})
+        saved = dict(os.environ)
+        with Stack(settings) as running:
+            os.environ.update(running.client_env())  # the clients made here talk to this stack
+            try:
+                yield running, stub
+            finally:
+                os.environ.clear()
+                os.environ.update(saved)
+
+
+def status(stack: Stack, *args: str) -> dict:
+    result = CliRunner().invoke(main, ["status", "--start", f"{DAY}T00", "--end", f"{DAY}T02", "--json", *args],
+                                env=stack.client_env(), catch_exceptions=False)
+    assert result.stdout.startswith("{"), result.output
+    return json.loads(result.stdout)
+
+
+def by_project(document: dict) -> dict[str, dict[str, tuple[str, int]]]:
+    return {p["project"]: {h["hour"]: (h["state"], h["rows_in_bigquery"]) for h in p["hours"]} for p in document["projects"]}
+
+
+def table_rows(bq, config: Config) -> dict[tuple[int, str], int]:
+    rows = bq_adapter.query_rows(bq, f"SELECT app, _upload_hour AS h, COUNT(*) AS n FROM `{config.table_id}` "
+                                     f"WHERE DATE(_upload_hour) = DATE '{DAY}' GROUP BY app, h")
+    return {(r["app"], f"{naming.utc_hour(r['h']):%H}"): r["n"] for r in rows}
+
+
+def test_two_projects_land_the_same_hours_side_by_side_and_one_projects_hour_reloads_alone(two):
+    stack, stub = two
+    config = Config.from_env(stack.function_env())
+    bucket = gcs.client(config.project).bucket(config.bucket)
+    bq = bq_adapter.client(config)
+    stack.publish_run({"start": naming.api_hour(RANGE.start), "end": naming.api_hour(RANGE.end)})
+    expected = {p: {f"{DAY}T{h:02d}": ("loaded", n) for h in range(3)} for p, n in EVENTS.items()}
+    wait_for(lambda: by_project(status(stack)) == expected, f"both projects' hours to read {expected}", timeout=120)
+    assert table_rows(bq, config) == {(int(p), f"{h:02d}"): n for p, n in EVENTS.items() for h in range(3)}
+
+    # One request per project, each answered with that project's events (the rows' app says
+    # whose keys asked); the other project's objects sit under export/200/.
+    assert stub.requests.count((naming.api_hour(RANGE.start), naming.api_hour(RANGE.end))) == 2
+    hour = RANGE.start + naming.HOUR
+    assert bucket.get_blob(naming.hour_object_name(hour)) is not None  # the default project: today's names
+    assert bucket.get_blob(f"export/{OTHER}/{DAY}/01.json.gz") is not None
+    assert bucket.get_blob(f"import/{OTHER}/{DAY}/01.json") is not None
+    ledger = bq_adapter.query_rows(bq, f"SELECT IFNULL(project, 'NULL') AS p, COUNT(*) AS n FROM `{config.ledger_table_id}` "
+                                       f"WHERE DATE(upload_hour) = DATE '{DAY}' GROUP BY p")
+    assert {r["p"]: r["n"] for r in ledger} == {"NULL": 3, OTHER: 3}  # the default project's rows: project NULL
+
+    def committed(project: str) -> dict:
+        return bq_adapter.query_rows(bq, load.ledger_entry_sql(config.ledger_table_id, hour, project)
+                                     .replace("SELECT ", "SELECT loaded_at, ", 1))[0]
+    before = {p: committed(p) for p in ("", OTHER)}
+
+    # Re-drop the other project's hour 01 from export/: only (200, 01) is loaded again.
+    result = CliRunner().invoke(main, ["reprocess", "--hour", f"{DAY}T01", "--amplitude-project", OTHER],
+                                env=stack.client_env(), catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    after = {p: committed(p) for p in ("", OTHER)}
+    assert after[""] == before[""] and after[OTHER]["import_generation"] > before[OTHER]["import_generation"]
+    assert table_rows(bq, config) == {(int(p), f"{h:02d}"): n for p, n in EVENTS.items() for h in range(3)}
+
+    one = status(stack, "--amplitude-project", OTHER)  # one project: its own document
+    assert one["project"] == OTHER and one["exit_code"] == 0 and [h["rows_in_bigquery"] for h in one["hours"]] == [3, 3, 3]
+    several = CliRunner().invoke(main, ["reprocess", "--hour", f"{DAY}T01"], env=stack.client_env())
+    assert several.exit_code == 2 and "--amplitude-project" in several.output
+    unknown = CliRunner().invoke(main, ["status", "--date", f"{DAY}", "--amplitude-project", "999"], env=stack.client_env())
+    assert unknown.exit_code == 2 and "999" in unknown.output
