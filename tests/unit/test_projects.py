@@ -131,3 +131,42 @@ def test_the_ledger_reads_of_the_default_project_take_the_rows_recorded_before_t
 def test_markers_round_trip_with_their_project():
     marker = staged("200", "200", HOUR + timedelta(hours=1))
     assert load.Staged.from_json(marker.to_json()) == marker
+
+
+def test_the_stub_serves_each_project_its_own_events_to_its_own_keys_only():
+    import io
+    import zipfile
+
+    import requests
+
+    from ampbq.tools.sandbox import GeneratedSource
+    from ampbq.tools.stub import ExportApiStub
+
+    with ExportApiStub(GeneratedSource(2, 1, app=100), "k100", "s100") as stub:
+        stub.add_project(GeneratedSource(3, 1, app=200), "k200", "s200")
+
+        def entries(auth) -> tuple[int, list[str]]:
+            got = requests.get(f"{stub.url}/api/2/export", params={"start": "20240131T05", "end": "20240131T05"},
+                               auth=auth, timeout=10)
+            return got.status_code, (zipfile.ZipFile(io.BytesIO(got.content)).namelist() if got.status_code == 200 else [])
+        for app in ("100", "200"):
+            status, names = entries((f"k{app}", f"s{app}"))
+            assert status == 200 and names and all(n.startswith(f"{app}/{app}_2024-01-31_5#") for n in names)
+        assert entries(("k100", "s200"))[0] == 401  # one project's key with the other's secret
+
+
+def test_the_demo_prints_a_line_per_project_before_the_whole_runs_line():
+    from ampbq.tools.demo import DemoReport, HourReport
+
+    day = HOUR.date()
+    one = DemoReport(day, [HourReport(HOUR, 5, 5), HourReport(HOUR + timedelta(hours=1), 4, 3, 1)], project="100001")
+    two = DemoReport(day, [HourReport(HOUR, 2, 2), HourReport(HOUR + timedelta(hours=1), 1, 1)], project="100002")
+    report = DemoReport(day, projects=[one, two], conflicts=0)
+    assert report.project_lines() == ["demo: project=100001 date=2024-01-31 hours=2 events=9 loaded=8 rejected=1",
+                                      "demo: project=100002 date=2024-01-31 hours=2 events=3 loaded=3 rejected=0"]
+    assert report.summary_line() == "demo: date=2024-01-31 hours=2 events=12 loaded=11 rejected=1 conflicts=0 projects=2"
+    assert report.ok
+    two.hours[1].loaded = 0  # one hour of one project short: the run fails
+    assert not report.ok
+    single = DemoReport(day, [HourReport(HOUR, 5, 5)])
+    assert single.summary_line() == "demo: date=2024-01-31 hours=1 events=5 loaded=5 rejected=0" and single.project_lines() == []

@@ -43,7 +43,9 @@ def main() -> None:
 @click.option("--native-export", "native_dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="Write the part files in this folder into a bucket standing for the one Amplitude's own "
               "export writes to, and take them from there (make one: python -m ampbq.tools.synthetic native-export DIR).")
-def demo(day, zip_path, events_per_hour, parts_per_hour, timeout, amplitude_url, workdir, native_dir) -> None:
+@click.option("--projects", default=1, show_default=True, type=click.IntRange(1, 4),
+              help="Amplitude projects in the deployment, each with its own keys and data (docs/projects.md).")
+def demo(day, zip_path, events_per_hour, parts_per_hour, timeout, amplitude_url, workdir, native_dir, projects) -> None:
     """Run a whole day end to end on the local stack and print what landed.
 
     Starts the emulators, a stub Export API and the three functions on 127.0.0.1, publishes a
@@ -57,6 +59,8 @@ def demo(day, zip_path, events_per_hour, parts_per_hour, timeout, amplitude_url,
         AMPLITUDE_API_KEY=… AMPLITUDE_SECRET_KEY=… ampbq demo --amplitude-url http://127.0.0.1:8080
 
         python -m ampbq.tools.synthetic native-export parts/ && ampbq demo --native-export parts/
+
+        ampbq demo --projects 2
     """
     from rich.console import Console
     from rich.table import Table
@@ -71,12 +75,15 @@ def demo(day, zip_path, events_per_hour, parts_per_hour, timeout, amplitude_url,
         try:
             landed = lambda done, total: status.update(f"hours landed: {done}/{total}")  # noqa: E731
             if native_dir is not None:
-                if day or zip_path or amplitude_url:
-                    raise click.UsageError("--native-export takes its hours from the parts; it does not go with --date, --zip or --amplitude-url")
+                if day or zip_path or amplitude_url or projects > 1:
+                    raise click.UsageError("--native-export takes its hours from the parts; it does not go with --date, --zip, "
+                                           "--amplitude-url or --projects")
                 report = run_native_demo(native_dir, timeout, workdir, progress=landed)
             else:
+                if projects > 1 and (zip_path or amplitude_url):
+                    raise click.UsageError("--projects generates each project's data; it does not go with --zip or --amplitude-url")
                 report = run_demo(day.date() if day else None, zip_path, events_per_hour, parts_per_hour, timeout,
-                                  workdir, progress=landed, amplitude_url=amplitude_url)
+                                  workdir, progress=landed, amplitude_url=amplitude_url, projects=projects)
         except (ValueError, AmpbqError) as why:
             raise click.ClickException(str(why)) from None
         except Terminated:
@@ -85,14 +92,18 @@ def demo(day, zip_path, events_per_hour, parts_per_hour, timeout, amplitude_url,
             sys.exit(143)
     if report.export_error:
         click.echo(f"Error: the export gave up on {report.export_error}", err=True)
-    table = Table(title=f"upload hours of {report.day:%Y-%m-%d}")
-    for column in ("hour", "events exported", "rows loaded", "rejected", "state"):
-        table.add_column(column, justify="right" if column != "state" else "left")
-    for hour in report.hours:
-        table.add_row(f"{hour.hour:%Y-%m-%d %H}:00", str(hour.exported), str(hour.loaded), str(hour.rejected),
-                      "ok" if hour.landed else "MISSING")
-    Console().print(table)
+    for one in report.projects or [report]:
+        title = f"upload hours of {one.day:%Y-%m-%d}" + (f", Amplitude project {one.project}" if one.project else "")
+        table = Table(title=title)
+        for column in ("hour", "events exported", "rows loaded", "rejected", "state"):
+            table.add_column(column, justify="right" if column != "state" else "left")
+        for hour in one.hours:
+            table.add_row(f"{hour.hour:%Y-%m-%d %H}:00", str(hour.exported), str(hour.loaded), str(hour.rejected),
+                          "ok" if hour.landed else "MISSING")
+        Console().print(table)
     click.echo(f"wall time after publishing: {report.seconds:.1f} s" + (" (timed out)" if report.timed_out else ""))
+    for line in report.project_lines():
+        click.echo(line)
     click.echo(report.summary_line())
     sys.exit(0 if report.ok else 1)
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from .. import bigquery as bq_adapter
 from .. import gcs, naming
 from ..config import Config
+from ..load import project_sql
 from ..naming import HourRange, utc_hour
 from .stack import REPO, Stack, StackSettings
 from .stub import ExportApiStub, ZipSource, events_per_hour
@@ -56,26 +57,41 @@ class DemoReport:
     timed_out: bool = False
     conflicts: int | None = None  # transactions BigQuery would have cancelled (the rules layer's count)
     export_error: str | None = None  # why the export gave up on the range, from its dead-letter record
+    project: str = ""  # the Amplitude project id of one project's account ("" the whole run)
+    projects: list["DemoReport"] = field(default_factory=list)  # `--projects N`: each project's account
 
     @property
     def events(self) -> int:
-        return sum(h.exported for h in self.hours)
+        return sum(p.events for p in self.projects) if self.projects else sum(h.exported for h in self.hours)
 
     @property
     def loaded(self) -> int:
-        return sum(h.loaded for h in self.hours)
+        return sum(p.loaded for p in self.projects) if self.projects else sum(h.loaded for h in self.hours)
 
     @property
     def rejected(self) -> int:
-        return sum(h.rejected for h in self.hours)
+        return sum(p.rejected for p in self.projects) if self.projects else sum(h.rejected for h in self.hours)
+
+    @property
+    def hour_count(self) -> int:
+        """Distinct upload hours (the projects share them)."""
+        return len({h.hour for p in (self.projects or [self]) for h in p.hours})
 
     @property
     def ok(self) -> bool:
+        if self.projects:
+            return not self.timed_out and self.export_error is None and all(p.ok for p in self.projects)
         return not self.timed_out and self.export_error is None and all(h.landed for h in self.hours) and self.loaded + self.rejected == self.events
 
+    def project_lines(self) -> list[str]:
+        """`--projects N`: one line per project, e.g. `demo: project=100001 date=… hours=24 events=…`."""
+        return [f"demo: project={p.project} date={p.day:%Y-%m-%d} hours={len(p.hours)} events={p.events} "
+                f"loaded={p.loaded} rejected={p.rejected}" for p in self.projects]
+
     def summary_line(self) -> str:
-        line = f"demo: date={self.day:%Y-%m-%d} hours={len(self.hours)} events={self.events} loaded={self.loaded} rejected={self.rejected}"
-        return line if self.conflicts is None else f"{line} conflicts={self.conflicts}"
+        line = f"demo: date={self.day:%Y-%m-%d} hours={self.hour_count} events={self.events} loaded={self.loaded} rejected={self.rejected}"
+        line = line if self.conflicts is None else f"{line} conflicts={self.conflicts}"
+        return f"{line} projects={len(self.projects)}" if self.projects else line
 
 
 def latest_complete_day(min_data_age_hours: float, now: datetime | None = None) -> date:
@@ -101,15 +117,31 @@ def refuse_incomplete(day: date, min_data_age_hours: float, now: datetime | None
                          f"pass --date {latest_complete_day(min_data_age_hours, now)} or earlier")
 
 
+# `--projects N`: the demo's Amplitude projects, the first one the default (today's names).
+DEMO_APPS = (100001, 100002, 100003, 100004)
+
+
+def project_keys(app: int) -> tuple[str, str]:
+    """The stub's keys for a demo project (not secrets: the stub serves generated data)."""
+    return f"demo-key-{app}", f"demo-secret-{app}"
+
+
 def run_demo(day: date | None = None, zip_path: Path | None = None, events_per_hour: int = 100,
              parts_per_hour: int = 2, timeout: float = 600, workdir: Path | None = None, progress=None,
-             amplitude_url: str | None = None) -> DemoReport:
+             amplitude_url: str | None = None, projects: int = 1) -> DemoReport:
     """Start the stack, publish one daily-runs message, wait for every hour, and account for it."""
     workdir = Path(workdir or REPO / ".stack" / "demo")
     # The functions inherit this process's environment, so they apply the same data-age rule.
     min_age = float(os.environ.get("AMPBQ_MIN_DATA_AGE_HOURS", Config.min_data_age_hours))
     if day is not None:
         refuse_incomplete(day, min_age)
+    if projects > 1:
+        if zip_path is not None or amplitude_url:
+            raise ValueError("--projects generates each project's data; it does not go with --zip or --amplitude-url")
+        if projects > len(DEMO_APPS):
+            raise ValueError(f"--projects takes 1 to {len(DEMO_APPS)}")
+        return run_projects_demo(day or latest_complete_day(min_age), projects, events_per_hour, parts_per_hour,
+                                 timeout, workdir, progress, explicit=day is not None)
     if amplitude_url:
         return run_external(amplitude_url, day or latest_complete_day(min_age), timeout, workdir, progress)
     # The scheduler's message is empty (the export takes the previous UTC day); send the same
@@ -132,6 +164,54 @@ def run_demo(day: date | None = None, zip_path: Path | None = None, events_per_h
                 started = time.monotonic()
                 stack.publish_run(message)
                 report = wait_for_hours(stack, first.date(), expected, timeout, progress)
+                report.seconds = time.monotonic() - started
+                report.conflicts = stack.bigquery_rules_stats()["conflicts"]
+    return report
+
+
+def run_projects_demo(day: date, count: int, events_per_hour: int, parts_per_hour: int, timeout: float, workdir: Path,
+                      progress=None, explicit: bool = False) -> DemoReport:
+    """Several Amplitude projects in one deployment (docs/projects.md): the stub serves each its
+    own generated day (a different size each) to its own keys; the first is the default project,
+    the others land under export/<id>/…; each project's hours are accounted for on their own
+    (rows by `app`, rejects from its ledger rows)."""
+    apps = DEMO_APPS[:count]
+    sizes = {app: max(1, events_per_hour * (10 - 3 * n) // 10) for n, app in enumerate(apps)}
+    env = {"AMPBQ_HTTP_BACKOFF_SECONDS": "0.5", "AMPBQ_AMPLITUDE_PROJECTS": ",".join(map(str, apps)),
+           "AMPBQ_DEFAULT_PROJECT": str(apps[0])}
+    with tempfile.TemporaryDirectory(prefix="ampbq-demo-") as scratch:
+        expected: dict[int, Counter] = {}
+        sources = {}
+        for app in apps:
+            path = Path(scratch) / f"served-{app}.zip"
+            with open(path, "wb") as sink:
+                write_export_zip(Dataset.for_day(day, events_per_hour=sizes[app], parts_per_hour=parts_per_hour, app=app), sink)
+            expected[app], sources[app] = events_per_hour_in(path), ZipSource(path)
+        for app in apps[1:]:
+            key, secret = project_keys(app)
+            env |= {f"AMPLITUDE_API_KEY_{app}": key, f"AMPLITUDE_SECRET_KEY_{app}": secret}
+        with ExportApiStub(sources[apps[0]], *project_keys(apps[0])) as stub:
+            for app in apps[1:]:
+                stub.add_project(sources[app], *project_keys(app))
+            settings = StackSettings(workdir=workdir, amplitude_url=stub.url, api_key=project_keys(apps[0])[0],
+                                     secret_key=project_keys(apps[0])[1], extra_env=env)
+            with Stack(settings) as stack:
+                started = time.monotonic()
+                stack.publish_run({"date": f"{day}"} if explicit or day != previous_utc_day() else {})
+                config = stack_config(stack)
+                report = DemoReport(day)
+                total, earlier = sum(len(c) for c in expected.values()), [0]
+
+                def landed(done: int, _: int) -> None:  # the hours of every project, one bar
+                    if progress:
+                        progress(earlier[0] + done, total)
+                for project in config.projects:
+                    one = wait_for_hours(stack, day, expected[int(project.app)], timeout, landed, project=project)
+                    one.project = project.app
+                    report.projects.append(one)
+                    earlier[0] += len(one.hours)
+                    report.timed_out |= one.timed_out
+                    report.export_error = report.export_error or one.export_error
                 report.seconds = time.monotonic() - started
                 report.conflicts = stack.bigquery_rules_stats()["conflicts"]
     return report
@@ -196,14 +276,14 @@ def stack_config(stack: Stack) -> Config:
 
 
 def export_failure(bucket) -> str | None:
-    """Why the export gave up for good on a range, from the dead-letter record it writes then."""
-    for blob in bucket.list_blobs(prefix=naming.dead_letter_name("export", "")[:-len(".json")]):
+    """Why the export gave up for good on a range (of any project), from the dead-letter record it writes then."""
+    for blob in bucket.list_blobs(prefix=naming.export_dead_letter_prefix()):
         record = json.loads(blob.download_as_bytes())
         return f"{record.get('range', blob.name)}: {record.get('error', 'see the export log')}"
     return None
 
 
-def wait_for_hours(stack: Stack, day: date, expected: Counter, timeout: float, progress=None) -> DemoReport:
+def wait_for_hours(stack: Stack, day: date, expected: Counter, timeout: float, progress=None, project=None) -> DemoReport:
     config = stack_config(stack)
     bq = bq_adapter.client(config)
     os.environ["STORAGE_EMULATOR_HOST"] = stack.storage_host
@@ -212,7 +292,7 @@ def wait_for_hours(stack: Stack, day: date, expected: Counter, timeout: float, p
     report = DemoReport(day)
     while True:
         report.export_error = export_failure(bucket)
-        report.hours = account(bq, config, expected)
+        report.hours = account(bq, config, expected, project)
         if report.export_error:
             return report
         landed = sum(1 for h in report.hours if h.landed)
@@ -226,17 +306,20 @@ def wait_for_hours(stack: Stack, day: date, expected: Counter, timeout: float, p
         time.sleep(1)
 
 
-def account(bq, config: Config, expected: Counter) -> list[HourReport]:
-    """Rows in BigQuery and rejected lines in the ledger, per expected upload hour."""
+def account(bq, config: Config, expected: Counter, project=None) -> list[HourReport]:
+    """Rows in BigQuery and rejected lines in the ledger, per expected upload hour (of one
+    Amplitude project: its rows by `app`, its ledger rows by `project`; None: the only one)."""
     if not expected:
         return []
     first, last = min(expected), max(expected)
     bounds = f"TIMESTAMP '{first:%Y-%m-%d %H}:00:00+00' AND TIMESTAMP '{last:%Y-%m-%d %H}:00:00+00'"
+    rows_of = f" AND app = {int(project.app)}" if project is not None and project.app else ""
+    ledger_of = f" AND {project_sql(project.segment)}" if project is not None else ""
     try:
         loaded = {r["h"]: r["n"] for r in bq_adapter.query_rows(
-            bq, f"SELECT _upload_hour AS h, COUNT(*) AS n FROM `{config.table_id}` WHERE _upload_hour BETWEEN {bounds} GROUP BY h")}
+            bq, f"SELECT _upload_hour AS h, COUNT(*) AS n FROM `{config.table_id}` WHERE _upload_hour BETWEEN {bounds}{rows_of} GROUP BY h")}
         rejected = {r["h"]: r["rejected"] for r in bq_adapter.query_rows(
-            bq, f"SELECT upload_hour AS h, rejected FROM `{config.ledger_table_id}` WHERE upload_hour BETWEEN {bounds}")}
+            bq, f"SELECT upload_hour AS h, rejected FROM `{config.ledger_table_id}` WHERE upload_hour BETWEEN {bounds}{ledger_of}")}
     except Exception:  # the tables appear with the first load
         loaded, rejected = {}, {}
     return [HourReport(hour, expected[hour], loaded.get(hour, 0), rejected.get(hour, 0)) for hour in sorted(expected)]
