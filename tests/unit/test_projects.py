@@ -170,3 +170,30 @@ def test_the_demo_prints_a_line_per_project_before_the_whole_runs_line():
     assert not report.ok
     single = DemoReport(day, [HourReport(HOUR, 5, 5)])
     assert single.summary_line() == "demo: date=2024-01-31 hours=1 events=5 loaded=5 rejected=0" and single.project_lines() == []
+
+
+def test_a_ledger_made_before_projects_gets_the_project_column_added_in_place():
+    from google.cloud import bigquery
+
+    from ampbq import bigquery as bq_adapter
+    from ampbq import schema
+
+    config = Config.from_env(BASE)
+    old = [f for f in bq_adapter.schema_fields(schema.LEDGER_SCHEMA_FILE) if f.name != "project"]
+
+    class Client:
+        def __init__(self, fields):
+            self.table, self.updates = bigquery.Table(config.ledger_table_id, schema=fields), []
+
+        def get_table(self, table_id):
+            return self.table
+
+        def update_table(self, table, fields):
+            self.updates.append([f.name for f in table.schema][-1:])
+
+    upgraded = Client(old)
+    bq_adapter._add_ledger_columns(upgraded, config)
+    assert upgraded.updates == [["project"]]
+    current = Client(bq_adapter.schema_fields(schema.LEDGER_SCHEMA_FILE))
+    bq_adapter._add_ledger_columns(current, config)
+    assert current.updates == []
