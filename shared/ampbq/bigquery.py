@@ -73,8 +73,9 @@ def _add_ledger_columns(bq: bigquery.Client, config: Config) -> None:
     have = {f.name for f in ledger.schema}
     missing = [f for f in schema_fields(schema.LEDGER_SCHEMA_FILE) if f.name not in have and f.mode != "REQUIRED"]
     if missing:
-        ledger.schema = [*ledger.schema, *missing]
-        bq.update_table(ledger, ["schema"])
+        # DDL rather than a schema patch: the local stand-in changes its storage only for DDL.
+        for column in missing:
+            query_rows(bq, f"ALTER TABLE `{config.ledger_table_id}` ADD COLUMN IF NOT EXISTS `{column.name}` {column.field_type}")
         log.warning("ledger columns added", extra={"fields": {"table": config.ledger_table_id,
                                                               "columns": [f.name for f in missing]}})
 

@@ -53,7 +53,7 @@ def two(tmp_path_factory):
 def status(stack: Stack, *args: str) -> dict:
     result = CliRunner().invoke(main, ["status", "--start", f"{DAY}T00", "--end", f"{DAY}T02", "--json", *args],
                                 env=stack.client_env(), catch_exceptions=False)
-    assert result.stdout.startswith("{"), result.output
+    assert result.stdout.startswith("{"), (result.output, result.stderr)
     return json.loads(result.stdout)
 
 
@@ -72,6 +72,7 @@ def test_two_projects_land_the_same_hours_side_by_side_and_one_projects_hour_rel
     config = Config.from_env(stack.function_env())
     bucket = gcs.client(config.project).bucket(config.bucket)
     bq = bq_adapter.client(config)
+    bq_adapter.ensure_tables(bq, config)  # as Terraform does: status reads them while the first loads run
     stack.publish_run({"start": naming.api_hour(RANGE.start), "end": naming.api_hour(RANGE.end)})
     expected = {p: {f"{DAY}T{h:02d}": ("loaded", n) for h in range(3)} for p, n in EVENTS.items()}
     wait_for(lambda: by_project(status(stack)) == expected, f"both projects' hours to read {expected}", timeout=120)
@@ -107,3 +108,27 @@ def test_two_projects_land_the_same_hours_side_by_side_and_one_projects_hour_rel
     assert several.exit_code == 2 and "--amplitude-project" in several.output
     unknown = CliRunner().invoke(main, ["status", "--date", f"{DAY}", "--amplitude-project", "999"], env=stack.client_env())
     assert unknown.exit_code == 2 and "999" in unknown.output
+
+
+def test_a_ledger_made_before_projects_gets_the_project_column_and_its_rows_read_as_the_default_projects(two):
+    from dataclasses import replace
+
+    from google.cloud import bigquery
+
+    from ampbq import schema
+
+    stack, _ = two
+    config = replace(Config.from_env(stack.function_env()), table="before_projects")
+    bq = bq_adapter.client(config)
+    old = [f for f in bq_adapter.schema_fields(schema.LEDGER_SCHEMA_FILE) if f.name != "project"]
+    bq.create_table(bigquery.Table(config.ledger_table_id, schema=old), exists_ok=True)
+    bq_adapter.query_rows(bq, f"INSERT INTO `{config.ledger_table_id}` (upload_hour, import_object, import_generation, "
+                              f"source_object, source_generation, events, rows_written, rejected, loaded, loaded_at) "
+                              f"VALUES (TIMESTAMP '{DAY} 05:00:00+00', 'gs://b/import/x', 2, 'gs://b/export/x', 1, 4, 4, 0, 4, "
+                              f"CURRENT_TIMESTAMP())")
+    with pytest.raises(Exception, match="project"):  # reads of the default project's rows need the column
+        bq_adapter.query_rows(bq, load.ledger_entry_sql(config.ledger_table_id, naming.parse_api_hour(f"{DAY:%Y%m%d}T05")))
+    bq_adapter._add_ledger_columns(bq, config)
+    hour = naming.parse_api_hour(f"{DAY:%Y%m%d}T05")
+    assert bq_adapter.query_rows(bq, load.ledger_entry_sql(config.ledger_table_id, hour))[0]["loaded"] == 4
+    assert bq_adapter.query_rows(bq, load.ledger_entry_sql(config.ledger_table_id, hour, OTHER)) == []

@@ -188,12 +188,13 @@ def test_a_ledger_made_before_projects_gets_the_project_column_added_in_place():
         def get_table(self, table_id):
             return self.table
 
-        def update_table(self, table, fields):
-            self.updates.append([f.name for f in table.schema][-1:])
+        def query(self, sql, job_config=None):
+            self.updates.append(sql)
+            return type("Job", (), {"result": lambda job: []})()
 
     upgraded = Client(old)
     bq_adapter._add_ledger_columns(upgraded, config)
-    assert upgraded.updates == [["project"]]
+    assert upgraded.updates == [f"ALTER TABLE `{config.ledger_table_id}` ADD COLUMN IF NOT EXISTS `project` STRING"]
     current = Client(bq_adapter.schema_fields(schema.LEDGER_SCHEMA_FILE))
     bq_adapter._add_ledger_columns(current, config)
     assert current.updates == []
