@@ -193,6 +193,7 @@ WRONG_USAGE = {
     "demo": [("demo", "--events-per-hour", "many")],
     "stack": [("stack", "--events-per-hour", "many")],
     "bench": [("bench", "--events", "many")],
+    "forget": [("forget", "--start-day", "2023-03-05", "--end-day", "2023-03-01"), ("forget", "--timeout", "soon")],
 }
 CASES = [args for cases in WRONG_USAGE.values() for args in cases]
 

@@ -239,16 +239,16 @@ def test_error_metric_and_alert_match_errors_of_every_function_but_429():
 def test_retries_metric_matches_what_a_transient_failure_logs():
     def transient():
         with pytest.raises(TransientError):
-            entry._run("load", None, lambda context: (_ for _ in ()).throw(TransientError("BigQuery: backendError")))
+            entry._run("load", None, lambda: (_ for _ in ()).throw(TransientError("BigQuery: backendError")))
 
     def unexpected():
         with pytest.raises(ZeroDivisionError):
-            entry._run("transform", None, lambda context: 1 / 0)
+            entry._run("transform", None, lambda: 1 / 0)
 
     retried = written_lines(transient) + written_lines(unexpected)
     metric = module_metrics(TF)["retries"]
     assert len(metric.matching(entries([("load", retried[0]), ("transform", retried[1])]))) == 2
-    done = written_lines(lambda: entry._run("load", None, lambda context: None))
+    done = written_lines(lambda: entry._run("load", None, lambda: None))
     assert not metric.matching(entries([("load", line) for line in done]))
 
 
