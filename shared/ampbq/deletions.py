@@ -128,6 +128,23 @@ def to_apply(jobs: Iterable[DeletionJob], applied: Iterable[tuple[date, str]]) -
     return [chosen[key] for key in sorted(chosen)]
 
 
+def for_project(jobs: Iterable[DeletionJob], app: str) -> list[DeletionJob]:
+    """The jobs a project's keys listed, named by that project's id (`app`), which is whose rows
+    and objects they are applied to and what `<table>_forgets` records. In the one-project form
+    (`app` "") a job keeps the app Amplitude gave it, if any."""
+    return [DeletionJob(j.day, j.status, j.amplitude_ids, app) if app else j for j in jobs]
+
+
+def applied_keys(recorded: Iterable[tuple[date, str]], app: str, default: bool) -> set[tuple[date, str]]:
+    """Of the jobs recorded as applied, (day, app), the keys of one project's jobs (as
+    for_project names them). The default project's jobs recorded before its id was configured
+    have no app: they are its own."""
+    recorded = set(recorded)
+    if not app:
+        return recorded
+    return {(day, app) for day, recorded_app in recorded if recorded_app == app or (default and not recorded_app)}
+
+
 def all_ids(jobs: Iterable[DeletionJob]) -> frozenset[int]:
     return frozenset(i for job in jobs for i in job.amplitude_ids)
 

@@ -179,9 +179,36 @@ def forget(cloud_event) -> None:
         bucket, bq, session = _clients(config)
         start_day, end_day = events.forget_request(cloud_event)
         logs.bind(range=f"{start_day}..{end_day}")
-        return forgetting.forget(config, bucket, bq, session, start_day, end_day)
+        run = forgetting.forget(config, bucket, bq, session, start_day, end_day)
+        if len(config.projects) == 1 and run.failed:
+            raise run.failed[0].error  # the one project: _run logs it, and dead-letters a permanent error
+        return _forget_outcomes(run, bucket, f"{start_day}..{end_day}")
 
     _run("forget", cloud_event, work)
+
+
+def _forget_outcomes(run: forgetting.ForgetRun, bucket, span: str) -> forgetting.ForgetRun:
+    """Several projects: each project that failed permanently gets an ERROR line and a dead letter
+    of its own (`deadletter/forget/<project>/<days>.json`, the default project's
+    `deadletter/forget/<days>.json`); the others' deletions are applied all the same. A transient
+    failure is raised once every project had its turn, for the platform's retry (the projects done
+    already have nothing left to apply)."""
+    transient = None
+    for outcome in run.failed:
+        project, why = outcome.project, outcome.error
+        if isinstance(why, TransientError):
+            transient = transient or why
+            continue
+        log.error(f"forget of Amplitude project {project.label} failed permanently: {why}",
+                  extra={"fields": {"project": project.label}})
+        subject = f"{project.segment}/{span}" if project.segment else span
+        record = {"step": "forget", "error": str(why), "at": datetime.now(timezone.utc).isoformat(), **logs.context(),
+                  "project": project.label}
+        bucket.blob(naming.dead_letter_name("forget", subject)).upload_from_string(json.dumps(record, default=str),
+                                                                                  "application/json")
+    if transient is not None:
+        raise transient
+    return run
 
 
 def transform(cloud_event) -> None:

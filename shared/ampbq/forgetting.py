@@ -26,6 +26,14 @@ How, for the done jobs not applied yet (their amplitude ids together):
 6. The jobs are recorded in `<table>_forgets`: a row per job (upload_hour NULL) and a row per
    (job, upload hour) with the rows removed. A job recorded there is not applied again.
 
+Every Amplitude project of the deployment (docs/projects.md) is its own: its deletion jobs are
+listed with its own keys from its own region, and applied to its rows only (`app` = its id; in
+the one-project form every row is the one project's) and to its objects only (its export/,
+import/ and rejects/ names, its raw zips), its ledger rows and its own `forget/` marker. A job is
+recorded under the project's id (`app`; none in the one-project form). One project whose list
+cannot be read or whose jobs fail does not stop the others: `forget` reports each project's
+outcome.
+
 Nothing in the transform filters by amplitude id: once the backups are re-written there is no
 copy left to bring a deleted user back, and Amplitude's own re-exports no longer hold them (it
 gives a deleted user who comes back a new amplitude id). Amplitude deletes a user's events up to
@@ -48,7 +56,7 @@ from google.cloud import bigquery, storage
 
 from . import amplitude, deletions, gcs, hour_parts, load, naming
 from . import bigquery as bq_adapter
-from .config import Config
+from .config import AmplitudeProject, Config
 from .deletions import DeletionJob
 from .errors import PermanentError, TransientError
 
@@ -56,6 +64,11 @@ log = logging.getLogger(__name__)
 RUNNING = "forget/running.json"  # what an unfinished attempt touched, so its retry cleans it too
 FORGET_BUDGET_SECONDS = 420.0  # the export function has 540 s; a retry goes on from RUNNING
 POLL_SECONDS = 1.0
+
+
+def running_name(project: str = "") -> str:
+    """The default project's marker is RUNNING; another project's is forget/<id>/running.json."""
+    return f"forget/{naming.check_project(project)}/running.json" if project else RUNNING
 
 
 @dataclass
@@ -74,34 +87,106 @@ class ForgetResult:
                 "objects_rewritten": len(self.objects_rewritten), "generations_deleted": self.generations_deleted}
 
 
+@dataclass
+class ProjectOutcome:
+    """One project's part of a run: what it applied, or the error that stopped it."""
+
+    project: AmplitudeProject
+    result: ForgetResult | None = None
+    error: Exception | None = None
+
+    def log_fields(self) -> dict:
+        named = {"project": self.project.label}
+        if self.error is not None:
+            return named | {"error": str(self.error), "error_kind": "transient" if isinstance(self.error, TransientError)
+                            else "permanent"}
+        return named | self.result.log_fields()
+
+
+@dataclass
+class ForgetRun:
+    """A run over the projects: each project's outcome, in the deployment's order."""
+
+    outcomes: list[ProjectOutcome] = field(default_factory=list)
+
+    @property
+    def failed(self) -> list[ProjectOutcome]:
+        return [o for o in self.outcomes if o.error is not None]
+
+    @property
+    def results(self) -> list[ForgetResult]:
+        return [o.result for o in self.outcomes if o.result is not None]
+
+    def log_fields(self) -> dict:
+        done = self.results
+        total = {"jobs_listed": sum(r.considered for r in done), "jobs_applied": sum(len(r.jobs) for r in done),
+                 "rows_removed": sum(r.rows_removed for r in done),
+                 "objects_rewritten": sum(len(r.objects_rewritten) for r in done),
+                 "generations_deleted": sum(r.generations_deleted for r in done)}
+        return total | {"projects": [o.log_fields() for o in self.outcomes], "projects_failed": len(self.failed)}
+
+
 def forget(config: Config, bucket: storage.Bucket, bq: bigquery.Client, session: requests.Session,
-           start_day: date, end_day: date, budget: float = FORGET_BUDGET_SECONDS) -> ForgetResult:
-    """Apply the deletion jobs Amplitude lists as done for `start_day`..`end_day` and that are not
-    applied yet."""
+           start_day: date, end_day: date, budget: float = FORGET_BUDGET_SECONDS,
+           projects: tuple[AmplitudeProject, ...] | None = None) -> ForgetRun:
+    """Apply, for each project (every project of the deployment when None), the deletion jobs its
+    User Privacy API lists as done for `start_day`..`end_day` and that are not applied yet. A
+    project that fails (its list, or its jobs) is reported in its outcome; the others go on. All
+    the projects share the one `budget`."""
+    deletions.check_range(start_day, end_day)
+    deadline = time.monotonic() + budget
+    bq_adapter.ensure_tables(bq, config)
+    run = ForgetRun()
+    for project in config.projects if projects is None else projects:
+        try:
+            run.outcomes.append(ProjectOutcome(project, forget_project(config, project, bucket, bq, session, start_day,
+                                                                       end_day, deadline)))
+        except Exception as error:
+            why = _classified(error)
+            log.warning(f"deletions of Amplitude project {project.label} not applied: {why}",
+                        extra={"fields": {"project": project.label}})
+            run.outcomes.append(ProjectOutcome(project, error=why))
+    return run
+
+
+def _classified(error: Exception) -> PermanentError | TransientError:
+    """A project's failure in the taxonomy of ampbq.errors (a Cloud Storage or BigQuery error by
+    its adapter); anything else is not a project's failure, and is raised."""
+    if isinstance(error, (PermanentError, TransientError)):
+        return error
+    for adapter in (gcs, bq_adapter):
+        if adapter.owns(error):
+            mapped = adapter.classify(error)
+            if isinstance(mapped, (PermanentError, TransientError)):
+                mapped.__cause__ = error
+                return mapped
+    raise error
+
+
+def forget_project(config: Config, project: AmplitudeProject, bucket: storage.Bucket, bq: bigquery.Client,
+                   session: requests.Session, start_day: date, end_day: date, deadline: float) -> ForgetResult:
+    """One project's deletions: listed with its keys from its region, applied to its rows and objects."""
     from .steps import _http_retrying  # the Export API's retry policy, for the same server
 
-    deletions.check_range(start_day, end_day)
-    default = config.projects[0]
-    if default.segment:
-        raise PermanentError("forget applies deletions to the default Amplitude project (AMPBQ_DEFAULT_PROJECT), "
-                             "and this deployment has none; see docs/projects.md")
-    config = config.for_project(default)
+    config = config.for_project(project)
+    config.require_amplitude_keys()
     for attempt in _http_retrying(config):
         with attempt:
             payload = amplitude.list_deletions(session, config, start_day, end_day)
-    jobs = deletions.parse_jobs(payload)
-    bq_adapter.ensure_tables(bq, config)
-    todo = deletions.to_apply(jobs, applied_jobs(bq, config))
+    jobs = deletions.for_project(deletions.parse_jobs(payload), project.app)
+    todo = deletions.to_apply(jobs, applied_jobs(bq, config, project))
     result = ForgetResult(considered=len(jobs))
     if todo:
-        apply(todo, config, bucket, bq, time.monotonic() + budget, result)
+        apply(todo, config, bucket, bq, deadline, result, project)
     return result
 
 
-def applied_jobs(bq: bigquery.Client, config: Config) -> set[tuple[date, str]]:
+def applied_jobs(bq: bigquery.Client, config: Config, project: AmplitudeProject | None = None) -> set[tuple[date, str]]:
+    """The keys of the jobs applied so far (of `project`, by its `app`, when given)."""
     rows = bq_adapter.query_rows(bq, f"SELECT DISTINCT job_day, IFNULL(app, '') AS app FROM `{config.forgets_table_id}` "
                                      f"WHERE upload_hour IS NULL")
-    return {(_day(r["job_day"]), r["app"]) for r in rows}
+    found = [(_day(r["job_day"]), r["app"]) for r in rows]
+    return deletions.applied_keys(found, project.app, project.segment == "") if project else set(found)
 
 
 def _day(value) -> date:
@@ -109,45 +194,49 @@ def _day(value) -> date:
 
 
 def apply(jobs: list[DeletionJob], config: Config, bucket: storage.Bucket, bq: bigquery.Client, deadline: float,
-          result: ForgetResult | None = None) -> ForgetResult:
+          result: ForgetResult | None = None, project: AmplitudeProject | None = None) -> ForgetResult:
+    """Apply `jobs` to `project`'s rows and objects (the first project of `config` when None)."""
     result = result or ForgetResult()
+    project = project or config.projects[0]
+    segment = project.segment
     ids = deletions.all_ids(jobs)
-    per_id = _rows_per_hour_and_id(bq, config, ids)
+    per_id = _rows_per_hour_and_id(bq, config, ids, project.app)
     before = {hour: sum(counts.values()) for hour, counts in per_id.items()}
-    running = gcs.read_json(bucket, RUNNING) or {}
+    marker = running_name(segment)
+    running = gcs.read_json(bucket, marker) or {}
     hours = set(before) | {naming.parse_api_hour(h) for h in running.get("hours", [])}
-    bucket.blob(RUNNING).upload_from_string(json.dumps({"jobs": [f"{j.day}" for j in jobs],
+    bucket.blob(marker).upload_from_string(json.dumps({"jobs": [f"{j.day}" for j in jobs],
                                                         "hours": sorted(naming.api_hour(h) for h in hours)}),
                                             "application/json")
     label = ",".join(sorted({f"{j.day}" for j in jobs}))
     targets = {}  # hour → the hour object generation whose load replaces the hour's rows
     for hour in sorted(hours):
         rewritten_before = len(result.objects_rewritten)
-        generation = _rewrite_hour_object(bucket, hour, ids, label, result)
+        generation = _rewrite_hour_object(bucket, hour, ids, label, result, segment)
         # Wait for a re-written hour's load too when the table had none of the users' rows in it:
         # its noncurrent generations go only once the chain is done with the hour.
         if generation and (hour in before or len(result.objects_rewritten) > rewritten_before):
             targets[hour] = generation
-    zips = _rewrite_zips(bucket, hours, ids, label, result)
-    _wait_loaded(bq, config, targets, deadline)
-    left = _rows_per_hour_and_id(bq, config, ids)
+    zips = _rewrite_zips(bucket, hours, ids, label, result, segment)
+    _wait_loaded(bq, config, targets, deadline, segment)
+    left = _rows_per_hour_and_id(bq, config, ids, project.app)
     if left:
-        _delete_in_table(bq, config, bucket, left, deadline)
+        _delete_in_table(bq, config, bucket, left, deadline, project)
         for hour in left:
-            _clean_hour_outputs(bucket, hour, ids, result)
-    names = [name for hour in hours for name in _hour_names(hour)]
+            _clean_hour_outputs(bucket, hour, ids, result, segment)
+    names = [name for hour in hours for name in _hour_names(hour, segment)]
     result.generations_deleted += _delete_noncurrent(bucket, names, zips)
-    still = _rows_per_hour_and_id(bq, config, ids)
+    still = _rows_per_hour_and_id(bq, config, ids, project.app)
     if still:
         raise TransientError(f"rows of deleted users are still in upload hours {', '.join(map(naming.api_hour, sorted(still)))}; "
                              "the retry applies the deletion again")
     result.jobs, result.hours = jobs, sorted(hours)
     result.rows_removed = sum(before.values())
     _record(bq, config, jobs, per_id, result)
-    gcs.delete_if_exists(bucket, RUNNING)
-    for noncurrent in bucket.list_blobs(prefix=RUNNING, versions=True):  # it names hours, not users, but goes too
+    gcs.delete_if_exists(bucket, marker)
+    for noncurrent in bucket.list_blobs(prefix=marker, versions=True):  # it names hours, not users, but goes too
         _delete_generation(bucket, noncurrent.name, noncurrent.generation)
-    log.info("deletions applied", extra={"fields": result.log_fields()})
+    log.info("deletions applied", extra={"fields": result.log_fields() | ({"project": project.app} if segment else {})})
     return result
 
 
@@ -155,9 +244,9 @@ def _ids_sql(ids: frozenset[int]) -> str:
     return ", ".join(str(int(i)) for i in sorted(ids))
 
 
-def _rows_per_hour_and_id(bq: bigquery.Client, config: Config, ids: frozenset[int]) -> dict[datetime, dict[int, int]]:
+def _rows_per_hour_and_id(bq: bigquery.Client, config: Config, ids: frozenset[int], app: str) -> dict[datetime, dict[int, int]]:
     rows = bq_adapter.query_rows(bq, f"SELECT _upload_hour AS h, amplitude_id AS id, COUNT(*) AS n FROM `{config.table_id}` "
-                                     f"WHERE amplitude_id IN ({_ids_sql(ids)}){_app_filter(config)} GROUP BY h, id")
+                                     f"WHERE amplitude_id IN ({_ids_sql(ids)}){app_filter(app)} GROUP BY h, id")
     found: dict[datetime, dict[int, int]] = {}
     for row in rows:
         found.setdefault(naming.utc_hour(row["h"]), {})[int(row["id"])] = int(row["n"])
@@ -166,10 +255,10 @@ def _rows_per_hour_and_id(bq: bigquery.Client, config: Config, ids: frozenset[in
 
 # ---------------------------------------------------------------- the bucket
 def _rewrite_hour_object(bucket: storage.Bucket, hour: datetime, ids: frozenset[int], label: str,
-                         result: ForgetResult) -> int | None:
-    """Re-write the hour's object under export/ without the users' events; the live generation
-    afterwards (None: the hour has no hour object)."""
-    name = naming.hour_object_name(hour)
+                         result: ForgetResult, segment: str = "") -> int | None:
+    """Re-write the project's hour object under export/ without the users' events; the live
+    generation afterwards (None: the hour has no hour object)."""
+    name = naming.hour_object_name(hour, segment)
     blob = bucket.get_blob(name)
     if blob is None:
         return None
@@ -198,12 +287,12 @@ def _rewrite_hour_object(bucket: storage.Bucket, hour: datetime, ids: frozenset[
 
 
 def _rewrite_zips(bucket: storage.Bucket, hours: set[datetime], ids: frozenset[int], label: str,
-                  result: ForgetResult) -> list[str]:
-    """Re-write every live raw zip whose range holds one of `hours`; the names of all raw zips
-    (live or not) whose range does, whose noncurrent generations go too."""
+                  result: ForgetResult, segment: str = "") -> list[str]:
+    """Re-write every live raw zip of the project whose range holds one of `hours`; the names of
+    all its raw zips (live or not) whose range does, whose noncurrent generations go too."""
     names = set()
-    for blob in bucket.list_blobs(prefix=naming.RAW_PREFIX, versions=True):
-        parsed = naming.parse_raw_name(blob.name)
+    for blob in bucket.list_blobs(prefix=naming.raw_prefix(segment), versions=True):
+        parsed = naming.parse_raw_name(blob.name, segment)
         if parsed and parsed[1] == "zip" and any(hour in parsed[0] for hour in hours):
             names.add(blob.name)
     for name in sorted(names):
@@ -228,11 +317,12 @@ def _rewrite_zips(bucket: storage.Bucket, hours: set[datetime], ids: frozenset[i
     return sorted(names)
 
 
-def _clean_hour_outputs(bucket: storage.Bucket, hour: datetime, ids: frozenset[int], result: ForgetResult) -> None:
-    """An hour whose rows were deleted in the table directly: its import object (already loaded)
-    goes, and its rejects object is re-written without the users' lines."""
-    gcs.delete_if_exists(bucket, naming.import_object_name(hour))
-    name = naming.rejects_object_name(hour)
+def _clean_hour_outputs(bucket: storage.Bucket, hour: datetime, ids: frozenset[int], result: ForgetResult,
+                        segment: str = "") -> None:
+    """An hour whose rows were deleted in the table directly: the project's import object (already
+    loaded) goes, and its rejects object is re-written without the users' lines."""
+    gcs.delete_if_exists(bucket, naming.import_object_name(hour, segment))
+    name = naming.rejects_object_name(hour, segment)
     blob = bucket.get_blob(name)
     if blob is None:
         return
@@ -244,8 +334,9 @@ def _clean_hour_outputs(bucket: storage.Bucket, hour: datetime, ids: frozenset[i
         result.objects_rewritten.append(name)
 
 
-def _hour_names(hour: datetime) -> tuple[str, str, str]:
-    return naming.hour_object_name(hour), naming.import_object_name(hour), naming.rejects_object_name(hour)
+def _hour_names(hour: datetime, segment: str = "") -> tuple[str, str, str]:
+    return (naming.hour_object_name(hour, segment), naming.import_object_name(hour, segment),
+            naming.rejects_object_name(hour, segment))
 
 
 def _delete_noncurrent(bucket: storage.Bucket, names: list[str], zips: list[str]) -> int:
@@ -275,11 +366,13 @@ def _delete_generation(bucket: storage.Bucket, name: str, generation: int) -> in
 
 
 # ---------------------------------------------------------------- BigQuery
-def _wait_loaded(bq: bigquery.Client, config: Config, targets: dict[datetime, int], deadline: float) -> None:
-    """Until the ledger records, for each hour, a load of that hour object generation or a newer one."""
+def _wait_loaded(bq: bigquery.Client, config: Config, targets: dict[datetime, int], deadline: float,
+                 segment: str = "") -> None:
+    """Until the ledger records, for each of the project's hours, a load of that hour object
+    generation or a newer one."""
     waiting = dict(targets)
     while waiting:
-        rows = bq_adapter.query_rows(bq, load.ledger_state_sql(config.ledger_table_id, list(waiting), project=""))
+        rows = bq_adapter.query_rows(bq, load.ledger_state_sql(config.ledger_table_id, list(waiting), project=segment))
         for row in rows:
             hour = naming.utc_hour(row["upload_hour"])
             if hour in waiting and row["source_generation"] >= waiting[hour]:
@@ -293,7 +386,7 @@ def _wait_loaded(bq: bigquery.Client, config: Config, targets: dict[datetime, in
 
 
 def _delete_in_table(bq: bigquery.Client, config: Config, bucket: storage.Bucket,
-                     left: dict[datetime, dict[int, int]], deadline: float) -> None:
+                     left: dict[datetime, dict[int, int]], deadline: float, project: AmplitudeProject) -> None:
     """Delete the users' rows left in the table, and take them out of the ledger's counts and
     fingerprint, in one transaction under the load's commit lease (no commit runs meanwhile)."""
     from .steps import _Lease
@@ -308,34 +401,34 @@ def _delete_in_table(bq: bigquery.Client, config: Config, bucket: storage.Bucket
         hours = ", ".join(load.timestamp_literal(h) for h in sorted(left))
         gone = bq_adapter.query_rows(bq, f"SELECT _upload_hour AS h, COUNT(*) AS n, BIT_XOR(FARM_FINGERPRINT(uuid)) AS fp "
                                          f"FROM `{config.table_id}` WHERE _upload_hour IN ({hours}) "
-                                         f"AND amplitude_id IN ({_ids_sql(ids)}){_app_filter(config)} GROUP BY h")
+                                         f"AND amplitude_id IN ({_ids_sql(ids)}){app_filter(project.app)} GROUP BY h")
         bq_adapter.query_rows(bq, delete_script(config.table_id, config.ledger_table_id, ids,
                                                 {naming.utc_hour(r["h"]): (int(r["n"]), int(r["fp"])) for r in gone},
-                                                secrets.token_hex(8), config.projects[0].app))
+                                                secrets.token_hex(8), project.app, project.segment))
     finally:
         lease.release()
 
 
-def _app_filter(config: Config) -> str:
-    """The default project's rows only, when its id is known (a deployment of several projects)."""
-    app = config.projects[0].app
+def app_filter(app: str) -> str:
+    """The project's rows only, when its id is known (every row in the one-project form)."""
     return f" AND app = {int(app)}" if app else ""
 
 
 def delete_script(table_id: str, ledger_id: str, ids: frozenset[int], gone: dict[datetime, tuple[int, int]],
-                  token: str, app: str = "") -> str:
-    """One transaction: the users' rows out of the table, and (rows, fingerprint) of each hour
-    out of its ledger entry (events = rows + rejected and loaded = rows keep holding)."""
+                  token: str, app: str = "", segment: str = "") -> str:
+    """One transaction: the users' rows of project `app` out of the table, and (rows,
+    fingerprint) of each hour out of the project's (`segment`) ledger entry (events = rows +
+    rejected and loaded = rows keep holding)."""
     statements = ["BEGIN TRANSACTION;",
                   f"UPDATE `{load.commit_lock_id(table_id)}` SET holder = {load.literal(token)}, "
                   f"locked_at = CURRENT_TIMESTAMP() WHERE TRUE;"]
     hours = ", ".join(load.timestamp_literal(h) for h in sorted(gone))
-    only_app = f" AND app = {int(app)}" if app else ""
-    statements.append(f"DELETE FROM `{table_id}` WHERE _upload_hour IN ({hours}) AND amplitude_id IN ({_ids_sql(ids)}){only_app};")
+    statements.append(f"DELETE FROM `{table_id}` WHERE _upload_hour IN ({hours}) AND amplitude_id IN ({_ids_sql(ids)})"
+                      f"{app_filter(app)};")
     for hour, (n, fp) in sorted(gone.items()):
         statements.append(f"UPDATE `{ledger_id}` SET events = events - {n}, rows_written = rows_written - {n}, "
                           f"loaded = loaded - {n}, fingerprint = IFNULL(fingerprint, 0) ^ {fp} "
-                          f"WHERE upload_hour = {load.timestamp_literal(hour)} AND {load.project_sql('')};")
+                          f"WHERE upload_hour = {load.timestamp_literal(hour)} AND {load.project_sql(segment)};")
     statements.append("COMMIT TRANSACTION;")
     return "\n".join(statements) + "\n"
 
@@ -389,6 +482,38 @@ def record_sql(forgets_id: str, rows: list[dict]) -> str:
     return (f"INSERT INTO `{forgets_id}` ({', '.join(FORGETS_COLUMNS)}) SELECT job_day, CAST(app AS STRING), "
             f"CAST(upload_hour AS TIMESTAMP), CAST(amplitude_ids AS INT64), rows_removed, CAST(objects_rewritten AS INT64), "
             f"CAST(generations_deleted AS INT64), CURRENT_TIMESTAMP() FROM ({union})")
+
+
+def exit_code(run: ForgetRun) -> int:
+    """The command's exit status: 1 a project failed permanently, 3 one failed for now only
+    (Amplitude not answering, the re-written hours not loaded in time), else 0."""
+    if any(not isinstance(o.error, TransientError) for o in run.failed):
+        return 1
+    return 3 if run.failed else 0
+
+
+def owner(app: str, configured: tuple[AmplitudeProject, ...]) -> AmplitudeProject | None:
+    """The project a job recorded with `app` is of: in the one-project form the one project; the
+    project with that id; a job recorded without one is the default project's (if there is one)."""
+    if len(configured) == 1 and not configured[0].app:
+        return configured[0]
+    for project in configured:
+        if project.app == app or (not app and project.segment == ""):
+            return project
+    return None
+
+
+def applied_of(rows: list[dict], configured: tuple[AmplitudeProject, ...],
+               chosen: tuple[AmplitudeProject, ...] | None = None) -> list[dict]:
+    """applied_sql's rows, each with the `project` (its label) whose job it is; only those of the
+    `chosen` projects when given."""
+    shown = []
+    for row in rows:
+        project = owner(row.get("app") or "", configured)
+        if chosen is not None and project not in chosen:
+            continue
+        shown.append({"project": project.label if project else row.get("app") or "", **row})
+    return shown
 
 
 def applied_sql(forgets_id: str) -> str:

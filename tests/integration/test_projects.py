@@ -104,6 +104,9 @@ def test_two_projects_land_the_same_hours_side_by_side_and_one_projects_hour_rel
 
     one = status(stack, "--amplitude-project", OTHER)  # one project: its own document
     assert one["project"] == OTHER and one["exit_code"] == 0 and [h["rows_in_bigquery"] for h in one["hours"]] == [3, 3, 3]
+    listed = CliRunner().invoke(main, ["rejects", "--date", f"{DAY}"], env=stack.client_env())  # a summary line each
+    assert listed.exit_code == 0 and [line.split()[2] for line in listed.stdout.splitlines() if line.startswith("rejects:")] \
+        == [f"project={DEFAULT}", f"project={OTHER}"]
     several = CliRunner().invoke(main, ["reprocess", "--hour", f"{DAY}T01"], env=stack.client_env())
     assert several.exit_code == 2 and "--amplitude-project" in several.output
     unknown = CliRunner().invoke(main, ["status", "--date", f"{DAY}", "--amplitude-project", "999"], env=stack.client_env())
@@ -132,3 +135,93 @@ def test_a_ledger_made_before_projects_gets_the_project_column_and_its_rows_read
     hour = naming.parse_api_hour(f"{DAY:%Y%m%d}T05")
     assert bq_adapter.query_rows(bq, load.ledger_entry_sql(config.ledger_table_id, hour))[0]["loaded"] == 4
     assert bq_adapter.query_rows(bq, load.ledger_entry_sql(config.ledger_table_id, hour, OTHER)) == []
+
+
+FORGET_DAY = date(2021, 11, 18)
+FORGET_RANGE = HourRange.parse(f"{FORGET_DAY:%Y%m%d}T00", f"{FORGET_DAY:%Y%m%d}T01")
+
+
+def ids_in_every_generation(bucket, prefixes: list[str]) -> tuple[set[int], int]:
+    """Every amplitude id in every generation of every object under `prefixes`, and how many generations."""
+    import io
+    import zipfile
+
+    from ampbq import deletions
+
+    def ids(data: bytes) -> set[int]:
+        return {deletions.line_amplitude_id(line) for line in data.splitlines() if line.strip()}
+
+    found, generations = set(), 0
+    for prefix in prefixes:
+        for version in bucket.list_blobs(prefix=prefix, versions=True):
+            data = bucket.blob(version.name, generation=version.generation).download_as_bytes()
+            if version.name.endswith(".zip"):
+                with zipfile.ZipFile(io.BytesIO(data)) as archive:
+                    found |= set().union(*(ids(deletions.inflate(archive.read(i))) for i in archive.infolist()))
+            elif version.name.endswith(".gz"):
+                found |= ids(deletions.inflate(data))
+            elif "/raw/" not in version.name:
+                found |= ids(data)
+            generations += 1
+    return found, generations
+
+
+def test_a_user_deleted_in_the_other_project_leaves_its_rows_and_objects_and_the_default_projects_stay(two):
+    stack, stub = two
+    config = Config.from_env(stack.function_env())
+    bucket = gcs.client(config.project).bucket(config.bucket)
+    bq = bq_adapter.client(config)
+    bq_adapter.ensure_tables(bq, config)
+    where = f"DATE(_upload_hour) = DATE '{FORGET_DAY}'"
+
+    def settled() -> bool:  # both projects' hours loaded from their live hour objects
+        for segment in ("", OTHER):
+            live = {h: getattr(bucket.get_blob(naming.hour_object_name(h, segment)), "generation", None)
+                    for h in FORGET_RANGE.hours()}
+            ledger = {naming.utc_hour(r["upload_hour"]): r["source_generation"] for r in bq_adapter.query_rows(
+                bq, load.ledger_state_sql(config.ledger_table_id, list(FORGET_RANGE.hours()), segment))}
+            if ledger != live:
+                return False
+        return True
+
+    stack.publish_run({"start": naming.api_hour(FORGET_RANGE.start), "end": naming.api_hour(FORGET_RANGE.end)})
+    wait_for(lambda: all(bucket.get_blob(naming.manifest_name(FORGET_RANGE, s)) for s in ("", OTHER)), "both manifests")
+    wait_for(settled, "both projects' hours loaded from their live hour objects", timeout=90)
+
+    def rows(app: str) -> list[dict]:
+        return bq_adapter.query_rows(bq, f"SELECT uuid, amplitude_id, _upload_hour AS h FROM `{config.table_id}` "
+                                         f"WHERE {where} AND app = {app} ORDER BY uuid")
+    other, default = rows(OTHER), rows(DEFAULT)
+    victims = sorted({min(other, key=lambda r: r["h"])["amplitude_id"], max(other, key=lambda r: r["h"])["amplitude_id"]})
+    # A row of the default project with a victim's amplitude id (ids are per project): it stays.
+    twin = default[0]["uuid"]
+    bq_adapter.query_rows(bq, f"UPDATE `{config.table_id}` SET amplitude_id = {victims[0]} WHERE uuid = '{twin}' AND {where}")
+    prefixes = [f"export/{OTHER}/{FORGET_DAY}/", f"import/{OTHER}/{FORGET_DAY}/", f"rejects/{OTHER}/{FORGET_DAY}/",
+                f"{naming.raw_prefix(OTHER)}{FORGET_DAY}/"]
+    assert set(victims) <= ids_in_every_generation(bucket, prefixes)[0]  # the check below can fail
+    default_objects = {(b.name, b.generation) for b in bucket.list_blobs(prefix=f"export/{FORGET_DAY}/", versions=True)}
+    # The other project's last hour object is gone (the lifecycle rule): its rows go in the table.
+    # Its generation stays, noncurrent, as the re-written objects' first generations do: forget deletes them all.
+    bucket.blob(naming.hour_object_name(FORGET_RANGE.end, OTHER)).delete()
+
+    stub.delete_users(victims, keys=("key-200", "secret-200"))  # a job of project 200 only
+    result = CliRunner().invoke(main, ["forget"], env=stack.client_env(), catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert f"forget: project={DEFAULT} " in result.stdout and "applied=0" in result.stdout
+    line = next(line for line in result.stdout.splitlines() if f"project={OTHER} " in line)
+    assert f"applied=1 amplitude_ids={len(victims)}" in line and "generations_deleted=0" not in line
+
+    assert [r["uuid"] for r in rows(OTHER)] == [r["uuid"] for r in other if r["amplitude_id"] not in victims]
+    assert [(r["uuid"], r["amplitude_id"]) for r in rows(DEFAULT)] == [
+        (r["uuid"], victims[0] if r["uuid"] == twin else r["amplitude_id"]) for r in default]
+    found, generations = ids_in_every_generation(bucket, prefixes)
+    assert generations and not found & set(victims)
+    assert {(b.name, b.generation) for b in bucket.list_blobs(prefix=f"export/{FORGET_DAY}/", versions=True)} == default_objects
+    shown = CliRunner().invoke(main, ["status", "--start", f"{FORGET_DAY}T00", "--end", f"{FORGET_DAY}T01", "--json",
+                                      "--app", OTHER], env=stack.client_env())
+    assert [h["state"] for h in json.loads(shown.stdout)["hours"]] == ["loaded", "loaded"]  # the ledger still reconciles
+
+    shown = CliRunner().invoke(main, ["forget", "--status", "--json", "--app", OTHER], env=stack.client_env())
+    assert [(a["project"], a["amplitude_ids"]) for a in json.loads(shown.stdout)["applied"]] == [(OTHER, len(victims))]
+    again = CliRunner().invoke(main, ["forget", "--amplitude-project", OTHER], env=stack.client_env())
+    assert again.exit_code == 0 and "applied=0" in again.stdout and DEFAULT not in again.stdout.split("project=")[1][:4]

@@ -378,13 +378,16 @@ def status(ops: Ops, day, start, end, as_json, wide, amplitude_project) -> None:
 @click.option("--limit", default=50, show_default=True, help="Lines to show in the table.")
 @click.option("--replay", is_flag=True, help="Reprocess the hours that have rejects, from export/, with the code deployed now.")
 @click.option("--wide", is_flag=True, help="Every column of the table, however wide; a narrower terminal gets the main ones.")
+@amplitude_project_option("Only this Amplitude project (its id) [default: every project, a table each].")
 @wait_options(2.0)
-def rejects(ops: Ops, day, start, end, as_json, limit, replay, wait, timeout, poll, wide) -> None:
+def rejects(ops: Ops, day, start, end, as_json, limit, replay, wide, amplitude_project, wait, timeout, poll) -> None:
     """List the lines transform quarantined, with the reason for each; replay them after a fix.
 
     Replay reprocesses each hour that has rejects from its export object: the load replaces
     an hour as a whole, so re-feeding only the rejected lines would drop the hour's good rows.
-    Deploy the fix first; lines the new code still refuses stay in rejects/.
+    Deploy the fix first; lines the new code still refuses stay in rejects/. Every Amplitude
+    project of the deployment is shown, a table and a summary line each (each record says its
+    project in --json), or the one --amplitude-project names.
 
     Waits at most 30 s in all for Cloud Storage, BigQuery or Pub/Sub to answer a call, then
     says which could not be reached (AMPBQ_CONNECT_TIMEOUT_SECONDS sets another bound).
@@ -393,21 +396,32 @@ def rejects(ops: Ops, day, start, end, as_json, limit, replay, wait, timeout, po
 
         ampbq rejects --date 2024-01-31
         ampbq rejects --date 2024-01-31 --replay
+        ampbq rejects --date 2024-01-31 --amplitude-project 123456
     """
     hours = span(day, start, end)
-    records = quarantine.read(ops.bucket, hours)
-    if as_json:
-        for record in records:
-            click.echo(json.dumps(record.as_json()))
-    else:
-        console = render.console(wide=wide)
-        console.print(render.rejects_table(records, limit, console.width))
-        for kind, n in quarantine.by_kind(records).most_common():
-            click.echo(f"{n:>8}  {kind}")
-    click.echo(f"rejects: {hours} hours={len({r.hour for r in records})} lines={len(records)}", err=as_json)
-    if replay and records:
-        sys.exit(after_redrop(ops, quarantine.replay(ops.bucket, records), "export", wait, timeout, poll, stderr=as_json,
-                              wide=wide))
+    projects = _select(ops, amplitude_project)
+    named = len(ops.config.projects) > 1
+    found = [(project, quarantine.read(ops.bucket, hours, project.segment)) for project in projects]
+    for project, records in found:
+        label = f" project={project.label}" if named else ""
+        if as_json:
+            for record in records:
+                click.echo(json.dumps(({"project": project.label} if named else {}) | record.as_json()))
+        else:
+            console = render.console(wide=wide)
+            table = render.rejects_table(records, limit, console.width)
+            if named:
+                table.title = f"{table.title}, Amplitude project {project.label}"
+            console.print(table)
+            for kind, n in quarantine.by_kind(records).most_common():
+                click.echo(f"{n:>8}  {kind}")
+        click.echo(f"rejects: {hours}{label} hours={len({r.hour for r in records})} lines={len(records)}", err=as_json)
+    if replay:
+        codes = [after_redrop(ops, quarantine.replay(ops.bucket, records, project.segment), "export", wait, timeout, poll,
+                              stderr=as_json, wide=wide, project=project if named else None)
+                 for project, records in found if records]
+        if codes:
+            sys.exit(max(codes, key=lambda c: (c == states.EXIT_PROBLEM, c)))
 
 
 @main.command()
@@ -418,29 +432,39 @@ def rejects(ops: Ops, day, start, end, as_json, limit, replay, wait, timeout, po
 @click.option("--json", "as_json", is_flag=True, help="One JSON document instead of the table.")
 @click.option("--timeout", default=1800.0, show_default=True, help="Seconds to wait for the re-written hours to load.")
 @click.option("--wide", is_flag=True, help="Every column of the table, however wide; a narrower terminal gets the main ones.")
-def forget(ops: Ops, start_day, end_day, show_status, as_json, timeout, wide) -> None:
+@amplitude_project_option("Only this Amplitude project (its id) [default: every project of the deployment].")
+def forget(ops: Ops, start_day, end_day, show_status, as_json, timeout, wide, amplitude_project) -> None:
     """Make BigQuery and the bucket forget the users Amplitude deleted (User Privacy API).
 
-    Reads the deletion jobs Amplitude lists for the job days --start-day..--end-day (default:
-    the last 30 days), and applies each job that is done and not applied yet: its users' rows
-    leave the table (and every view), their events leave the hour objects and raw zips under
-    export/ (re-written, then reloaded, so every hour still reconciles) and import/, and every
-    older generation of those objects is deleted. Needs AMPLITUDE_API_KEY and
-    AMPLITUDE_SECRET_KEY. --status shows what was applied: job day, ids, hours, rows removed,
-    objects rewritten, when. Exit status: 0 done (or nothing to apply), 1 an error, 2 wrong
-    usage, 3 the re-written hours were not loaded within --timeout (run it again).
+    For each Amplitude project of the deployment (or the one --amplitude-project names), reads
+    the deletion jobs its User Privacy API lists, with its own keys, for the job days
+    --start-day..--end-day (default: the last 30 days), and applies each job that is done and
+    not applied yet to that project's rows and objects: its users' rows leave the table (and
+    every view), their events leave the hour objects and raw zips under export/ (re-written,
+    then reloaded, so every hour still reconciles) and import/, and every older generation of
+    those objects is deleted. Needs each project's API key and secret key (AMPLITUDE_API_KEY and
+    AMPLITUDE_SECRET_KEY; AMPLITUDE_API_KEY_<id> and AMPLITUDE_SECRET_KEY_<id> for the others).
+    A project that fails does not stop the others. --status shows what was applied: job day,
+    project, ids, hours, rows removed, objects rewritten, when. Exit status: 0 done (or nothing
+    to apply), 1 an error (of any project), 2 wrong usage, 3 the re-written hours were not
+    loaded within --timeout, or Amplitude could not be asked now (run it again).
 
     Example:
 
         ampbq forget
         ampbq forget --start-day 2024-01-01 --end-day 2024-03-31
+        ampbq forget --amplitude-project 123456
         ampbq forget --status
     """
     from .. import deletions, forgetting
     from ..errors import TransientError
 
-    def show(title: str) -> None:
+    def chosen() -> tuple | None:  # after the usage checks that need no configuration
+        return _select(ops, amplitude_project) if amplitude_project is not None else None
+
+    def show(title: str, projects: tuple | None) -> None:
         applied = bq_adapter.query_rows(ops.bq, forgetting.applied_sql(ops.config.forgets_table_id))
+        applied = forgetting.applied_of(applied, ops.config.projects, projects)
         if as_json:
             click.echo(json.dumps({"applied": applied}, indent=1, default=str))
             return
@@ -450,8 +474,9 @@ def forget(ops: Ops, start_day, end_day, show_status, as_json, timeout, wide) ->
     if show_status:
         if start_day or end_day:
             raise click.UsageError("--status shows every applied job; it takes no --start-day or --end-day")
+        projects = chosen()
         bq_adapter.ensure_tables(ops.bq, ops.config)
-        show("deletion jobs applied")
+        show("deletion jobs applied", projects)
         return
     end = (end_day.date() if end_day else datetime.now(timezone.utc).date())
     start = start_day.date() if start_day else deletions.recent_days(end)[0]
@@ -459,21 +484,35 @@ def forget(ops: Ops, start_day, end_day, show_status, as_json, timeout, wide) ->
         deletions.check_range(start, end)
     except PermanentError as why:
         raise click.UsageError(str(why)) from None
-    ops.config.require_amplitude_keys()
+    projects = chosen()
+    named = len(ops.config.projects) > 1
+    if not named:
+        ops.config.require_amplitude_keys()  # the one project: no keys is an error before anything is read
     import requests
 
-    try:
-        result = forgetting.forget(ops.config, ops.bucket, ops.bq, requests.Session(), start, end, budget=timeout)
-    except TransientError as why:
-        click.echo(f"not yet: {why}", err=True)
-        sys.exit(states.EXIT_PENDING)
-    if not as_json:
-        fields = result.log_fields()
-        click.echo(f"forget: days={start}..{end} jobs_listed={fields['jobs_listed']} applied={fields['jobs_applied']} "
-                   f"amplitude_ids={fields['amplitude_ids']} hours={fields['hours']} rows_removed={fields['rows_removed']} "
-                   f"objects_rewritten={fields['objects_rewritten']} generations_deleted={fields['generations_deleted']}")
+    run = forgetting.forget(ops.config, ops.bucket, ops.bq, requests.Session(), start, end, budget=timeout,
+                            projects=projects)
+    documents = []
+    for outcome in run.outcomes:
+        label = f" project={outcome.project.label}" if named else ""
+        if outcome.error is not None:
+            transient = isinstance(outcome.error, TransientError)
+            which = f"Amplitude project {outcome.project.label}: " if named else ""
+            click.echo(f"{'not yet' if transient else 'Error'}: {which}{outcome.error}", err=True)
+        elif not as_json:
+            fields = outcome.result.log_fields()
+            click.echo(f"forget:{label} days={start}..{end} jobs_listed={fields['jobs_listed']} "
+                       f"applied={fields['jobs_applied']} amplitude_ids={fields['amplitude_ids']} hours={fields['hours']} "
+                       f"rows_removed={fields['rows_removed']} objects_rewritten={fields['objects_rewritten']} "
+                       f"generations_deleted={fields['generations_deleted']}")
+        documents.append(outcome.log_fields() if named else (outcome.result.log_fields() if outcome.result else
+                                                             {"error": str(outcome.error)}))
+    code = forgetting.exit_code(run)
     if as_json:
-        click.echo(json.dumps(result.log_fields(), indent=1, default=str))
+        document = documents[0] if len(documents) == 1 else {"days": f"{start}..{end}", "exit_code": code,
+                                                             "projects": documents}
+        click.echo(json.dumps(document, indent=1, default=str))
+    sys.exit(code)
 
 
 @main.command()

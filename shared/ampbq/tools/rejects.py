@@ -1,4 +1,5 @@
-"""Rejects: the lines transform quarantined (`rejects/YYYY-MM-DD/HH.json`), and how to replay them.
+"""Rejects: the lines transform quarantined (`rejects/YYYY-MM-DD/HH.json`; another Amplitude
+project's `rejects/<id>/YYYY-MM-DD/HH.json`), and how to replay them.
 
 Replaying means reprocessing the whole hour from its export object, not re-feeding the rejected
 lines: the load replaces an upload hour as a unit, so loading only the fixed lines would delete
@@ -52,11 +53,12 @@ class Reject:
         return record
 
 
-def parse_hour(name: str) -> datetime | None:
-    """The hour of a `rejects/YYYY-MM-DD/HH.json` object, or None."""
+def parse_hour(name: str, project: str = "") -> datetime | None:
+    """The hour of a `rejects/[<project>/]YYYY-MM-DD/HH.json` object of `project` ("" the
+    default project), or None."""
     if not name.startswith(naming.REJECTS_PREFIX):
         return None
-    return _REJECTS_HOUR(naming.IMPORT_PREFIX + name.removeprefix(naming.REJECTS_PREFIX))
+    return _REJECTS_HOUR(naming.IMPORT_PREFIX + name.removeprefix(naming.REJECTS_PREFIX), project)
 
 
 def parse_records(hour: datetime, data: bytes, source_generation: str = "") -> list[Reject]:
@@ -72,12 +74,13 @@ def parse_records(hour: datetime, data: bytes, source_generation: str = "") -> l
     return found
 
 
-def read(bucket: storage.Bucket, hours: HourRange) -> list[Reject]:
-    """Every reject record of the range's hours, in hour and line order."""
+def read(bucket: storage.Bucket, hours: HourRange, project: str = "") -> list[Reject]:
+    """Every reject record of the range's hours of `project` (its segment, "" the default one),
+    in hour and line order."""
     found = []
     for day in sorted({h.date() for h in hours.hours()}):
-        for blob in bucket.list_blobs(prefix=f"{naming.REJECTS_PREFIX}{day}/", **calls.storage()):
-            hour = parse_hour(blob.name)
+        for blob in bucket.list_blobs(prefix=f"{naming.rejects_prefix(project)}{day}/", **calls.storage()):
+            hour = parse_hour(blob.name, project)
             if hour is None or hour not in hours:
                 continue
             generation = (blob.metadata or {}).get("source_generation", "")
@@ -95,6 +98,7 @@ def by_kind(records: list[Reject]) -> Counter:
     return Counter(reason_kind(r.reason) for r in records)
 
 
-def replay(bucket: storage.Bucket, records: list[Reject]) -> list[Redrop]:
-    """Reprocess, from export/, every hour that has rejects (see the module's docstring for why)."""
-    return reprocess(bucket, sorted({r.hour for r in records}), "export")
+def replay(bucket: storage.Bucket, records: list[Reject], project: str = "") -> list[Redrop]:
+    """Reprocess, from the project's export/ objects, every hour that has rejects (see the
+    module's docstring for why)."""
+    return reprocess(bucket, sorted({r.hour for r in records}), "export", project)

@@ -166,14 +166,14 @@ def progress(label: str) -> Iterator[Callable[[int, int], None]]:
         yield update
 
 
-FORGET_COLUMNS = (Column("job day"), Column("app", drop=3), Column("amplitude ids", "right"), Column("hours", "right", drop=2),
+FORGET_COLUMNS = (Column("job day"), Column("project", drop=3), Column("amplitude ids", "right"), Column("hours", "right", drop=2),
                   Column("rows removed", "right"), Column("objects rewritten", "right", drop=1),
                   Column("generations deleted", "right", drop=4), Column("applied at"))
 
 
 def forget_table(applied: list[dict], title: str, width: int | None = None) -> Table:
     """The deletion jobs applied (`ampbq forget --status`, and after `ampbq forget`)."""
-    rows = [(f"{r['job_day']}", escape(str(r.get("app") or "")), _number(r.get("amplitude_ids")), _number(r.get("hours")),
+    rows = [(f"{r['job_day']}", escape(str(r.get("project") or r.get("app") or "")), _number(r.get("amplitude_ids")), _number(r.get("hours")),
              _number(r.get("rows_removed")), _number(r.get("objects_rewritten")), _number(r.get("generations_deleted")),
              f"{r['applied_at']:%Y-%m-%d %H:%M:%S}Z" if r.get("applied_at") else "-") for r in applied]
     return fitted(title, FORGET_COLUMNS, rows, width)

@@ -4,7 +4,9 @@ It also answers the User Privacy API's deletions list (`GET /api/2/deletions/use
 YYYY-MM-DD&end_day=YYYY-MM-DD`, same Basic auth) and takes deletion requests (`POST`, JSON
 `{"amplitude_ids": [...], "requester": "..."}`, scheduled as a "staging" job). A test deletes
 users with `delete_users` (a job that is already "done"), or runs the staged jobs with
-`finish_deletions`; once a job is done, no export holds those users' events any more.
+`finish_deletions`; once a job is done, no export holds those users' events any more. Each
+project (`add_project`) has deletion jobs of its own, listed and applied to its keys only (pass
+its `keys` to `delete_users`); the plain attributes are the first project's.
 
 `GET /api/2/export?start=YYYYMMDDTHH&end=YYYYMMDDTHH` with HTTP Basic auth; 401 on wrong keys;
 404 when the range has no data; 200 with a zip in Amplitude's layout otherwise. It serves either a
@@ -132,6 +134,7 @@ class ExportApiStub:
         self.too_long_status = 400
         self.set_credentials(api_key, secret_key)
         self.other_projects: dict[str, object] = {}  # Basic auth header → source (add_project)
+        self.other_deletions: dict[str, tuple[list[dict], set[int]]] = {}  # Basic auth header → (jobs, deleted ids)
         # The User Privacy API's deletion jobs, as it lists them, and the users deleted by done jobs.
         self.deletion_jobs: list[dict] = []
         self.deleted_ids: set[int] = set()
@@ -146,6 +149,13 @@ class ExportApiStub:
         """Serve another Amplitude project: requests with its keys get `source`'s events (a
         project's keys name the project, as at Amplitude)."""
         self.other_projects[_basic(api_key, secret_key)] = source
+        self.other_deletions[_basic(api_key, secret_key)] = ([], set())
+
+    def _deletions_of(self, authorization: str | None) -> tuple[list[dict], set[int]]:
+        """(deletion jobs, deleted ids) of the project whose keys are `authorization` (None: the first)."""
+        if authorization is not None and authorization in self.other_deletions:
+            return self.other_deletions[authorization]
+        return self.deletion_jobs, self.deleted_ids
 
     def _match(self, authorization: str) -> tuple[bool, object]:
         """(whether the keys are a project's, that project's source)."""
@@ -164,42 +174,47 @@ class ExportApiStub:
         return self._match(authorization)[1]
 
     def delete_users(self, amplitude_ids, day: date | None = None, requester: str = "stub@example.com",
-                     status: str = "done") -> dict:
-        """A deletion job for `amplitude_ids` on `day` (default: today, UTC), listed as `status`; a
-        done job removes their events from every later export. The job, as the API lists it."""
+                     status: str = "done", keys: tuple[str, str] | None = None) -> dict:
+        """A deletion job for `amplitude_ids` on `day` (default: today, UTC), listed as `status`, of
+        the project whose `keys` (api key, secret key) are given (default: the first); a done job
+        removes their events from every later export of that project. The job, as the API lists it."""
         day = day or datetime.now(timezone.utc).date()
         job = {"day": f"{day:%Y-%m-%d}", "status": status, "amplitude_ids": [
             {"amplitude_id": int(i), "requester": requester, "requested_on_day": f"{day:%Y-%m-%d}"} for i in amplitude_ids]}
         with self._lock:
-            self.deletion_jobs.append(job)
+            jobs, deleted = self._deletions_of(_basic(*keys) if keys else None)
+            jobs.append(job)
             if status == "done":
-                self.deleted_ids.update(int(i) for i in amplitude_ids)
+                deleted.update(int(i) for i in amplitude_ids)
         return job
 
     def finish_deletions(self) -> None:
-        """Run every staged or submitted job now, as Amplitude does on the job's day."""
+        """Run every staged or submitted job now (of every project), as Amplitude does on the job's day."""
         with self._lock:
-            for job in self.deletion_jobs:
-                if job["status"] != "done":
-                    job["status"] = "done"
-                    self.deleted_ids.update(e["amplitude_id"] for e in job["amplitude_ids"])
+            for jobs, deleted in [(self.deletion_jobs, self.deleted_ids), *self.other_deletions.values()]:
+                for job in jobs:
+                    if job["status"] != "done":
+                        job["status"] = "done"
+                        deleted.update(e["amplitude_id"] for e in job["amplitude_ids"])
 
-    def _request_deletion(self, amplitude_ids: list[int], requester: str) -> dict:
+    def _request_deletion(self, amplitude_ids: list[int], requester: str, authorization: str | None = None) -> dict:
         """A POST: the users go into the job Amplitude schedules about 10 days out, staging."""
         day = f"{datetime.now(timezone.utc).date() + timedelta(days=10):%Y-%m-%d}"
         entries = [{"amplitude_id": i, "requester": requester, "requested_on_day": f"{datetime.now(timezone.utc):%Y-%m-%d}"}
                    for i in amplitude_ids]
         with self._lock:
-            job = next((j for j in self.deletion_jobs if j["day"] == day and j["status"] == "staging"), None)
+            jobs = self._deletions_of(authorization)[0]
+            job = next((j for j in jobs if j["day"] == day and j["status"] == "staging"), None)
             if job is None:
                 job = {"day": day, "status": "staging", "amplitude_ids": []}
-                self.deletion_jobs.append(job)
+                jobs.append(job)
             job["amplitude_ids"].extend(entries)
             return {"day": day, "status": "staging", "amplitude_ids": entries}
 
-    def _list_deletions(self, start: date, end: date) -> list[dict]:
+    def _list_deletions(self, start: date, end: date, authorization: str | None = None) -> list[dict]:
         with self._lock:
-            return [json.loads(json.dumps(j)) for j in self.deletion_jobs if start <= date.fromisoformat(j["day"]) <= end]
+            jobs = self._deletions_of(authorization)[0]
+            return [json.loads(json.dumps(j)) for j in jobs if start <= date.fromisoformat(j["day"]) <= end]
 
     @property
     def url(self) -> str:
@@ -259,7 +274,8 @@ def _handler(stub: ExportApiStub):
                 return self._reply(400, f"invalid deletion request: {bad}".encode())
             if not ids or len(ids) > 100:
                 return self._reply(400, b"between 1 and 100 amplitude_ids per request")
-            self._reply(200, json.dumps(stub._request_deletion(ids, requester)).encode(), "application/json")
+            self._reply(200, json.dumps(stub._request_deletion(ids, requester, self.headers.get("Authorization"))).encode(),
+                        "application/json")
 
         def _deletions(self, url) -> None:
             query = parse_qs(url.query)
@@ -273,7 +289,8 @@ def _handler(stub: ExportApiStub):
             fault = stub.faults.popleft() if stub.faults else Fault()
             if fault.status != 200 or fault.body:
                 return self._reply(fault.status, fault.body, "application/json")
-            self._reply(200, json.dumps(stub._list_deletions(start, end)).encode(), "application/json")
+            listed = stub._list_deletions(start, end, self.headers.get("Authorization"))
+            self._reply(200, json.dumps(listed).encode(), "application/json")
 
         def do_GET(self) -> None:
             url = urlparse(self.path)
@@ -299,15 +316,16 @@ def _handler(stub: ExportApiStub):
                 return self._reply(fault.status, fault.body)
             if stub.max_hours is not None and len(hours) > stub.max_hours:
                 return self._reply(stub.too_long_status, b"The file size of the exported data is too large.")
-            self._send_archive(hours, fault.truncate, stub.source_for(self.headers.get("Authorization", "")))
+            authorization = self.headers.get("Authorization", "")
+            self._send_archive(hours, fault.truncate, stub.source_for(authorization), stub._deletions_of(authorization)[1])
 
-        def _send_archive(self, hours: HourRange, truncate: bool, source) -> None:
+        def _send_archive(self, hours: HourRange, truncate: bool, source, deleted_ids: set[int]) -> None:
             with tempfile.TemporaryFile() as archive, tempfile.TemporaryFile() as kept:
                 if not source.write(hours, archive):
                     return self._reply(404, b"Raw data files were not found.")
-                if stub.deleted_ids:  # Amplitude no longer has the deleted users' events
+                if deleted_ids:  # Amplitude no longer has the deleted users' events
                     archive.seek(0)
-                    drop_in_zip(archive, kept, frozenset(stub.deleted_ids))
+                    drop_in_zip(archive, kept, frozenset(deleted_ids))
                     archive = kept
                 size = archive.tell()
                 archive.seek(0)
