@@ -16,6 +16,15 @@ from integration_helpers import day_rows, function_log, manifest, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.long]
 EVENTS_PER_HOUR = 5
+# The days here have events in every third hour: each range the export splits a day into (down to
+# 3 hours) still holds data, and only 8 hours a day go on to transform and load.
+HOUR_STEP = 3
+DATA_HOURS = 24 // HOUR_STEP
+DAY_EVENTS = DATA_HOURS * EVENTS_PER_HOUR
+
+
+def sparse_day(day: date) -> Dataset:
+    return Dataset.for_day(day, events_per_hour=EVENTS_PER_HOUR, parts_per_hour=2, hour_step=HOUR_STEP)
 
 
 @pytest.fixture
@@ -31,14 +40,14 @@ def fresh_stub(stub):
 
 
 def run_day(stack, stub, bucket, day: date, dataset: Dataset | None = None) -> dict:
-    dataset = dataset or Dataset.for_day(day, events_per_hour=EVENTS_PER_HOUR, parts_per_hour=2)
+    dataset = dataset or sparse_day(day)
     stub.source.current = DatasetSource(dataset)
     stack.publish_run({"date": f"{day}"})
     return wait_for(lambda: manifest(bucket, HourRange.day(day)), f"the export manifest of {day}", timeout=90)
 
 
 def wait_day_loaded(bq, config, day: date, expected_rows: int) -> dict:
-    return wait_for(lambda: (lambda c: c if c["n"] >= expected_rows and c["hours"] == 24 else None)(day_rows(bq, config, day)),
+    return wait_for(lambda: (lambda c: c if c["n"] >= expected_rows and c["hours"] == DATA_HOURS else None)(day_rows(bq, config, day)),
                     f"{expected_rows} rows of {day}", timeout=90)
 
 
@@ -63,8 +72,8 @@ def test_day_over_4_gb_is_split_until_every_part_fits(stack, fresh_stub, bucket,
     record = run_day(stack, fresh_stub, bucket, day)
     assert len(record["archives"]) == 8  # 24 → 12 → 6 → 3 hours per request
     assert {len(HourRange.parse(*r)) for r in requests_for(fresh_stub, day)} == {24, 12, 6, 3}
-    counts = wait_day_loaded(bq, config, day, 24 * EVENTS_PER_HOUR)
-    assert (counts["n"], counts["uuids"]) == (24 * EVENTS_PER_HOUR, 24 * EVENTS_PER_HOUR)
+    counts = wait_day_loaded(bq, config, day, DAY_EVENTS)
+    assert (counts["n"], counts["uuids"]) == (DAY_EVENTS, DAY_EVENTS)
 
 
 def test_timeouts_are_retried_with_backoff_then_split(stack, fresh_stub, bucket, bq, config):
@@ -74,7 +83,7 @@ def test_timeouts_are_retried_with_backoff_then_split(stack, fresh_stub, bucket,
     sizes = [len(HourRange.parse(*r)) for r in requests_for(fresh_stub, day)]
     assert sizes == [24] * 5 + [12, 12]  # five attempts at the whole day, then halves
     assert len(record["archives"]) == 2
-    assert wait_day_loaded(bq, config, day, 24 * EVENTS_PER_HOUR)["n"] == 24 * EVENTS_PER_HOUR
+    assert wait_day_loaded(bq, config, day, DAY_EVENTS)["n"] == DAY_EVENTS
 
 
 def test_flaky_responses_are_retried_and_a_broken_download_is_never_unpacked(stack, fresh_stub, bucket, bq, config):
@@ -85,8 +94,8 @@ def test_flaky_responses_are_retried_and_a_broken_download_is_never_unpacked(sta
     assert record["archives"] == [naming.raw_zip_name(HourRange.day(day))]
     raw = bucket.blob(record["archives"][0]).download_as_bytes()
     assert zipfile.ZipFile(io.BytesIO(raw)).testzip() is None  # the stored archive is the whole one
-    counts = wait_day_loaded(bq, config, day, 24 * EVENTS_PER_HOUR)
-    assert (counts["n"], counts["uuids"]) == (24 * EVENTS_PER_HOUR, 24 * EVENTS_PER_HOUR)
+    counts = wait_day_loaded(bq, config, day, DAY_EVENTS)
+    assert (counts["n"], counts["uuids"]) == (DAY_EVENTS, DAY_EVENTS)
 
 
 def test_ok_status_with_a_body_that_is_not_a_zip_is_retried(stack, fresh_stub, bucket, bq, config):
@@ -94,7 +103,7 @@ def test_ok_status_with_a_body_that_is_not_a_zip_is_retried(stack, fresh_stub, b
     fresh_stub.faults.extend([Fault(200, b"<html>Too many requests</html>")])
     run_day(stack, fresh_stub, bucket, day)
     assert len(requests_for(fresh_stub, day)) == 2
-    assert wait_day_loaded(bq, config, day, 24 * EVENTS_PER_HOUR)["n"] == 24 * EVENTS_PER_HOUR
+    assert wait_day_loaded(bq, config, day, DAY_EVENTS)["n"] == DAY_EVENTS
 
 
 def test_persistent_errors_fail_the_run_naming_the_range_and_the_platform_retries_it(stack, fresh_stub, bucket, bq, config):
@@ -104,7 +113,7 @@ def test_persistent_errors_fail_the_run_naming_the_range_and_the_platform_retrie
     warnings = [line["message"] for line in function_log(stack, "export") if line["severity"] == "WARNING"]
     assert f"export failed, will be retried: Export API {day:%Y%m%d}T00..{day:%Y%m%d}T23: HTTP 502" in warnings
     assert len(requests_for(fresh_stub, day)) == 6  # 5 attempts, then the redelivered event succeeds
-    assert wait_day_loaded(bq, config, day, 24 * EVENTS_PER_HOUR)["n"] == 24 * EVENTS_PER_HOUR
+    assert wait_day_loaded(bq, config, day, DAY_EVENTS)["n"] == DAY_EVENTS
 
 
 def test_range_that_amplitude_has_not_finished_is_refused(stack, fresh_stub, bucket):
@@ -181,15 +190,15 @@ def test_a_day_too_big_for_one_invocation_goes_on_across_retries(stack, fresh_st
              if line["severity"] == "WARNING" and "to stay within the function's time limit" in line["message"]
              and line.get("date") == f"{day}"]
     assert len(stops) == 7
-    counts = wait_day_loaded(bq, config, day, 24 * EVENTS_PER_HOUR)
-    assert (counts["n"], counts["uuids"]) == (24 * EVENTS_PER_HOUR, 24 * EVENTS_PER_HOUR)
+    counts = wait_day_loaded(bq, config, day, DAY_EVENTS)
+    assert (counts["n"], counts["uuids"]) == (DAY_EVENTS, DAY_EVENTS)
     assert attempt_markers(bucket, day) == []
 
 
 def test_a_range_an_invocation_died_on_is_split_by_the_retry(stack, fresh_stub, bucket, bq, config):
     day = date(2021, 5, 10)
     fresh_stub.faults.append(Fault(stall=60))  # the whole day downloads too slowly to finish
-    fresh_stub.source.current = DatasetSource(Dataset.for_day(day, events_per_hour=EVENTS_PER_HOUR, parts_per_hour=2))
+    fresh_stub.source.current = DatasetSource(sparse_day(day))
     stack.publish_run({"date": f"{day}"})
     wait_for(lambda: requests_for(fresh_stub, day), "the first request of the day")
     stack.kill("export")  # the platform's timeout: the instance dies mid-download, nothing cleans up
@@ -200,6 +209,6 @@ def test_a_range_an_invocation_died_on_is_split_by_the_retry(stack, fresh_stub, 
     assert len(record["archives"]) == 2
     assert any(line["message"] == "splitting range" and "an earlier attempt of this run stopped" in line.get("reason", "")
                for line in function_log(stack, "export"))
-    counts = wait_day_loaded(bq, config, day, 24 * EVENTS_PER_HOUR)
-    assert (counts["n"], counts["uuids"]) == (24 * EVENTS_PER_HOUR, 24 * EVENTS_PER_HOUR)
+    counts = wait_day_loaded(bq, config, day, DAY_EVENTS)
+    assert (counts["n"], counts["uuids"]) == (DAY_EVENTS, DAY_EVENTS)
     assert attempt_markers(bucket, day) == []

@@ -38,3 +38,11 @@ def test_zip_has_amplitude_layout_with_unpadded_hours_and_several_parts():
 def test_same_dataset_gives_same_bytes():
     dataset = Dataset.for_day(date(2024, 1, 1), hours=1, events_per_hour=5)
     assert list(dataset.lines(dataset.start)) == list(dataset.lines(dataset.start))
+
+
+def test_a_sparse_day_has_events_only_in_every_nth_hour():
+    from ampbq.tools.synthetic import Dataset
+    day = Dataset.for_day(date(2021, 5, 3), events_per_hour=2, hour_step=3)
+    with_events = [h.hour for h in day.range.hours() if list(day.events(h))]
+    assert with_events == list(range(0, 24, 3))
+    assert list(Dataset.for_day(date(2021, 5, 3), events_per_hour=2).events(day.start.replace(hour=1)))

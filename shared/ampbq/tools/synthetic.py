@@ -52,6 +52,9 @@ class Dataset:
     parts_per_hour: int = 2
     app: int = 203138
     seed: int = 7
+    # Events only in every `hour_step`-th hour of the range (the others have none): a sparse day,
+    # for tests of how a range is requested and split, that does not load every hour.
+    hour_step: int = 1
 
     @classmethod
     def for_day(cls, day: date, **kwargs) -> "Dataset":
@@ -62,6 +65,8 @@ class Dataset:
         return HourRange(self.start, self.start + (self.hours - 1) * HOUR)
 
     def events(self, hour: datetime) -> Iterator[dict]:
+        if (hour - self.start) // HOUR % self.hour_step:
+            return
         rng = random.Random(f"{self.seed}-{self.app}-{hour:%Y%m%d%H}")
         for index in range(self.events_per_hour):
             yield make_event(rng, self.app, hour, index)
