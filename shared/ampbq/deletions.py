@@ -22,12 +22,13 @@ import gzip
 import io
 import json
 import re
+import shutil
 import warnings
 import zipfile
 import zlib
 from dataclasses import dataclass
 from datetime import date, timedelta
-from typing import BinaryIO, Iterable
+from typing import BinaryIO, Iterable, Iterator
 
 from .errors import PermanentError
 
@@ -212,31 +213,144 @@ def inflate(data: bytes) -> bytes:
 
 def drop_in_gzip(data: bytes, ids: frozenset[int]) -> tuple[bytes, int]:
     """A gzip part without the events of `ids`: (the part, unchanged when none was in it, dropped)."""
-    content = inflate(data)
-    kept, dropped = drop_lines(content, ids)
-    if not dropped:
+    if not count_deleted(io.BytesIO(data), ids):
         return data, 0
-    return gzip.compress(kept, mtime=0), dropped
+    out = io.BytesIO()
+    dropped = drop_in_gzip_stream(io.BytesIO(data), out, ids)
+    return out.getvalue(), dropped
+
+
+# ---------------------------------------------------------------- the same, streamed
+# An hour object or a raw zip can hold gigabytes: they are read and written a chunk at a time,
+# so a run's memory stays a few MiB whatever their size.
+STREAM_CHUNK = 1 << 20
+_INFLATED_CHUNK = 4 << 20  # at most this much inflated text per step, however well a chunk compresses
+
+
+def _inflated(source: BinaryIO) -> Iterator[bytes]:
+    """The inflated content of the gzip members read from `source`, one after the other; a
+    damaged member ends it where the damage starts (as the transform reads a part)."""
+    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    while data := source.read(STREAM_CHUNK):
+        while data:
+            try:
+                out = inflater.decompress(data, _INFLATED_CHUNK)
+            except zlib.error:
+                return
+            if out:
+                yield out
+            if inflater.eof:
+                data = inflater.unused_data
+                inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+            else:
+                data = inflater.unconsumed_tail
+
+
+def inflated_lines(source: BinaryIO) -> Iterator[bytes]:
+    """The lines (with their ends) of the gzip members read from `source`."""
+    rest = b""
+    for out in _inflated(source):
+        block = rest + out
+        cut = block.rfind(b"\n") + 1
+        if cut:
+            yield from block[:cut].splitlines(keepends=True)
+        rest = block[cut:]
+    if rest:
+        yield rest
+
+
+def _deleted(line: bytes, needles: list[bytes], ids: frozenset[int]) -> bool:
+    # Most lines hold none of the ids' digits: only those that do are parsed.
+    return any(needle in line for needle in needles) and line_amplitude_id(line) in ids
+
+
+def count_deleted(source: BinaryIO, ids: frozenset[int]) -> int:
+    """How many events of `ids` the gzip members read from `source` hold."""
+    needles = [str(i).encode() for i in ids]
+    return sum(1 for line in inflated_lines(source) if _deleted(line, needles, ids))
+
+
+def drop_in_gzip_stream(source: BinaryIO, sink: BinaryIO, ids: frozenset[int]) -> int:
+    """Write to `sink` one gzip member of the lines read from `source` without the events of
+    `ids`; the number dropped. The same input gives the same bytes (no name, no time in the
+    header), so a run into a `ByteCounter` tells the size before the real write."""
+    needles = [str(i).encode() for i in ids]
+    dropped, batch, batched = 0, [], 0
+    with gzip.GzipFile(filename="", mode="wb", fileobj=sink, compresslevel=6, mtime=0) as out:
+        for line in inflated_lines(source):
+            if _deleted(line, needles, ids):
+                dropped += 1
+                continue
+            batch.append(line)
+            batched += len(line)
+            if batched >= STREAM_CHUNK:
+                out.write(b"".join(batch))
+                batch, batched = [], 0
+        out.write(b"".join(batch))
+    return dropped
+
+
+class ByteCounter:
+    """A sink that only counts what is written to it."""
+
+    def __init__(self):
+        self.size = 0
+
+    def write(self, data) -> int:
+        self.size += len(data)
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+
+class Window(io.RawIOBase):
+    """At most `size` bytes of `stream`, from where it stands."""
+
+    def __init__(self, stream: BinaryIO, size: int):
+        self.stream, self.left = stream, size
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        if self.left <= 0:
+            return b""
+        data = self.stream.read(self.left if size is None or size < 0 else min(size, self.left))
+        self.left -= len(data)
+        return data
 
 
 def drop_in_zip(source: BinaryIO, target: BinaryIO, ids: frozenset[int]) -> int:
-    """Copy an Export API zip from `source` to `target` without the events of `ids`, entry by
-    entry in the same order and under the same names; the number of events dropped. Entries that
-    are not gzip NDJSON (`.json.gz`) are copied as they are."""
+    """Copy an Export API zip from `source` (seekable) to `target` (a stream; need not seek)
+    without the events of `ids`, entry by entry in the same order and under the same names; the
+    number of events dropped. Entries that are not gzip NDJSON (`.json.gz`) are copied as they
+    are. Each entry is streamed."""
     dropped = 0
     with zipfile.ZipFile(source) as archive, zipfile.ZipFile(target, "w", zipfile.ZIP_STORED) as out, \
             warnings.catch_warnings():
         warnings.filterwarnings("ignore", "Duplicate name")  # a name held twice stays twice
         for info in archive.infolist():
-            data = archive.read(info)
-            if info.filename.endswith(".json.gz"):
-                data, n = drop_in_gzip(data, ids)
-                dropped += n
             copy = zipfile.ZipInfo(info.filename, info.date_time)
             copy.compress_type = info.compress_type
             copy.external_attr = info.external_attr
-            out.writestr(copy, data)
+            with archive.open(info) as member, out.open(copy, "w", force_zip64=True) as entry:
+                if info.filename.endswith(".json.gz"):
+                    dropped += drop_in_gzip_stream(member, entry, ids)
+                else:
+                    shutil.copyfileobj(member, entry, STREAM_CHUNK)
     return dropped
+
+
+def count_in_zip(source: BinaryIO, ids: frozenset[int]) -> int:
+    """How many events of `ids` the `.json.gz` entries of an Export API zip hold."""
+    with zipfile.ZipFile(source) as archive:
+        total = 0
+        for info in archive.infolist():
+            if info.filename.endswith(".json.gz"):
+                with archive.open(info) as member:
+                    total += count_deleted(member, ids)
+        return total
 
 
 def drop_in_rejects(data: bytes, ids: frozenset[int]) -> tuple[bytes, int]:

@@ -42,10 +42,11 @@ when its job ran, so events a user sends after that are kept, as Amplitude keeps
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import secrets
-import tempfile
+import shutil
 import time
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -257,39 +258,82 @@ def _rows_per_hour_and_id(bq: bigquery.Client, config: Config, ids: frozenset[in
 def _rewrite_hour_object(bucket: storage.Bucket, hour: datetime, ids: frozenset[int], label: str,
                          result: ForgetResult, segment: str = "") -> int | None:
     """Re-write the project's hour object under export/ without the users' events; the live
-    generation afterwards (None: the hour has no hour object)."""
+    generation afterwards (None: the hour has no hour object).
+
+    Streamed, part by part, in two passes over the object: the first finds which parts held the
+    users and how big each re-written part is (its index goes in the new object's metadata,
+    which is set when the upload starts), the second writes them; a part the users were not in
+    is copied as it is."""
     name = naming.hour_object_name(hour, segment)
     blob = bucket.get_blob(name)
     if blob is None:
         return None
-    data = blob.download_as_bytes(if_generation_match=blob.generation)
-    parts = hour_parts.decode(blob.metadata, blob.size) or [hour_parts.Part("", 0, len(data))]
-    new_parts, dropped = [], 0
+    parts = hour_parts.decode(blob.metadata, blob.size) or [hour_parts.Part("", 0, int(blob.size or 0))]
+    planned = []  # (part, events dropped, its size once re-written)
     for part in parts:
-        content, n = deletions.drop_in_gzip(data[part.start:part.start + part.size], ids)
-        new_parts.append((part.label, content))
-        dropped += n
+        sized = deletions.ByteCounter()
+        with _part_of(bucket, blob, part) as source:
+            dropped = deletions.count_deleted(source, ids)
+        if dropped:
+            with _part_of(bucket, blob, part) as source:
+                deletions.drop_in_gzip_stream(source, sized, ids)
+        planned.append((part, dropped, sized.size if dropped else part.size))
+    dropped = sum(n for _, n, _ in planned)
     if not dropped:
         return blob.generation
     metadata = dict(blob.metadata or {}) | {"forgotten": label}
     if hour_parts.INDEX_KEY in metadata:
-        metadata |= hour_parts.encode([(part_label, len(content)) for part_label, content in new_parts])
-    out = bucket.blob(name)
-    out.metadata = metadata
+        metadata |= hour_parts.encode([(part.label, size) for part, _, size in planned])
     try:
-        out.upload_from_string(b"".join(c for _, c in new_parts), "application/gzip", if_generation_match=blob.generation)
+        with gcs.writer(bucket, name, metadata, "application/gzip", if_generation_match=blob.generation) as out:
+            for part, n, size in planned:
+                written = deletions.ByteCounter()
+                with _part_of(bucket, blob, part) as source:
+                    if n:
+                        deletions.drop_in_gzip_stream(source, _Tee(out, written), ids)
+                    else:
+                        shutil.copyfileobj(source, _Tee(out, written), deletions.STREAM_CHUNK)
+                if written.size != size:  # the index would lie: leave the upload unfinished
+                    raise TransientError(f"{name}: part {part.label or 0} came out {written.size} bytes, "
+                                         f"not the {size} measured; retrying")
     except gexc.PreconditionFailed:
         raise TransientError(f"{name} was replaced while its deleted users' events were being removed; retrying") from None
+    live = bucket.get_blob(name)
     result.objects_rewritten.append(name)
     log.info("hour object rewritten", extra={"fields": {"object": name, "date": f"{hour:%Y-%m-%d}", "hour": f"{hour:%H}",
-                                                         "generation": out.generation, "events_removed": dropped}})
-    return out.generation
+                                                         "generation": live.generation if live else None,
+                                                         "events_removed": dropped}})
+    return live.generation if live else None
+
+
+@contextlib.contextmanager
+def _part_of(bucket: storage.Bucket, blob: storage.Blob, part: hour_parts.Part):
+    """One part of one generation of an hour object, read a chunk at a time."""
+    with gcs.reader(bucket, blob.name, blob.generation) as stream:
+        stream.seek(part.start)
+        yield deletions.Window(stream, part.size)
+
+
+class _Tee:
+    """Writes to `out`, counted by `counter`."""
+
+    def __init__(self, out, counter: deletions.ByteCounter):
+        self.out, self.counter = out, counter
+
+    def write(self, data) -> int:
+        self.counter.write(data)
+        return self.out.write(data)
+
+    def flush(self) -> None:
+        pass
 
 
 def _rewrite_zips(bucket: storage.Bucket, hours: set[datetime], ids: frozenset[int], label: str,
                   result: ForgetResult, segment: str = "") -> list[str]:
     """Re-write every live raw zip of the project whose range holds one of `hours`; the names of
-    all its raw zips (live or not) whose range does, whose noncurrent generations go too."""
+    all its raw zips (live or not) whose range does, whose noncurrent generations go too. Each
+    is streamed from its live generation into the new one (a first pass finds whether it holds
+    the users at all)."""
     names = set()
     for blob in bucket.list_blobs(prefix=naming.raw_prefix(segment), versions=True):
         parsed = naming.parse_raw_name(blob.name, segment)
@@ -299,19 +343,16 @@ def _rewrite_zips(bucket: storage.Bucket, hours: set[datetime], ids: frozenset[i
         live = bucket.get_blob(name)
         if live is None:
             continue
-        with tempfile.TemporaryFile() as source, tempfile.TemporaryFile() as target:
-            live.download_to_file(source, if_generation_match=live.generation)
-            source.seek(0)
-            dropped = deletions.drop_in_zip(source, target, ids)
-            if not dropped:
+        with gcs.reader(bucket, name, live.generation) as source:
+            if not deletions.count_in_zip(source, ids):
                 continue
-            target.seek(0)
-            out = bucket.blob(name)
-            out.metadata = dict(live.metadata or {}) | {"forgotten": label}
-            try:
-                out.upload_from_file(target, content_type="application/zip", if_generation_match=live.generation)
-            except gexc.PreconditionFailed:
-                raise TransientError(f"{name} was replaced while its deleted users' events were being removed; retrying") from None
+        metadata = dict(live.metadata or {}) | {"forgotten": label}
+        try:
+            with gcs.reader(bucket, name, live.generation) as source, \
+                    gcs.writer(bucket, name, metadata, "application/zip", if_generation_match=live.generation) as target:
+                dropped = deletions.drop_in_zip(source, target, ids)
+        except gexc.PreconditionFailed:
+            raise TransientError(f"{name} was replaced while its deleted users' events were being removed; retrying") from None
         result.objects_rewritten.append(name)
         log.info("raw archive rewritten", extra={"fields": {"object": name, "events_removed": dropped}})
     return sorted(names)

@@ -165,3 +165,47 @@ def test_a_list_that_is_not_json_is_a_clear_error(stub):
     stub.faults.append(Fault(200, b"<html>maintenance</html>"))
     with pytest.raises(PermanentError, match="the deletions list is not JSON"):
         amplitude.list_deletions(requests.Session(), config_for(stub), date(2022, 3, 1), date(2022, 3, 2))
+
+
+def test_a_part_is_streamed_a_chunk_at_a_time_and_its_measured_size_is_its_size(monkeypatch):
+    monkeypatch.setattr(deletions, "STREAM_CHUNK", 4096)  # many chunks, lines cut across them
+    lines = [line(i % 7) for i in range(3000)]
+    part = gzip.compress(b"".join(lines[:1000]), mtime=0) + gzip.compress(b"".join(lines[1000:]), mtime=0)  # two members
+    assert deletions.count_deleted(io.BytesIO(part), frozenset({3})) == sum(1 for i in range(3000) if i % 7 == 3)
+    sized = deletions.ByteCounter()
+    dropped = deletions.drop_in_gzip_stream(io.BytesIO(part), sized, frozenset({3}))
+    out = io.BytesIO()
+    assert deletions.drop_in_gzip_stream(io.BytesIO(part), out, frozenset({3})) == dropped
+    assert len(out.getvalue()) == sized.size  # the size measured first is the size written
+    assert gzip.decompress(out.getvalue()) == b"".join(l for i, l in enumerate(lines) if i % 7 != 3)
+
+
+def test_a_window_reads_only_its_bytes():
+    stream = io.BytesIO(b"0123456789")
+    stream.seek(2)
+    window = deletions.Window(stream, 5)
+    assert window.read(3) + window.read() + window.read() == b"23456"
+
+
+def test_a_zip_is_streamed_to_a_target_that_cannot_seek():
+    class Unseekable(io.RawIOBase):
+        def __init__(self):
+            self.data = bytearray()
+
+        def writable(self):
+            return True
+
+        def write(self, b):
+            self.data += b
+            return len(b)
+
+    source = io.BytesIO()
+    with zipfile.ZipFile(source, "w") as archive:
+        archive.writestr("1/1_2022-03-04_5#0.json.gz", gzip.compress(line(1) + line(2)))
+    source.seek(0)
+    assert deletions.count_in_zip(source, frozenset({1})) == 1
+    source.seek(0)
+    target = Unseekable()
+    assert deletions.drop_in_zip(source, target, frozenset({1})) == 1
+    with zipfile.ZipFile(io.BytesIO(bytes(target.data))) as archive:
+        assert gzip.decompress(archive.read("1/1_2022-03-04_5#0.json.gz")) == line(2)
