@@ -60,6 +60,9 @@ def test_the_local_bucket_lists_and_deletes_noncurrent_generations_as_cloud_stor
     with pytest.raises(gexc.NotFound):
         bucket.blob(name, generation=generations[0]).delete()
     assert bucket.blob(name).download_as_bytes() == b"three"  # the live object is untouched
+    with pytest.raises(gexc.PreconditionFailed):  # a precondition is on the live generation
+        bucket.blob(name, generation=generations[1]).delete(if_generation_match=generations[1])
+    assert listed() == sorted(generations[1:])
     bucket.blob(name, generation=generations[2]).delete()  # the live generation named: gone too
     assert bucket.get_blob(name) is None and listed() == [generations[1]]
     assert bucket.blob(name, generation=generations[1]).download_as_bytes() == b"two"

@@ -190,9 +190,9 @@ def _handler(rules: GcsRules):
         def _any(self) -> None:
             split = urlsplit(self.path)
             query = parse_qs(split.query)
-            target = generation_target(split.path, query)
+            target = generation_target(split.path, query) if self.command in ("GET", "HEAD", "DELETE") else None
             if target is not None:
-                self._by_generation(target)
+                self._by_generation(target, query)
                 return
             listed = listing_bucket(self.command, split.path)
             if listed is not None and query.get("versions", [""])[0].lower() == "true":
@@ -217,7 +217,7 @@ def _handler(rules: GcsRules):
 
         do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = _any
 
-        def _by_generation(self, target: tuple[str, str, int]) -> None:
+        def _by_generation(self, target: tuple[str, str, int], query: dict[str, list[str]]) -> None:
             bucket, name, generation = target
             with rules.lock((bucket, name)):
                 if target in rules.gone:
@@ -229,6 +229,10 @@ def _handler(rules: GcsRules):
                     return
                 self._drain_body()
                 live = rules.live_generation(bucket, name)
+                if "ifGenerationMatch" in query and not holds(query["ifGenerationMatch"][0], live):
+                    rules.refused += 1  # the precondition is on the live generation, whichever one is named
+                    self._reply(412, _CONDITION_NOT_MET)
+                    return
                 if generation != live and not rules.exists(bucket, name, generation):
                     self._reply(404, _NOT_FOUND)
                     return
