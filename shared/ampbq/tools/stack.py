@@ -459,7 +459,9 @@ class Relay:
                 self.mirror.update(message.attributes.get("bucketId", self.bucket), message.attributes.get("objectId", ""))
             key = f"{url}|{message.message_id}"
             try:
-                status = self.session.post(url, headers=headers, data=body, timeout=900).status_code
+                # A fresh connection per delivery, as Eventarc's are: a pooled keep-alive one that
+                # the function's server closed meanwhile would fail the delivery before it is sent.
+                status = self.session.post(url, headers=headers | {"Connection": "close"}, data=body, timeout=900).status_code
             except requests.RequestException:
                 status = 0
             with self._lock:
