@@ -182,45 +182,7 @@ def line_amplitude_id(line: bytes) -> int | None:
         return None
 
 
-def drop_lines(data: bytes, ids: frozenset[int]) -> tuple[bytes, int]:
-    """NDJSON `data` without the events of `ids`: (the rest, byte for byte, number dropped)."""
-    needles = [str(i).encode() for i in ids]
-    kept, dropped = [], 0
-    for line in data.splitlines(keepends=True):
-        # Most lines hold none of the ids' digits: only those that do are parsed.
-        if any(needle in line for needle in needles) and line_amplitude_id(line) in ids:
-            dropped += 1
-            continue
-        kept.append(line)
-    return b"".join(kept), dropped
-
-
-def inflate(data: bytes) -> bytes:
-    """The content of gzip members one after the other; a damaged member yields what it held
-    before the damage (as the transform reads it)."""
-    out, rest = io.BytesIO(), data
-    while rest:
-        inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
-        try:
-            out.write(inflater.decompress(rest))
-        except zlib.error:
-            break
-        if not inflater.eof:
-            break
-        rest = inflater.unused_data
-    return out.getvalue()
-
-
-def drop_in_gzip(data: bytes, ids: frozenset[int]) -> tuple[bytes, int]:
-    """A gzip part without the events of `ids`: (the part, unchanged when none was in it, dropped)."""
-    if not count_deleted(io.BytesIO(data), ids):
-        return data, 0
-    out = io.BytesIO()
-    dropped = drop_in_gzip_stream(io.BytesIO(data), out, ids)
-    return out.getvalue(), dropped
-
-
-# ---------------------------------------------------------------- the same, streamed
+# ---------------------------------------------------------------- streamed
 # An hour object or a raw zip can hold gigabytes: they are read and written a chunk at a time,
 # so a run's memory stays a few MiB whatever their size.
 STREAM_CHUNK = 1 << 20
@@ -244,6 +206,11 @@ def _inflated(source: BinaryIO) -> Iterator[bytes]:
                 inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
             else:
                 data = inflater.unconsumed_tail
+
+
+def inflate(data: bytes) -> bytes:
+    """The content of gzip members one after the other, whole (for small objects)."""
+    return b"".join(_inflated(io.BytesIO(data)))
 
 
 def inflated_lines(source: BinaryIO) -> Iterator[bytes]:
@@ -291,13 +258,15 @@ def drop_in_gzip_stream(source: BinaryIO, sink: BinaryIO, ids: frozenset[int]) -
 
 
 class ByteCounter:
-    """A sink that only counts what is written to it."""
+    """A sink that counts what is written to it, and passes it on to `sink` when there is one."""
 
-    def __init__(self):
-        self.size = 0
+    def __init__(self, sink: BinaryIO | None = None):
+        self.sink, self.size = sink, 0
 
     def write(self, data) -> int:
         self.size += len(data)
+        if self.sink is not None:
+            self.sink.write(data)
         return len(data)
 
     def flush(self) -> None:

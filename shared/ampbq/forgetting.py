@@ -287,12 +287,12 @@ def _rewrite_hour_object(bucket: storage.Bucket, hour: datetime, ids: frozenset[
     try:
         with gcs.writer(bucket, name, metadata, "application/gzip", if_generation_match=blob.generation) as out:
             for part, n, size in planned:
-                written = deletions.ByteCounter()
+                written = deletions.ByteCounter(out)
                 with _part_of(bucket, blob, part) as source:
                     if n:
-                        deletions.drop_in_gzip_stream(source, _Tee(out, written), ids)
+                        deletions.drop_in_gzip_stream(source, written, ids)
                     else:
-                        shutil.copyfileobj(source, _Tee(out, written), deletions.STREAM_CHUNK)
+                        shutil.copyfileobj(source, written, deletions.STREAM_CHUNK)
                 if written.size != size:  # the index would lie: leave the upload unfinished
                     raise TransientError(f"{name}: part {part.label or 0} came out {written.size} bytes, "
                                          f"not the {size} measured; retrying")
@@ -312,20 +312,6 @@ def _part_of(bucket: storage.Bucket, blob: storage.Blob, part: hour_parts.Part):
     with gcs.reader(bucket, blob.name, blob.generation) as stream:
         stream.seek(part.start)
         yield deletions.Window(stream, part.size)
-
-
-class _Tee:
-    """Writes to `out`, counted by `counter`."""
-
-    def __init__(self, out, counter: deletions.ByteCounter):
-        self.out, self.counter = out, counter
-
-    def write(self, data) -> int:
-        self.counter.write(data)
-        return self.out.write(data)
-
-    def flush(self) -> None:
-        pass
 
 
 def _rewrite_zips(bucket: storage.Bucket, hours: set[datetime], ids: frozenset[int], label: str,
