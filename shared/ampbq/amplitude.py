@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import BinaryIO
 
 import requests
+from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
 
 from .config import Config
 from .errors import NoData, PermanentError, TooLarge, TransientError
@@ -27,6 +28,17 @@ READ_TIMEOUT = 300
 
 class TimedOut(TransientError):
     """The Export API gave up on the volume (504) or the connection timed out."""
+
+
+def retrying(config: Config) -> Retrying:
+    """The retry policy of every call to Amplitude's APIs: transient failures only, with
+    jittered exponential backoff, `config.http_attempts` tries in all."""
+    return Retrying(
+        retry=retry_if_exception_type(TransientError),
+        stop=stop_after_attempt(config.http_attempts),
+        wait=wait_random_exponential(multiplier=config.http_backoff_seconds, max=60),
+        reraise=True,
+    )
 
 
 def export_url(config: Config) -> str:

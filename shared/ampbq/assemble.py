@@ -24,7 +24,8 @@ from . import gcs, hour_parts, naming, native
 from .config import Config
 from .errors import TransientError
 from .naming import HourRange
-from .steps import ExportResult, _hour_fields
+from .export_step import ExportResult
+from .monitoring import hour_fields
 
 log = logging.getLogger(__name__)
 COPY_CHUNK = 1 << 20
@@ -88,7 +89,7 @@ def scan_range(hours: HourRange, config: Config, bucket: storage.Bucket, source:
             continue
         if plan.state == "waiting":
             summary.waiting[f"{hour:%Y-%m-%dT%H}"] = plan.ready_at.isoformat()
-            log.info("hour waiting for Amplitude", extra={"fields": _hour_fields(hour, name) | {
+            log.info("hour waiting for Amplitude", extra={"fields": hour_fields(hour, name) | {
                 "parts": len(parts[hour]), "ready_at": plan.ready_at.isoformat(),
                 "reason": "no part may arrive for the quiet period after Amplitude has the hour complete"}})
             continue
@@ -97,7 +98,7 @@ def scan_range(hours: HourRange, config: Config, bucket: storage.Bucket, source:
                                  f"within the function's time limit; the retry of this run goes on from {hour:%Y-%m-%dT%H}")
         if plan.superseded:
             summary.superseded += [p.name for p in plan.superseded]
-            log.warning("parts superseded", extra={"fields": _hour_fields(hour, name) | {
+            log.warning("parts superseded", extra={"fields": hour_fields(hour, name) | {
                 "parts": [p.name for p in plan.superseded], "deliveries": plan.deliveries,
                 "reason": "Amplitude sent the hour again; its latest delivery replaces the earlier parts"}})
         if write_hour(bucket, source, config, plan, live):
@@ -129,10 +130,10 @@ def write_hour(bucket: storage.Bucket, source: storage.Bucket, config: Config, p
             for part in plan.parts:
                 copy_part(source, part, out)
     except gexc.PreconditionFailed:
-        log.info("hour object written meanwhile", extra={"fields": _hour_fields(hour, name) | {
+        log.info("hour object written meanwhile", extra={"fields": hour_fields(hour, name) | {
             "reason": "another run replaced it first; the next look compares its parts again"}})
         return False
-    log.info("hour object written", extra={"fields": _hour_fields(hour, name) | {
+    log.info("hour object written", extra={"fields": hour_fields(hour, name) | {
         "parts": len(plan.parts), "bytes": plan.size, "replaced": live is not None, "source": "native_export"}})
     return True
 

@@ -59,11 +59,15 @@ class Config:
     http_attempts: int = 5
     http_backoff_seconds: float = 2.0
     # Seconds an export invocation works before it stops between two parts and leaves the rest to
-    # the platform's retry, well inside the function's 540 s timeout (steps.ExportRun).
+    # the platform's retry, well inside the function's 540 s timeout (export_step.ExportRun).
     export_budget_seconds: float = 300.0
     # Seconds after which a load's commit lease that was not renewed is taken to belong to a holder
-    # that died (steps._Lease); it is renewed before each commit.
+    # that died (lease.Lease); it is renewed before each commit.
     load_lease_seconds: float = 60.0
+    # Compressed bytes of an hour object one transform invocation takes on: a bigger hour fans out
+    # into units of its parts, each transformed by its own invocation, and is loaded once all
+    # are (docs/transform.md, "Fan-out"). 256 MiB of gzip is about 2.5 GB of NDJSON, some 30 s.
+    transform_unit_bytes: int = 256 << 20
     # "export_api" or "native_export" (Terraform's `amplitude_source`).
     source: str = "export_api"
     # native_export: the bucket Amplitude writes to, the folder set in Amplitude ("" for the
@@ -166,6 +170,7 @@ class Config:
             http_backoff_seconds=_number(env, "AMPBQ_HTTP_BACKOFF_SECONDS", "2", float),
             export_budget_seconds=_number(env, "AMPBQ_EXPORT_BUDGET_SECONDS", "300", float),
             load_lease_seconds=_number(env, "AMPBQ_LOAD_LEASE_SECONDS", "60", float),
+            transform_unit_bytes=_number(env, "AMPBQ_TRANSFORM_UNIT_BYTES", str(256 << 20), int),
             **_native(env),
             amplitude_projects=_projects(env, region, env.get("AMPBQ_SOURCE") or "export_api"),
         )

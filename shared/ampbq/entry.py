@@ -15,7 +15,7 @@ from typing import Callable
 import requests
 
 from . import bigquery as bq_adapter
-from . import assemble, events, forgetting, gcs, logs, naming, steps
+from . import assemble, events, export_step, forgetting, gcs, load_step, logs, monitoring, naming, transform_step
 from .config import Config
 from .errors import Ignored, PermanentError, TransientError
 
@@ -94,12 +94,12 @@ def _record_dead_letter(step: str, error: Exception) -> None:
 
 
 def _summary(result: object) -> dict:
-    if isinstance(result, steps.ExportResult):
+    if isinstance(result, export_step.ExportResult):
         return {"range": str(result.requested), "hours": len(result.hours), "archives": result.archives,
                 "refused": len(result.refused), "resumed": result.resumed}
-    if isinstance(result, steps.LoadOutcome):
+    if isinstance(result, load_step.LoadOutcome):
         counts = {"events": result.events, "rows": result.rows, "rejected": result.rejected, "loaded": result.loaded}
-        steps.log_hour_loaded("load", result.hour, generation=result.generation, **counts,
+        monitoring.log_hour_loaded("load", result.hour, generation=result.generation, **counts,
                               **({"project": result.project} if result.project else {}))
         return counts
     if result is not None and hasattr(result, "log_fields"):  # transform's counts (per part too), forget's
@@ -110,7 +110,11 @@ def _summary(result: object) -> dict:
 def _object(cloud_event) -> events.StorageObject:
     obj = events.storage_object(cloud_event)
     logs.bind(object=obj.name, generation=obj.generation, event_id=obj.event_id)
-    scoped = naming.scoped_hour_object(obj.name) or naming.scoped_import_object(obj.name)
+    unit = naming.parse_unit_task(obj.name) or naming.parse_unit_import(obj.name)
+    scoped = naming.scoped_hour_object(obj.name) or naming.scoped_import_object(obj.name) or (
+        (unit.project, unit.hour) if unit else None)
+    if unit is not None:
+        logs.bind(unit=unit.label)
     if scoped is not None:  # every line of an hour's work carries its date and hour (and labels)
         project, hour = scoped
         logs.bind(date=f"{hour:%Y-%m-%d}", hour=f"{hour:%H}", **({"project": project} if project else {}))
@@ -136,12 +140,12 @@ def export(cloud_event) -> None:
         if len(config.projects) > 1:
             return _export_projects(hours, config, projects, bucket, session, events.run_id(cloud_event))
         # The event's id stays the same on the platform's retries: a retry resumes the same run.
-        return steps.export_range(hours, config, bucket, session, datetime.now(timezone.utc), run=events.run_id(cloud_event))
+        return export_step.export_range(hours, config, bucket, session, datetime.now(timezone.utc), run=events.run_id(cloud_event))
 
     _run("export", cloud_event, work)
 
 
-def _export_projects(hours, config: Config, projects, bucket, session, run: str) -> steps.ExportResult:
+def _export_projects(hours, config: Config, projects, bucket, session, run: str) -> export_step.ExportResult:
     """Every project's export of `hours`, each with its own keys and region. A project that fails
     permanently gets its own dead letter (`deadletter/export/<project>/…`, the default project's
     where it always was) and does not stop the others; a transient failure is raised once the
@@ -150,7 +154,7 @@ def _export_projects(hours, config: Config, projects, bucket, session, run: str)
     results, transient = [], None
     for project in projects:
         try:
-            results.append(steps.export_range(hours, config, bucket, session, datetime.now(timezone.utc), run=run,
+            results.append(export_step.export_range(hours, config, bucket, session, datetime.now(timezone.utc), run=run,
                                               project=project))
         except PermanentError as why:
             log.error(f"export of Amplitude project {project.label} failed permanently: {why}",
@@ -166,7 +170,7 @@ def _export_projects(hours, config: Config, projects, bucket, session, run: str)
             transient = transient or why
     if transient is not None:
         raise transient
-    return steps.ExportResult(hours, archives=[a for r in results for a in r.archives],
+    return export_step.ExportResult(hours, archives=[a for r in results for a in r.archives],
                               hours={k: v for r in results for k, v in r.hours.items()},
                               refused=[x for r in results for x in r.refused], resumed=[x for r in results for x in r.resumed])
 
@@ -216,8 +220,9 @@ def transform(cloud_event) -> None:
 
     def work():
         obj = _object(cloud_event)
-        bucket, _, _ = _clients(Config.from_env())
-        return steps.transform_hour(obj, bucket)
+        config = Config.from_env()
+        bucket, _, _ = _clients(config)
+        return transform_step.transform_object(obj, bucket, config)
 
     _run("transform", cloud_event, work)
 
@@ -229,6 +234,6 @@ def load(cloud_event) -> None:
         obj = _object(cloud_event)
         config = Config.from_env()
         bucket, bq, _ = _clients(config)
-        return steps.load_hour(obj, config, bucket, bq)
+        return load_step.load_hour(obj, config, bucket, bq)
 
     _run("load", cloud_event, work)

@@ -60,6 +60,7 @@ from . import bigquery as bq_adapter
 from .config import AmplitudeProject, Config
 from .deletions import DeletionJob
 from .errors import PermanentError, TransientError
+from .lease import Lease
 
 log = logging.getLogger(__name__)
 RUNNING = "forget/running.json"  # what an unfinished attempt touched, so its retry cleans it too
@@ -167,11 +168,10 @@ def _classified(error: Exception) -> PermanentError | TransientError:
 def forget_project(config: Config, project: AmplitudeProject, bucket: storage.Bucket, bq: bigquery.Client,
                    session: requests.Session, start_day: date, end_day: date, deadline: float) -> ForgetResult:
     """One project's deletions: listed with its keys from its region, applied to its rows and objects."""
-    from .steps import _http_retrying  # the Export API's retry policy, for the same server
 
     config = config.for_project(project)
     config.require_amplitude_keys()
-    for attempt in _http_retrying(config):
+    for attempt in amplitude.retrying(config):
         with attempt:
             payload = amplitude.list_deletions(session, config, start_day, end_day)
     jobs = deletions.for_project(deletions.parse_jobs(payload), project.app)
@@ -416,9 +416,8 @@ def _delete_in_table(bq: bigquery.Client, config: Config, bucket: storage.Bucket
                      left: dict[datetime, dict[int, int]], deadline: float, project: AmplitudeProject) -> None:
     """Delete the users' rows left in the table, and take them out of the ledger's counts and
     fingerprint, in one transaction under the load's commit lease (no commit runs meanwhile)."""
-    from .steps import _Lease
 
-    lease = _Lease(bucket, load.lease_name(config.table_id), config.load_lease_seconds)
+    lease = Lease(bucket, load.lease_name(config.table_id), config.load_lease_seconds)
     while not lease.acquire():
         if time.monotonic() > deadline:
             raise TransientError("the load's commit lease stayed taken; the retry deletes the rows")

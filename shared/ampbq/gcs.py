@@ -20,7 +20,7 @@ from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage
 from google.cloud.storage.exceptions import InvalidResponse
 
-from .errors import PermanentError, TransientError
+from .errors import Ignored, PermanentError, TransientError
 
 # A multiple of 256 KiB, as resumable uploads require.
 CHUNK = 8 << 20
@@ -35,6 +35,16 @@ def client(project: str) -> storage.Client:
 def current(bucket: storage.Bucket, name: str) -> storage.Blob | None:
     """The live object (with its generation and metadata), or None."""
     return bucket.get_blob(name)
+
+
+def live(bucket: storage.Bucket, obj) -> storage.Blob:
+    """The live object of the event `obj` (an events.StorageObject) when it is still the
+    generation the event names; Ignored when a newer one replaced it, or it is gone."""
+    blob = current(bucket, obj.name)
+    if blob is None or blob.generation != obj.generation:
+        now = "gone" if blob is None else f"now generation {blob.generation}"
+        raise Ignored(f"stale event for {obj.name} generation {obj.generation} ({now})")
+    return blob
 
 
 @contextlib.contextmanager
@@ -64,6 +74,24 @@ def writer(
         yield stream
 
 
+def put(bucket: storage.Bucket, name: str, data: str | bytes, content_type: str, metadata: dict[str, str] | None = None) -> int:
+    """Write a small object in one request, its metadata with it; its new generation."""
+    blob = bucket.blob(name)
+    blob.metadata = metadata
+    blob.upload_from_string(data, content_type)
+    return blob.generation
+
+
+def read_bytes(bucket: storage.Bucket, name: str, generation: int) -> bytes:
+    """One generation of a small object, whole (NotFound when that generation is gone)."""
+    return bucket.blob(name, generation=generation).download_as_bytes()
+
+
+def listing(bucket: storage.Bucket, prefix: str) -> list[storage.Blob]:
+    """The live objects under `prefix`, with their generations and metadata."""
+    return list(bucket.list_blobs(prefix=prefix))
+
+
 def read_json(bucket: storage.Bucket, name: str):
     """A small JSON object's content, or None when there is no such object."""
     try:
@@ -82,10 +110,18 @@ def delete_if_exists(bucket: storage.Bucket, name: str) -> bool:
 
 def source_generation(blob: storage.Blob | None) -> int:
     """The hour object generation an object written by this pipeline was made from (0: none)."""
+    return made_from(blob.metadata if blob is not None else None)[0]
+
+
+def made_from(metadata: dict[str, str] | None) -> tuple[int, int]:
+    """What an object written by this pipeline was made from, in the order newer ones win: the
+    hour object's generation, then (for a unit of a big hour) its task object's generation, so a
+    task dropped again replaces the unit's rows it made before. (0, 0): nothing known."""
+    metadata = metadata or {}
     try:
-        return int((blob.metadata or {}).get("source_generation", 0)) if blob is not None else 0
+        return int(metadata.get("source_generation", 0)), int(metadata.get("unit_generation", 0))
     except ValueError:
-        return 0
+        return 0, 0
 
 
 PUBLISH_ATTEMPTS = 10
@@ -93,7 +129,8 @@ PUBLISH_ATTEMPTS = 10
 
 def publish_if_newer(bucket: storage.Bucket, scratch: str, name: str, metadata: dict[str, str], content_type: str) -> bool:
     """Make the finished `scratch` object the live `name`, unless `name` already holds rows of the
-    same or a newer source generation (`metadata["source_generation"]`); False when it does.
+    same or a newer source generation (`metadata["source_generation"]`, then "unit_generation":
+    made_from); False when it does.
 
     The bucket is versioned and steps can finish in any order, so a step working on an older
     generation may finish last. Each attempt is a compare-and-swap: compose with
@@ -101,11 +138,11 @@ def publish_if_newer(bucket: storage.Bucket, scratch: str, name: str, metadata: 
     in between makes this attempt fail with 412 and the next one decide again. Composing sets the
     metadata in the same request that finalizes the object (the counts are known only at the end).
     """
-    ours = int(metadata["source_generation"])
+    ours = made_from(metadata)
     try:
         for _ in range(PUBLISH_ATTEMPTS):
             live = bucket.get_blob(name)
-            if source_generation(live) >= ours:
+            if made_from(live.metadata if live is not None else None) >= ours:
                 return False
             final = bucket.blob(name)
             final.metadata = metadata
@@ -115,27 +152,27 @@ def publish_if_newer(bucket: storage.Bucket, scratch: str, name: str, metadata: 
                 return True
             except gexc.PreconditionFailed:
                 continue
-        raise TransientError(f"{name} kept changing while generation {ours} was being published; retrying")
+        raise TransientError(f"{name} kept changing while generation {ours[0]} was being published; retrying")
     finally:
         delete_if_exists(bucket, scratch)
 
 
-def delete_if_older(bucket: storage.Bucket, name: str, source_generation_now: int) -> None:
-    """Delete `name` if it was made from an older source generation than `source_generation_now`
-    (a newer one's object stays)."""
-    _delete_if(bucket, name, lambda made_from: made_from < source_generation_now)
+def delete_if_older(bucket: storage.Bucket, name: str, source_generation_now: int, unit_generation: int = 0) -> None:
+    """Delete `name` if it was made from an older source than (`source_generation_now`,
+    `unit_generation`) (made_from; a newer one's object stays)."""
+    _delete_if(bucket, name, lambda source: source < (source_generation_now, unit_generation))
 
 
-def delete_if_source(bucket: storage.Bucket, name: str, source_generation_then: int) -> None:
-    """Delete `name` if it is still the object made from exactly `source_generation_then`."""
-    _delete_if(bucket, name, lambda made_from: made_from == source_generation_then)
+def delete_if_source(bucket: storage.Bucket, name: str, source_generation_then: int, unit_generation: int = 0) -> None:
+    """Delete `name` if it is still the object made from exactly that source (made_from)."""
+    _delete_if(bucket, name, lambda source: source == (source_generation_then, unit_generation))
 
 
 def _delete_if(bucket: storage.Bucket, name: str, made_from_matches) -> None:
     """Delete the live `name` if its source generation matches; conditional on the generation
     just read, so an object replaced meanwhile is left to whoever replaced it."""
     live = bucket.get_blob(name)
-    if live is None or not made_from_matches(source_generation(live)):
+    if live is None or not made_from_matches(made_from(live.metadata)):
         return
     try:
         bucket.blob(name).delete(if_generation_match=live.generation)

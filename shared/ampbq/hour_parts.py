@@ -21,6 +21,7 @@ An hour object without the key, or with an index that does not add up to the obj
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from typing import BinaryIO
@@ -116,3 +117,35 @@ class Slice:
         self._position += len(data)
         self._left -= len(data)
         return data
+
+
+def units(parts: list[Part], limit: int) -> list[list[Part]]:
+    """The hour's parts cut into units of consecutive parts of at most `limit` compressed bytes
+    each (a part bigger than that is a unit of its own), for one transform invocation each."""
+    planned: list[list[Part]] = []
+    size = 0
+    for part in parts:
+        if planned and size + part.size <= limit:
+            planned[-1].append(part)
+            size += part.size
+        else:
+            planned.append([part])
+            size = part.size
+    return planned
+
+
+def unit_task(hour_object: str, generation: int, parts: list[Part]) -> str:
+    """The body of a unit's task object: which generation of which hour object, which parts."""
+    return json.dumps({"hour_object": hour_object, "generation": generation,
+                       "parts": [[p.label, p.start, p.size] for p in parts]})
+
+
+def parse_unit_task(text: bytes | str) -> tuple[str, int, list[Part]]:
+    """(hour object name, its generation, the unit's parts) of a task body; ValueError when it is
+    not one."""
+    try:
+        record = json.loads(text)
+        parts = [Part(str(label), int(start), int(size)) for label, start, size in record["parts"]]
+        return str(record["hour_object"]), int(record["generation"]), parts
+    except (KeyError, TypeError, ValueError) as why:
+        raise ValueError(f"not a unit task ({why})") from None

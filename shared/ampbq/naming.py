@@ -23,6 +23,12 @@ DEAD_LETTER_PREFIX = "deadletter/"
 # default project's names carry no segment, as before there were projects.
 _HOUR_OBJECT = re.compile(r"^export/(?:(\d+)/)?(\d{4}-\d{2}-\d{2})/(\d{2})\.json\.gz$")
 _IMPORT_OBJECT = re.compile(r"^import/(?:(\d+)/)?(\d{4}-\d{2}-\d{2})/(\d{2})\.json$")
+# A big hour's units (docs/transform.md, "Fan-out"): export/…/HH/unit-KKKK-of-PPPP.json is the task
+# of unit K of P of hour HH's hour object, import/…/HH/unit-KKKK-of-PPPP.json its rows, and
+# rejects/…/HH/unit-KKKK-of-PPPP.json its rejects.
+_UNIT = r"(?:(\d+)/)?(\d{4}-\d{2}-\d{2})/(\d{2})/unit-(\d{4})-of-(\d{4})\.json$"
+_UNIT_TASK = re.compile(r"^export/" + _UNIT)
+_UNIT_IMPORT = re.compile(r"^import/" + _UNIT)
 _PROJECT_ID = re.compile(r"^\d+$")
 # {project_id}/{project_id}_{YYYY-MM-DD}_{H}#{n}.json.gz, H not zero-padded, n an opaque partition id.
 _ZIP_ENTRY = re.compile(r"^(\d+)/(\d+)_(\d{4}-\d{2}-\d{2})_(\d{1,2})#(\d+)\.json\.gz$")
@@ -221,6 +227,62 @@ def import_object_name(hour: datetime, project: str = "") -> str:
 
 def rejects_object_name(hour: datetime, project: str = "") -> str:
     return f"{rejects_prefix(project)}{_hour_path(hour)}.json"
+
+
+@dataclass(frozen=True)
+class Unit:
+    """Unit `index` (from 0) of the `units` an hour's transform fans out into."""
+
+    project: str
+    hour: datetime
+    index: int
+    units: int
+
+    @property
+    def label(self) -> str:
+        return f"unit {self.index + 1} of {self.units}"
+
+
+def _unit_path(unit: Unit) -> str:
+    return f"{_segment(unit.project)}{_hour_path(unit.hour)}/unit-{unit.index:04d}-of-{unit.units:04d}.json"
+
+
+def unit_task_name(unit: Unit) -> str:
+    return f"{EXPORT_PREFIX}{_unit_path(unit)}"
+
+
+def unit_import_name(unit: Unit) -> str:
+    return f"{IMPORT_PREFIX}{_unit_path(unit)}"
+
+
+def unit_rejects_name(unit: Unit) -> str:
+    return f"{REJECTS_PREFIX}{_unit_path(unit)}"
+
+
+def unit_import_prefix(hour: datetime, project: str = "") -> str:
+    """Where every unit import object of the hour is (of any fan-out of it)."""
+    return f"{import_prefix(project)}{_hour_path(hour)}/unit-"
+
+
+def _parse_unit(pattern: re.Pattern, name: str) -> Unit | None:
+    match = pattern.match(name)
+    if not match:
+        return None
+    scoped = _parse_scoped(pattern, name)
+    index, units = int(match.group(4)), int(match.group(5))
+    if scoped is None or not 0 <= index < units:
+        return None
+    return Unit(scoped[0], scoped[1], index, units)
+
+
+def parse_unit_task(name: str) -> Unit | None:
+    """The unit an `export/[<project>/]YYYY-MM-DD/HH/unit-KKKK-of-PPPP.json` task names, or None."""
+    return _parse_unit(_UNIT_TASK, name)
+
+
+def parse_unit_import(name: str) -> Unit | None:
+    """The unit an `import/[<project>/]YYYY-MM-DD/HH/unit-KKKK-of-PPPP.json` object holds, or None."""
+    return _parse_unit(_UNIT_IMPORT, name)
 
 
 def scratch_name(name: str, source_generation: int, token: str) -> str:

@@ -316,11 +316,13 @@ class _ChunkShaper:
         chunk.rejects.append(reject_record(number, reason, raw, self.source_object, self.part))
 
 
-def transform_parts(raw: BinaryIO, parts: list[Part] | None, out: BinaryIO, rejects: BinaryIO, lineage: Lineage) -> Counts:
+def transform_parts(raw: BinaryIO, parts: list[Part] | None, out: BinaryIO, rejects: BinaryIO, lineage: Lineage,
+                    whole: bool = True) -> Counts:
     """Transform an hour object of `parts` (hour_parts.decode; None: unknown, one part), each
     part inflated on its own: damage in one ends only that part, and the next starts clean at
-    its own first byte. Line numbers run on across the parts, as in the hour object."""
-    if not parts or len(parts) == 1:
+    its own first byte. Line numbers run on across the parts, as in the hour object. `whole`:
+    `parts` are all of `raw`'s (False for a unit of a big hour: some of them, read by range)."""
+    if not parts or (len(parts) == 1 and whole):
         # The whole object is the one part: read it straight, without a Slice in between.
         counts = transform_stream(open_gzip(raw), out, rejects, lineage, part=parts[0].label if parts else "")
         if parts:

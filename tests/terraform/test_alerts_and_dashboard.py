@@ -15,7 +15,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from ampbq import entry, logs, naming, steps
+from ampbq import entry, export_step, load_step, logs, naming
 from ampbq.tools.cli import status as status_command
 from ampbq.config import Config
 from ampbq.errors import TransientError
@@ -56,16 +56,16 @@ def written_lines(work) -> list[dict]:
 
 
 def load_line(hour: int, rows: int = 10, rejected: int = 0) -> dict:
-    outcome = steps.LoadOutcome(DAY.replace(hour=hour), 1700000000000000 + hour, rows + rejected, rows, rejected, rows)
+    outcome = load_step.LoadOutcome(DAY.replace(hour=hour), 1700000000000000 + hour, rows + rejected, rows, rejected, rows)
     (line,) = [line for line in written_lines(lambda: entry._summary(outcome)) if line["message"] == "hour loaded"]
     return line
 
 
 def export_no_data_lines(hours: list[int]) -> list[dict]:
     """The export's lines for hours Amplitude has no data for (no hour object to empty)."""
-    result = steps.ExportResult(HourRange.day(DAY), hours={naming.hour_object_name(DAY.replace(hour=h)): 1
+    result = export_step.ExportResult(HourRange.day(DAY), hours={naming.hour_object_name(DAY.replace(hour=h)): 1
                                                            for h in range(24) if h not in hours})
-    return [line for line in written_lines(lambda: steps.write_empty_hours(_NoObjects(), HourRange.day(DAY), result))]
+    return [line for line in written_lines(lambda: export_step.write_empty_hours(_NoObjects(), HourRange.day(DAY), result))]
 
 
 def at(line: dict, moment: datetime) -> dict:

@@ -145,7 +145,7 @@ def listed() -> dict:
 
 def test_shared_files_are_the_handlers_import_closure_and_the_files_it_reads():
     modules = runtime_modules()
-    assert {"ampbq", "ampbq.entry", "ampbq.steps", "ampbq.allocator"} <= modules
+    assert {"ampbq", "ampbq.entry", "ampbq.export_step", "ampbq.transform_step", "ampbq.load_step", "ampbq.allocator"} <= modules
     expected = {entry_of(m) for m in modules} | data_files_read(modules)
     assert {"ampbq/schema/all_user_events.json", "ampbq/schema/all_user_events_loads.json",
             "ampbq/schema/all_user_events_dedup.sql"} <= expected

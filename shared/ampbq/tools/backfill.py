@@ -19,7 +19,7 @@ from google.api_core.exceptions import GoogleAPICallError
 from google.cloud import bigquery, storage
 
 from .. import bigquery as bq_adapter
-from .. import load, naming, steps
+from .. import export_step, load, load_step, naming, transform_step
 from . import calls, inventory
 from ..config import AmplitudeProject, Config
 from ..errors import AmpbqError, Ignored, PermanentError
@@ -175,7 +175,7 @@ def run_locally(run: Run, config: Config, bucket: storage.Bucket, bq: bigquery.C
     A failure is recorded on the run (no dead letter is written here: the person is watching).
     """
     try:
-        result = steps.export_range(run.hours, config, bucket, requests.Session(), datetime.now(timezone.utc),
+        result = export_step.export_range(run.hours, config, bucket, requests.Session(), datetime.now(timezone.utc),
                                     project=config.amplitude_project(run.project.segment))
     except AmpbqError as why:
         run.error, run.done = f"export failed: {why}", True
@@ -202,7 +202,7 @@ def chain_hour(name: str, config: Config, bucket: storage.Bucket, bq: bigquery.C
         raise PermanentError(f"{name} vanished before it could be transformed")
     project, hour = naming.scoped_hour_object(name)
     try:
-        steps.transform_hour(StorageObject(bucket.name, name, source.generation, "ampbq-cli"), bucket)
+        transform_step.transform_hour(StorageObject(bucket.name, name, source.generation, "ampbq-cli"), bucket)
     except Ignored:
         pass  # already transformed
     except _STEP_FAILURES:
@@ -212,7 +212,7 @@ def chain_hour(name: str, config: Config, bucket: storage.Bucket, bq: bigquery.C
     if target is None or (target.metadata or {}).get("source_generation") != str(source.generation):
         return  # another worker is writing it; its load will follow
     try:
-        steps.load_hour(StorageObject(bucket.name, target.name, target.generation, "ampbq-cli"), config, bucket, bq)
+        load_step.load_hour(StorageObject(bucket.name, target.name, target.generation, "ampbq-cli"), config, bucket, bq)
     except Ignored:
         pass  # a newer generation is loaded, or this one was loaded meanwhile
     except _STEP_FAILURES:

@@ -414,20 +414,20 @@ def export_zip(cache: Path, gigabytes: float, part: HourFile, echo: Callable[[st
 
 
 def _export_child(spec: dict) -> Run:
-    from .. import gcs, steps
+    from .. import export_step, gcs
     from ..naming import HourRange
 
     bucket = gcs.client("ampbq-bench").bucket(spec["bucket"])
-    result = steps.ExportResult(HourRange.day(date.fromisoformat(spec["day"])))
+    result = export_step.ExportResult(HourRange.day(date.fromisoformat(spec["day"])))
     started, cpu_started = time.perf_counter(), time.process_time()
-    steps.unpack_archive(bucket, spec["raw"], result.requested, result)
+    export_step.unpack_archive(bucket, spec["raw"], result.requested, result)
     seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
     return Run("export", sum(result.hours.values()), seconds, peak_rss_bytes(), 0,
                {"hour_objects": len(result.hours), "refused": len(result.refused)}, cpu_seconds=cpu_seconds)
 
 
 def bench_export(cache: Path, gigabytes: float, part: HourFile, echo: Callable[[str], None] = print) -> tuple[Run, dict]:
-    """steps.unpack_archive (the export step's unpack) on a large zip held by fake-gcs-server."""
+    """export_step.unpack_archive (the export step's unpack) on a large zip held by fake-gcs-server."""
     import requests
 
     from .stack import _stop_process, fake_gcs_binary, free_port, wait_for_port
@@ -775,7 +775,7 @@ def bench(events, sizes, repeat, naive, seed, formats, drift, profile, export_gb
             export_gb = 0
     if export_gb:
         export_run = (run, info["zip_bytes"] * files[part_events].ndjson_bytes / files[part_events].gzip_bytes)
-        echo(f"\nexport unpack (ampbq.steps.unpack_archive, the export step's own code, against fake-gcs-server; "
+        echo(f"\nexport unpack (ampbq.export_step.unpack_archive, the export step's own code, against fake-gcs-server; "
              f"the zip is read through GCS ranged reads of {info['chunk'] >> 20} MiB, hour objects written by resumable upload):")
         echo(f"  zip {info['zip_bytes'] / 1e9:.2f} GB, {run.extra['hour_objects']} hour objects of {info['parts_per_hour']} parts: "
              f"{run.seconds:.1f} s ({info['zip_bytes'] / MB / run.seconds:.0f} MB/s), {run.busy:.1f} CPU s, peak RSS {run.peak_rss / MB:.0f} MB"

@@ -26,7 +26,7 @@ from ..naming import HourRange
 from .status import SETTLED, HourStatus, classify
 
 STAGES = {"export": naming.hour_object_name, "import": naming.import_object_name}
-# The editable properties a hour or import object can carry (see gcs.writer and steps.transform_hour).
+# The editable properties a hour or import object can carry (see gcs.writer and transform_step.transform_hour).
 _KEPT = ("content_type", "content_encoding", "content_disposition", "content_language", "cache_control")
 
 

@@ -26,7 +26,7 @@ locals {
   # it has committed to BigQuery; the export function logs it for each hour Amplitude has no data
   # for (no hour object, or the empty one: nothing to transform or load). Both give the line the
   # LogEntry labels date (YYYY-MM-DD) and hour (HH), written the same way, and the field
-  # hour_end_unix (when the upload hour ends). See hour_loaded_fields in shared/ampbq/steps.py.
+  # hour_end_unix (when the upload hour ends). See hour_loaded_fields in shared/ampbq/monitoring.py.
   hour_loaded_filter = "resource.type=\"cloud_run_revision\" AND resource.labels.service_name=(\"${local.function_names.export}\" OR \"${local.function_names.load}\") AND jsonPayload.message=\"hour loaded\""
 
   # The load's own "hour loaded" lines also carry rows, rejected and lag_seconds.
