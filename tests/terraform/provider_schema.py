@@ -379,7 +379,8 @@ def constraint_admits(constraint: str, version: str) -> bool:
 
 
 def tf_files(root: Path = TERRAFORM) -> list[Path]:
-    return sorted(p for p in root.rglob("*.tf") if ".terraform" not in p.parts)
+    # Each file once: the environment roots' links are checked where they point (envs/shared).
+    return sorted(p for p in root.rglob("*.tf") if ".terraform" not in p.parts and not p.is_symlink())
 
 
 def check_directory(root: Path = TERRAFORM, schema: dict | None = None) -> list[Problem]:

@@ -17,6 +17,8 @@ REPO = Path(__file__).resolve().parents[2]
 TERRAFORM = REPO / "terraform"
 MODULE = TERRAFORM / "modules" / "pipeline"
 ENVS = ("staging", "production")
+# The files both environment roots link: everything but each one's own main.tf.
+SHARED = TERRAFORM / "envs" / "shared"
 FUNCTIONS = ("export", "transform", "load")
 ENTRY_POINTS = {"export": "export_day", "transform": "transform_hour", "load": "load_hour"}
 SCHEMA_DIR = REPO / "shared" / "ampbq" / "schema"
@@ -36,7 +38,8 @@ def parse_hcl(text: str) -> dict:
 
 
 def tf_files() -> list[Path]:
-    return sorted(p for p in TERRAFORM.rglob("*.tf") if ".terraform" not in p.parts)
+    """Every .tf file once: the links of the environment roots are read where they point."""
+    return sorted(p for p in TERRAFORM.rglob("*.tf") if ".terraform" not in p.parts and not p.is_symlink())
 
 
 @cache
@@ -70,6 +73,11 @@ def resource(type_: str, name: str) -> dict:
 def named_blocks(directory: Path, kind: str) -> dict[str, dict]:
     """variable, output or module blocks of a directory, keyed by name."""
     return {name: body for block in parsed(directory).get(kind, []) for name, body in block.items()}
+
+
+def env_locals(env: str) -> dict:
+    """The locals of an environment root: what its own main.tf chooses."""
+    return {k: v for block in parsed(TERRAFORM / "envs" / env).get("locals", []) for k, v in block.items()}
 
 
 def module_locals() -> dict:
@@ -129,4 +137,9 @@ def all_tf_text() -> str:
 
 
 def terraform_block(directory: Path) -> dict:
-    return single(parsed(directory)["terraform"])
+    """The directory's terraform blocks as one (an environment root has two: versions, backend)."""
+    merged: dict = {}
+    for block in parsed(directory)["terraform"]:
+        assert not merged.keys() & block.keys(), f"{directory}: {sorted(merged.keys() & block.keys())} set twice"
+        merged |= block
+    return merged

@@ -22,7 +22,7 @@ from ampbq.errors import TransientError
 from ampbq.naming import HourRange
 from monitoring_model import (SEVERITIES, LogFilter, Terraform, all_series, extract, firing, log_entry,
                               module_metrics, only_value, promql)
-from terraform_hcl import ENVS, MODULE, TERRAFORM, labelled, named_blocks, optional_default, resources
+from terraform_hcl import ENVS, MODULE, TERRAFORM, labelled, named_blocks, optional_default, parsed, resources
 
 pytestmark = pytest.mark.terraform
 
@@ -281,10 +281,44 @@ def run_first(content: str) -> list[list[str]]:
     return commands
 
 
-@pytest.mark.parametrize("policy", sorted(resources("google_monitoring_alert_policy")))
+def alert_documentation() -> dict[str, str]:
+    """Each alert policy's documentation, by address in the module: a for_each block gives one
+    policy per key of its map, whose `doc` the block's documentation is (see the test below)."""
+    docs = {}
+    for name, body in resources("google_monitoring_alert_policy").items():
+        if "for_each" not in body:
+            docs[name] = TF.resource("google_monitoring_alert_policy", name, "documentation")["documentation"][0]["content"]
+            continue
+        assert body["documentation"][0]["content"] == "${each.value.doc}", name
+        docs |= {f'{name}["{key}"]': each["doc"] for key, each in TF.value(body["for_each"]).items()}
+    return docs
+
+
+def test_the_three_alerts_and_the_two_that_share_one_block():
+    assert set(alert_documentation()) == {"function_errors", 'hours_done["day_incomplete"]', 'hours_done["data_stale"]'}
+    body = resources("google_monitoring_alert_policy")["hours_done"]
+    assert body["for_each"] == "${local.hours_done_alerts}"
+    assert body["display_name"] == "${each.value.display_name}"
+    (condition,) = body["conditions"]
+    assert condition["display_name"] == "${each.value.condition}"
+    assert condition["condition_prometheus_query_language"][0]["query"] == "${each.value.query}"
+    alerts = TF.local("hours_done_alerts")
+    # The conditions the tests above evaluate are the ones the policies hold.
+    assert alerts["day_incomplete"]["query"] == TF.local("completeness_query")
+    assert alerts["data_stale"]["query"] == TF.local("freshness_query")
+    assert alerts["day_incomplete"]["display_name"] == "ampbq staging: yesterday not fully loaded by 05:00 UTC"
+    assert alerts["data_stale"]["display_name"] == "ampbq staging: newest loaded upload hour older than 30 h"
+    # The two policies keep their state under the addresses they had as two blocks.
+    moved = {m["from"]: m["to"] for m in parsed(MODULE)["moved"]}
+    assert moved == {
+        "${google_monitoring_alert_policy.day_incomplete}": '${google_monitoring_alert_policy.hours_done["day_incomplete"]}',
+        "${google_monitoring_alert_policy.data_stale}": '${google_monitoring_alert_policy.hours_done["data_stale"]}',
+    }
+
+
+@pytest.mark.parametrize("policy", sorted(alert_documentation()))
 def test_every_alert_says_which_status_command_to_run_first(policy):
-    body = TF.resource("google_monitoring_alert_policy", policy, "documentation")
-    content = body["documentation"][0]["content"]
+    content = alert_documentation()[policy]
     assert "**Run first**" in content
     (command,) = run_first(content)
     assignments = dict(word.split("=", 1) for word in command if re.fullmatch(r"[A-Z_]+=.*", word))
@@ -362,7 +396,7 @@ def test_every_value_metric_reads_a_number_the_hour_loaded_lines_carry():
 CROSS_CHECKED = ("function_log_filter", "error_log_filter", "retry_log_filter", "hour_loaded_filter",
                  "hour_committed_filter", "commit_filter", "hour_ends", "completeness_count", "completeness_query",
                  "newest_hour_end", "freshness_query", "status_command",
-                 "function_errors_doc", "day_incomplete_doc", "data_stale_doc", "dashboard")
+                 "function_errors_doc", "day_incomplete_doc", "data_stale_doc", "hours_done_alerts", "dashboard")
 
 
 def test_the_model_evaluates_the_module_as_terraform_does(tmp_path):

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from terraform_hcl import ENVS, MODULE, TERRAFORM, module_locals, named_blocks, parse_hcl
+from terraform_hcl import ENVS, MODULE, TERRAFORM, env_locals, module_locals, named_blocks, parse_hcl
 
 pytestmark = pytest.mark.terraform
 
@@ -88,13 +88,18 @@ def test_env_declares_every_module_input_but_its_name(env):
 def test_env_passes_every_variable_to_the_module(env):
     call = module_call(env)
     assert set(call) - {"source"} == set(module_variables())
-    assert call["env"] == env
+    assert call["env"] == "${local.env}" and env_locals(env)["env"] == env
     for name in env_variables(env):
         if name in CHOSEN:
-            expected = f"${{coalesce(var.{name}, {CHOSEN_VALUES[env][name]})}}"
+            expected = f"${{coalesce(var.{name}, local.retention.{name})}}"
         else:
             expected = f"${{var.{name}}}"
         assert call[name] == expected, name
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_env_chooses_its_own_retention_in_main_tf(env):
+    assert env_locals(env)["retention"] == CHOSEN_VALUES[env]
 
 
 @pytest.mark.parametrize("env", ENVS)

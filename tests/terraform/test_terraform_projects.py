@@ -95,7 +95,7 @@ def test_the_export_function_reads_every_secret_of_the_map_and_refuses_a_default
 @pytest.mark.parametrize("name", ENVS)
 def test_both_environments_pass_the_map_and_the_default_project_through(name):
     env = TERRAFORM / "envs" / name
-    main = (env / "main.tf").read_text()
+    main = (env / "pipeline.tf").read_text()
     assert re.search(r"^  amplitude_projects\s+= var\.amplitude_projects$", main, re.M)
     assert re.search(r"^  amplitude_default_project\s+= var\.amplitude_default_project$", main, re.M)
     variables = (env / "variables.tf").read_text()

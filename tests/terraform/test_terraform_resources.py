@@ -16,8 +16,10 @@ from terraform_hcl import (
     MODULE,
     REPO,
     SCHEMA_DIR,
+    SHARED,
     TERRAFORM,
     all_tf_text,
+    env_locals,
     file_call_path,
     named_blocks,
     parse_hcl,
@@ -51,20 +53,45 @@ def test_env_module_call_uses_shared_module_and_own_name(env):
     call = named_blocks(env_dir, "module")["pipeline"]
     assert call["source"] == "../../modules/pipeline"
     assert (env_dir / call["source"]).resolve() == MODULE.resolve()
-    assert call["env"] == env
+    assert call["env"] == "${local.env}"
+    assert env_locals(env)["env"] == env
 
 
-def test_envs_differ_only_in_module_arguments():
+@pytest.mark.parametrize("env", ENVS)
+def test_env_root_is_its_own_main_tf_and_links_to_the_shared_files(env):
+    env_dir = TERRAFORM / "envs" / env
+    own = {p.name for p in env_dir.glob("*.tf") if not p.is_symlink()}
+    assert own == {"main.tf"}, "every .tf file of an environment but main.tf is a link to envs/shared"
+    linked = {p.name: p for p in env_dir.glob("*.tf") if p.is_symlink()}
+    assert set(linked) == {p.name for p in SHARED.glob("*.tf")}
+    for name, link in linked.items():
+        # Relative, so that it resolves in any checkout.
+        assert link.readlink() == Path("..") / "shared" / name, name
+        assert link.resolve() == (SHARED / name).resolve(), name
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_env_main_tf_holds_only_what_differs_between_environments(env):
+    own = parse_hcl((TERRAFORM / "envs" / env / "main.tf").read_text())
+    assert set(own) == {"locals", "terraform"}
+    assert set(single(own["locals"])) == {"env", "retention"}
+    assert list(single(own["terraform"])) == ["backend"]
+    # The shared files are one configuration: what they use of the environment is main.tf's.
+    shared_text = "\n".join(p.read_text() for p in sorted(SHARED.glob("*.tf")))
+    assert set(re.findall(r"\blocal\.(\w+)", shared_text)) == {"env", "retention"}
+    assert set(parse_hcl(shared_text)) == {"terraform", "provider", "module", "variable", "output"}
+
+
+def test_envs_differ_only_in_their_main_tf():
     staging, production = (TERRAFORM / "envs" / env for env in ENVS)
-    for name in ("variables.tf", "outputs.tf"):
-        assert (staging / name).read_text() == (production / name).read_text(), name
-    versions = [(TERRAFORM / "envs" / env / "versions.tf").read_text().replace(env, "ENV") for env in ENVS]
-    assert versions[0] == versions[1]
     for env_dir in (staging, production):
-        assert set(parsed(env_dir)) == {"terraform", "provider", "module", "variable", "output"}
+        assert set(parsed(env_dir)) == {"terraform", "provider", "module", "variable", "output", "locals"}
         assert list(named_blocks(env_dir, "module")) == ["pipeline"]
-    calls = [named_blocks(d, "module")["pipeline"] for d in (staging, production)]
-    assert calls[0].keys() == calls[1].keys()
+    mains = [(d / "main.tf").read_text() for d in (staging, production)]
+    shapes = [re.sub(r"= \d+$", "= N", m, flags=re.M).replace(env, "ENV") for m, env in zip(mains, ENVS)]
+    # Alike but for the name, the retention numbers and the comments.
+    strip = lambda text: [line for line in text.splitlines() if not line.lstrip().startswith("#")]
+    assert strip(shapes[0]) == strip(shapes[1])
 
 
 @pytest.mark.parametrize("env", ENVS)

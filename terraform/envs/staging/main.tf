@@ -1,45 +1,24 @@
-# Staging: the same pipeline as production; only the retention choices at the end differ.
-# Every input but env comes from this folder's variables (set them in terraform.tfvars).
-module "pipeline" {
-  source = "../../modules/pipeline"
-
-  env                               = "staging"
-  project_id                        = var.project_id
-  region                            = var.region
-  bucket_name                       = var.bucket_name
-  bucket_location                   = var.bucket_location
-  source_bucket_name                = var.source_bucket_name
-  bq_location                       = var.bq_location
-  dataset_id                        = var.dataset_id
-  table_id                          = var.table_id
-  deletion_protection               = var.deletion_protection
-  amplitude_region                  = var.amplitude_region
-  amplitude_url                     = var.amplitude_url
-  amplitude_projects                = var.amplitude_projects
-  amplitude_default_project         = var.amplitude_default_project
-  topic_name                        = var.topic_name
-  scheduler_job_name                = var.scheduler_job_name
-  scheduler_paused                  = var.scheduler_paused
-  secret_ids                        = var.secret_ids
-  secret_version                    = var.secret_version
-  memory                            = var.memory
-  cpu                               = var.cpu
-  max_instances                     = var.max_instances
-  noncurrent_version_retention_days = var.noncurrent_version_retention_days
-  notification_channels             = var.notification_channels
-  completeness_deadline_hour_utc    = var.completeness_deadline_hour_utc
-  completeness_expected_hours       = var.completeness_expected_hours
-  freshness_threshold_hours         = var.freshness_threshold_hours
-  schedule                          = var.schedule
-  amplitude_source                  = var.amplitude_source
-  native_export_bucket              = var.native_export_bucket
-  native_export_prefix              = var.native_export_prefix
-  native_export_quiet_minutes       = var.native_export_quiet_minutes
+# Staging: the same pipeline as production (../shared, which every other .tf file here links);
+# only its name, its state and the retention choices below differ.
+locals {
+  env = "staging"
 
   # Staging data is a rehearsal: keep raw backups a month, in Standard storage.
-  # A value set in terraform.tfvars takes the place of each of these.
-  export_retention_days      = coalesce(var.export_retention_days, 30)
-  export_nearline_after_days = coalesce(var.export_nearline_after_days, 0)
-  import_retention_days      = coalesce(var.import_retention_days, 3)
-  rejects_retention_days     = coalesce(var.rejects_retention_days, 30)
+  # A value set in terraform.tfvars takes the place of each of these (../shared/pipeline.tf).
+  retention = {
+    export_retention_days      = 30
+    export_nearline_after_days = 0
+    import_retention_days      = 3
+    rejects_retention_days     = 30
+  }
+}
+
+terraform {
+  # State lives in a GCS bucket you create once (see terraform/README.md). The bucket is
+  # given at init time, so this file names no project:
+  #   terraform init -backend-config="bucket=<your-tfstate-bucket>"
+  # Each environment keeps its own state under its own prefix; no CLI workspaces.
+  backend "gcs" {
+    prefix = "ampbq/staging"
+  }
 }

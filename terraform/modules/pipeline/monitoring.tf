@@ -340,18 +340,39 @@ resource "google_logging_metric" "retries" {
   depends_on = [google_project_service.this]
 }
 
-resource "google_monitoring_alert_policy" "day_incomplete" {
+# The two alerts on the upload hours done (google_logging_metric.loaded_hour_end), both PromQL
+# conditions evaluated every 5 minutes; what each one checks, and says, is here.
+locals {
+  hours_done_alerts = {
+    day_incomplete = {
+      display_name = "ampbq ${var.env}: yesterday not fully loaded by ${format("%02d", var.completeness_deadline_hour_utc)}:00 UTC"
+      condition    = "fewer than ${var.completeness_expected_hours} hours of yesterday (UTC) done"
+      query        = local.completeness_query
+      doc          = local.day_incomplete_doc
+    }
+    data_stale = {
+      display_name = "ampbq ${var.env}: newest loaded upload hour older than ${local.freshness_threshold_hours} h"
+      condition    = "the newest upload hour done ended more than ${local.freshness_threshold_hours} h ago"
+      query        = local.freshness_query
+      doc          = local.data_stale_doc
+    }
+  }
+}
+
+resource "google_monitoring_alert_policy" "hours_done" {
+  for_each = local.hours_done_alerts
+
   project               = var.project_id
-  display_name          = "ampbq ${var.env}: yesterday not fully loaded by ${format("%02d", var.completeness_deadline_hour_utc)}:00 UTC"
+  display_name          = each.value.display_name
   combiner              = "OR"
   severity              = "ERROR"
   notification_channels = var.notification_channels
   user_labels           = local.labels
 
   conditions {
-    display_name = "fewer than ${var.completeness_expected_hours} hours of yesterday (UTC) done"
+    display_name = each.value.condition
     condition_prometheus_query_language {
-      query               = local.completeness_query
+      query               = each.value.query
       duration            = "0s"
       evaluation_interval = "300s"
       # The metric has no data until the first hour is loaded; validation would reject it.
@@ -365,41 +386,21 @@ resource "google_monitoring_alert_policy" "day_incomplete" {
 
   documentation {
     mime_type = "text/markdown"
-    content   = local.day_incomplete_doc
+    content   = each.value.doc
   }
 
   depends_on = [google_logging_metric.loaded_hour_end]
 }
 
-resource "google_monitoring_alert_policy" "data_stale" {
-  project               = var.project_id
-  display_name          = "ampbq ${var.env}: newest loaded upload hour older than ${local.freshness_threshold_hours} h"
-  combiner              = "OR"
-  severity              = "ERROR"
-  notification_channels = var.notification_channels
-  user_labels           = local.labels
+# Where these two alerts were before they shared one block: the same policies, not new ones.
+moved {
+  from = google_monitoring_alert_policy.day_incomplete
+  to   = google_monitoring_alert_policy.hours_done["day_incomplete"]
+}
 
-  conditions {
-    display_name = "the newest upload hour done ended more than ${local.freshness_threshold_hours} h ago"
-    condition_prometheus_query_language {
-      query               = local.freshness_query
-      duration            = "0s"
-      evaluation_interval = "300s"
-      # The metric has no data until the first hour is loaded; validation would reject it.
-      disable_metric_validation = true
-    }
-  }
-
-  alert_strategy {
-    auto_close = "3600s"
-  }
-
-  documentation {
-    mime_type = "text/markdown"
-    content   = local.data_stale_doc
-  }
-
-  depends_on = [google_logging_metric.loaded_hour_end]
+moved {
+  from = google_monitoring_alert_policy.data_stale
+  to   = google_monitoring_alert_policy.hours_done["data_stale"]
 }
 
 locals {
