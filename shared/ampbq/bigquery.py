@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import traceback
+from datetime import datetime
 from typing import Callable
 
 from google.api_core import exceptions as gexc
@@ -165,6 +166,26 @@ def run_job_once(bq: bigquery.Client, job_id: Callable[[int], str], submit: Call
             raise classify(error) from error
         return job
     raise PermanentError(f"job {job_id(0)} failed {MAX_ATTEMPTS} times")
+
+
+def create_stage(bq: bigquery.Client, table_id: str, expires: datetime) -> None:
+    """A staging table of the events schema, dropped by BigQuery at `expires` if no one does."""
+    stage = bigquery.Table(table_id, schema=schema_fields())
+    stage.expires = expires
+    bq.create_table(stage, exists_ok=True)
+
+
+def load_ndjson(bq: bigquery.Client, uris: list[str], table_id: str, labels: dict[str, str],
+                job_id: Callable[[int], str]) -> bigquery.LoadJob:
+    """Replace `table_id`'s rows with the NDJSON objects at `uris`, in one load job run once
+    (run_job_once, with `job_id(attempt)`)."""
+    job_config = bigquery.LoadJobConfig(
+        source_format=bigquery.SourceFormat.NEWLINE_DELIMITED_JSON,
+        write_disposition=bigquery.WriteDisposition.WRITE_TRUNCATE,
+        schema=schema_fields(),
+        labels=labels,
+    )
+    return run_job_once(bq, job_id, lambda name: bq.load_table_from_uri(uris, table_id, job_id=name, job_config=job_config))
 
 
 def query_rows(bq: bigquery.Client, sql: str, params: list | None = None) -> list[dict]:

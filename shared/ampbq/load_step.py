@@ -70,39 +70,84 @@ def _labels(hour: datetime, generation: int, function: str = "load", project: st
 
 def load_hour(obj: StorageObject, config: Config, bucket: storage.Bucket, bq: bigquery.Client,
               budget: float = LOAD_BUDGET_SECONDS) -> LoadOutcome:
-    """Stage the import object, then wait until its hour is committed: by this invocation if it
-    gets the table's lease, else by the holder, which commits every staged hour at once."""
-    scoped = naming.scoped_import_object(obj.name)
-    if scoped is None:
-        raise Ignored(f"not an import hour object: {obj.name}")
-    project, hour = scoped
-    hour_load = _hour_load(obj, gcs.live(bucket, obj), hour, project, config.app_of(project))
+    """Stage the import object (or, for a unit of a big hour, every unit of it once all are
+    there), then wait until its hour is committed: by this invocation if it gets the table's
+    lease, else by the holder, which commits every staged hour at once."""
+    unit = naming.parse_unit_import(obj.name)
+    if unit is not None:
+        sources, hour_load = _units_load(obj, unit, bucket, config)
+        subject = f"{naming.unit_import_prefix(unit.hour, unit.project)}*-of-{unit.units:04d}.json"
+    else:
+        scoped = naming.scoped_import_object(obj.name)
+        if scoped is None:
+            raise Ignored(f"not an import hour object: {obj.name}")
+        project, hour = scoped
+        hour_load = _hour_load(obj, gcs.live(bucket, obj), hour, project, config.app_of(project))
+        sources, subject = [obj], obj.name
+    hour, project, generation = hour_load.hour, hour_load.project, hour_load.import_generation
     bq_adapter.ensure_tables(bq, config)
-    _skip_if_loaded(bq, config, hour_load, obj)
+    _skip_if_loaded(bq, config, hour_load, subject)
     deadline = time.monotonic() + budget
     try:
-        _stage(bq, config, bucket, obj, hour_load)
+        _stage(bq, config, bucket, sources, hour_load, subject)
     except PermanentError:
         # A duplicate delivery of this event may have finished the hour first and dropped the
         # staging table both were using: that is success, not a failure.
-        _skip_if_loaded(bq, config, hour_load, obj)
+        _skip_if_loaded(bq, config, hour_load, subject)
         raise
     _wait_for_commit(bq, config, bucket, hour_load, deadline)
     entry = _ledger_entry(bq, config, hour, project)
-    if entry is None or entry["import_generation"] != obj.generation:
+    if entry is None or entry["import_generation"] != generation:
         if entry is not None and not hour_load.newer_than(entry["source_generation"], entry["import_generation"]):
-            raise Ignored(f"{obj.name}: a newer generation {entry['import_generation']} is already loaded")
+            raise Ignored(f"{subject}: a newer generation {entry['import_generation']} is already loaded")
         if any(s.load.key == hour_load.key and s.load.newer_than(hour_load.source_generation, hour_load.import_generation)
                for _, s in _waiting(bucket, config)):
-            raise Ignored(f"{obj.name}: a newer generation of the hour is waiting for its commit")
-        raise TransientError(f"{obj.name}: staged generation {obj.generation} left the waiting list uncommitted")
-    outcome = LoadOutcome(hour, obj.generation, hour_load.events, hour_load.rows, hour_load.rejected, entry["loaded"], project)
+            raise Ignored(f"{subject}: a newer generation of the hour is waiting for its commit")
+        raise TransientError(f"{subject}: staged generation {generation} left the waiting list uncommitted")
+    outcome = LoadOutcome(hour, generation, hour_load.events, hour_load.rows, hour_load.rejected, entry["loaded"], project)
     if outcome.loaded != outcome.rows or outcome.rows + outcome.rejected != outcome.events:
         raise PermanentError(
-            f"{obj.name}: counts do not reconcile: events={outcome.events} rows={outcome.rows} "
+            f"{subject}: counts do not reconcile: events={outcome.events} rows={outcome.rows} "
             f"rejected={outcome.rejected} loaded={outcome.loaded}"
         )
     return outcome
+
+
+def _units_load(obj: StorageObject, unit: naming.Unit, bucket: storage.Bucket, config: Config
+                ) -> tuple[list[StorageObject], load.HourLoad]:
+    """Every unit import object of the hour object generation `obj` was made from, and the
+    hour's load from all of them; Ignored while some unit is not transformed yet (the load of
+    the last one to be published finds them all: each publishes before its load lists).
+
+    The hour's import generation is the newest of its units' generations: a unit transformed or
+    dropped again makes the hour newer, so it is loaded again; two loads that find the same
+    units stage the same thing under the same names."""
+    made_from = gcs.source_generation(gcs.live(bucket, obj))
+    found: dict[int, storage.Blob] = {}
+    for blob in gcs.listing(bucket, naming.unit_import_prefix(unit.hour, unit.project)):
+        other = naming.parse_unit_import(blob.name)
+        if other is not None and other.units == unit.units and gcs.source_generation(blob) == made_from:
+            found[other.index] = blob
+    if len(found) < unit.units:
+        raise Ignored(f"{len(found)} of the {unit.units} units of generation {made_from} of the hour are transformed; "
+                      f"the load of the last one loads the hour")
+    blobs = [found[index] for index in range(unit.units)]
+    loads = [_hour_load(StorageObject(bucket.name, b.name, b.generation), b, unit.hour, unit.project,
+                        config.app_of(unit.project)) for b in blobs]
+    first = loads[0]
+    hour_load = load.HourLoad(
+        hour=unit.hour,
+        import_object=naming.gs_uri(bucket.name, naming.unit_import_prefix(unit.hour, unit.project)),
+        import_generation=max(b.generation for b in blobs),
+        source_object=first.source_object,
+        source_generation=made_from,
+        events=sum(h.events for h in loads),
+        rows=sum(h.rows for h in loads),
+        rejected=sum(h.rejected for h in loads),
+        project=unit.project,
+        app=first.app,
+    )
+    return [StorageObject(bucket.name, b.name, b.generation) for b in blobs], hour_load
 
 
 def _ledger_entry(bq: bigquery.Client, config: Config, hour: datetime, project: str = "") -> dict | None:
@@ -110,62 +155,54 @@ def _ledger_entry(bq: bigquery.Client, config: Config, hour: datetime, project: 
     return rows[0] if rows else None
 
 
-def _skip_if_loaded(bq: bigquery.Client, config: Config, hour_load: load.HourLoad, obj: StorageObject) -> None:
+def _skip_if_loaded(bq: bigquery.Client, config: Config, hour_load: load.HourLoad, subject: str) -> None:
     entry = _ledger_entry(bq, config, hour_load.hour, hour_load.project)
     if entry is None:
         return
-    if entry["import_generation"] == obj.generation:
+    generation = hour_load.import_generation
+    if entry["import_generation"] == generation:
         # Committed by a lease holder after an earlier attempt of this event gave up waiting: this
         # attempt is the one that reports the hour, so the monitoring still sees it loaded.
-        log_hour_loaded("load", hour_load.hour, generation=obj.generation, events=entry["events"],
+        log_hour_loaded("load", hour_load.hour, generation=generation, events=entry["events"],
                         rows=entry["rows_written"], rejected=entry["rejected"], loaded=entry["loaded"],
                         **project_field(hour_load.project))
-        raise Ignored(f"{obj.name}: generation {obj.generation} is already loaded")
+        raise Ignored(f"{subject}: generation {generation} is already loaded")
     if not hour_load.newer_than(entry["source_generation"], entry["import_generation"]):
-        raise Ignored(f"{obj.name}: a newer generation {entry['import_generation']} "
+        raise Ignored(f"{subject}: a newer generation {entry['import_generation']} "
                       f"(hour object generation {entry['source_generation']}) is already loaded")
 
 
-def _stage(bq: bigquery.Client, config: Config, bucket: storage.Bucket, obj: StorageObject, hour_load: load.HourLoad) -> None:
-    """Load the import object into its staging table, check it, and put it on the waiting list."""
-    hour, project = hour_load.hour, hour_load.project
-    stage_id = f"{config.project}.{config.dataset}.{naming.staging_table_name(config.table, hour, obj.generation, project)}"
-    stage = bigquery.Table(stage_id, schema=bq_adapter.schema_fields())
-    stage.expires = datetime.now(timezone.utc) + timedelta(days=1)  # left behind only by a crash
-    bq.create_table(stage, exists_ok=True)
-    job_config = bigquery.LoadJobConfig(
-        source_format=bigquery.SourceFormat.NEWLINE_DELIMITED_JSON,
-        write_disposition=bigquery.WriteDisposition.WRITE_TRUNCATE,
-        schema=bq_adapter.schema_fields(),
-        labels=_labels(hour, obj.generation, project=project),
-    )
-    uri = naming.gs_uri(obj.bucket, obj.name)
+def _stage(bq: bigquery.Client, config: Config, bucket: storage.Bucket, sources: list[StorageObject],
+           hour_load: load.HourLoad, subject: str) -> None:
+    """Load the hour's import object(s) into its staging table, check it, and put it on the
+    waiting list."""
+    hour, project, generation = hour_load.hour, hour_load.project, hour_load.import_generation
+    stage_id = f"{config.project}.{config.dataset}.{naming.staging_table_name(config.table, hour, generation, project)}"
+    bq_adapter.create_stage(bq, stage_id, expires=datetime.now(timezone.utc) + timedelta(days=1))  # left behind only by a crash
+    uris = [naming.gs_uri(source.bucket, source.name) for source in sources]
     for again in ("", "_again"):
         # "_again": the staging table was dropped after the job of the first id had filled it
         # (a holder found it gone), so that finished job's id no longer stands for its rows.
-        bq_adapter.run_job_once(
-            bq,
-            lambda attempt: naming.load_job_id(hour, obj.generation, attempt, project) + again,
-            lambda job_id: bq.load_table_from_uri(uri, stage_id, job_id=job_id, job_config=job_config),
-        )
-        # A load job reads the live object behind its URI, not a generation. If that is still this
-        # generation after the job, it was throughout (generations only grow): the staged rows are its.
-        live = gcs.current(bucket, obj.name)
-        if live is None or live.generation != obj.generation:
-            raise Ignored(f"{obj.name} was replaced while generation {obj.generation} was loading; "
-                          f"the newer generation's event loads it")
+        bq_adapter.load_ndjson(bq, uris, stage_id, _labels(hour, generation, project=project),
+                               lambda attempt: naming.load_job_id(hour, generation, attempt, project) + again)
+        # A load job reads the live object behind each URI, not a generation. If that is still the
+        # same generation after the job, it was throughout (generations only grow): the rows are its.
+        for source in sources:
+            live = gcs.current(bucket, source.name)
+            if live is None or live.generation != source.generation:
+                raise Ignored(f"{source.name} was replaced while generation {source.generation} was loading; "
+                              f"the newer generation's event loads it")
         summary = bq_adapter.query_rows(bq, load.staged_summary_sql(stage_id, hour_load.app))[0]
         if summary["n"] == hour_load.rows:
             break
     if summary["n"] != hour_load.rows:
-        raise PermanentError(f"{obj.name}: staged {summary['n']} rows but transform wrote {hour_load.rows}")
+        raise PermanentError(f"{subject}: staged {summary['n']} rows but transform wrote {hour_load.rows}")
     if summary.get("foreign_rows"):
-        raise PermanentError(f"{obj.name}: {summary['foreign_rows']} of its {summary['n']} rows are not of Amplitude project "
+        raise PermanentError(f"{subject}: {summary['foreign_rows']} of its {summary['n']} rows are not of Amplitude project "
                              f"{hour_load.app} (their app differs); a project's hour may hold only its own rows")
     staged = load.Staged(hour_load, stage_id, summary["lo"], summary["hi"], int(summary["days"]))
-    marker = bucket.blob(load.waiting_name(config.table_id, hour, obj.generation, project))
-    marker.metadata = {"staged": staged.to_json()}
-    marker.upload_from_string(staged.to_json(), "application/json")
+    gcs.put(bucket, load.waiting_name(config.table_id, hour, generation, project), staged.to_json(), "application/json",
+            {"staged": staged.to_json()})
 
 
 def _wait_for_commit(bq: bigquery.Client, config: Config, bucket: storage.Bucket, hour_load: load.HourLoad,

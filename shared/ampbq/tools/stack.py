@@ -491,7 +491,7 @@ class ImportMirror:
         self._lock = threading.Lock()
 
     def update(self, bucket: str, name: str) -> None:
-        if naming.scoped_import_object(name) is None:  # any project's import object
+        if naming.scoped_import_object(name) is None and naming.parse_unit_import(name) is None:  # any import object
             return
         target = self.root / bucket / name
         target.parent.mkdir(parents=True, exist_ok=True)

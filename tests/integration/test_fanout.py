@@ -1,0 +1,123 @@
+"""A big hour fans out: each unit of its parts is transformed by its own invocation, and the
+hour is loaded once, from all of them, when the last unit is there. Through the real export,
+transform and load, with the transform's unit size made tiny so that every part is a unit."""
+
+from __future__ import annotations
+
+import json
+from datetime import date
+
+import pytest
+
+from ampbq import naming
+from ampbq.naming import HourRange
+from ampbq.tools.stub import DatasetSource
+from ampbq.tools.synthetic import Dataset
+from integration_helpers import function_log, hour_rows, ledger_entry, manifest, wait_for, wait_loaded
+
+pytestmark = pytest.mark.integration
+DAY = date(2022, 8, 23)
+PARTS = 4
+DATASET = Dataset.for_day(DAY, hours=2, events_per_hour=60, parts_per_hour=PARTS)
+
+
+@pytest.fixture(scope="module")
+def fanned_out(stack, stub, bucket, bq, config):
+    """The session stack's transform taking on one part per invocation (any part is over one
+    byte); back to its usual unit size afterwards, whatever happens."""
+    stack.kill("transform")
+    stack.restart("transform", {"AMPBQ_TRANSFORM_UNIT_BYTES": "1"})
+    try:
+        stub.source.current = DatasetSource(DATASET)
+        stack.publish_run({"date": f"{DAY}"})
+        wait_for(lambda: manifest(bucket, HourRange.day(DAY)), f"the export manifest of {DAY}", timeout=90)
+        entries = {}
+        for hour in DATASET.range.hours():
+            blob = bucket.get_blob(naming.hour_object_name(hour))
+            entries[hour] = wait_loaded(bq, config, hour, blob.generation)
+        yield entries
+    finally:
+        stub.source.current = None
+        stack.kill("transform")
+        stack.restart("transform")
+
+
+def units(hour, project: str = "") -> list[naming.Unit]:
+    return [naming.Unit(project, hour, index, PARTS) for index in range(PARTS)]
+
+
+def expected_uuids(hour) -> list[str]:
+    return sorted(e["uuid"] for e in DATASET.events(hour))
+
+
+def test_each_part_is_transformed_on_its_own_and_the_hour_lands_exactly_once(fanned_out, stack, bucket, bq, config):
+    for hour, entry in fanned_out.items():
+        assert sorted(r["uuid"] for r in hour_rows(bq, config, hour)) == expected_uuids(hour)
+        assert entry["events"] == entry["rows_written"] == entry["loaded"] == len(expected_uuids(hour))
+        assert entry["rejected"] == 0
+        # No whole-hour import object: the rows are in one import object per unit.
+        assert bucket.get_blob(naming.import_object_name(hour)) is None
+        source = bucket.get_blob(naming.hour_object_name(hour))
+        unit_imports = [bucket.get_blob(naming.unit_import_name(u)) for u in units(hour)]
+        assert all(b is not None and b.metadata["source_generation"] == str(source.generation) for b in unit_imports)
+        assert sum(int(b.metadata["events"]) for b in unit_imports) == entry["events"]
+        assert entry["import_generation"] == max(b.generation for b in unit_imports)
+        # Each task names its own part of that generation of the hour object.
+        tasks = [json.loads(bucket.blob(naming.unit_task_name(u)).download_as_bytes()) for u in units(hour)]
+        assert {t["generation"] for t in tasks} == {source.generation}
+        assert sorted(p[0] for t in tasks for p in t["parts"]) == sorted(name for name, _ in DATASET.hour_parts(hour))
+    # One transform invocation per unit, each its own event, and one hour object fanned out per hour.
+    log = function_log(stack, "transform")
+    started = [line for line in log if line["message"] == "unit started" and line.get("date") == f"{DAY}"]
+    assert len(started) == PARTS * len(fanned_out)
+    assert len({line["event_id"] for line in started}) == len(started)
+    assert len([line for line in log if line["message"] == "hour fanned out" and line.get("date") == f"{DAY}"]) == len(fanned_out)
+
+
+def test_a_unit_task_dropped_again_transforms_that_unit_again_and_reloads_its_hour(fanned_out, bucket, bq, config):
+    hour = min(fanned_out)
+    before = ledger_entry(bq, config, hour)
+    unit = units(hour)[2]
+    others = {u.index: bucket.get_blob(naming.unit_import_name(u)).generation for u in units(hour) if u.index != 2}
+    task = bucket.blob(naming.unit_task_name(unit))
+    task.reload()
+    again = bucket.blob(task.name)
+    again.metadata = task.metadata
+    again.upload_from_string(task.download_as_bytes(), "application/json")
+
+    def reloaded():
+        entry = ledger_entry(bq, config, hour)
+        return entry if entry["import_generation"] != before["import_generation"] else None
+
+    entry = wait_for(reloaded, "the hour to load again", timeout=60)
+    assert entry["source_generation"] == before["source_generation"]
+    assert entry["import_generation"] == bucket.get_blob(naming.unit_import_name(unit)).generation
+    # Only that unit was transformed again; the hour's rows are still each event once.
+    assert {u.index: bucket.get_blob(naming.unit_import_name(u)).generation for u in units(hour) if u.index != 2} == others
+    assert sorted(r["uuid"] for r in hour_rows(bq, config, hour)) == expected_uuids(hour)
+    assert entry["loaded"] == entry["events"] == before["events"]
+
+
+def test_an_hour_object_dropped_again_fans_out_anew_and_its_old_tasks_change_nothing(fanned_out, stack, bucket, bq, config):
+    hour = max(fanned_out)
+    old = bucket.get_blob(naming.hour_object_name(hour))
+    old_task = bucket.blob(naming.unit_task_name(units(hour)[0])).download_as_bytes()
+    new = bucket.blob(old.name)
+    new.metadata = old.metadata
+    new.upload_from_string(old.download_as_bytes(), "application/gzip")
+    entry = wait_loaded(bq, config, hour, new.generation, timeout=60)
+    assert sorted(r["uuid"] for r in hour_rows(bq, config, hour)) == expected_uuids(hour)
+    assert entry["loaded"] == entry["events"] == len(expected_uuids(hour))
+    assert json.loads(bucket.blob(naming.unit_task_name(units(hour)[0])).download_as_bytes())["generation"] == new.generation
+    # A task of the replaced generation, dropped again late, is stale: nothing is loaded again.
+    unit_import = bucket.get_blob(naming.unit_import_name(units(hour)[1])).generation
+    stale = bucket.blob(naming.unit_task_name(units(hour)[1]))
+    stale.upload_from_string(old_task, "application/json")
+
+    def ignored():
+        return [line for line in function_log(stack, "transform") if line.get("object") == stale.name
+                and line.get("generation") == stale.generation and line["message"].startswith("ignored:")]
+
+    assert "its newer tasks transform it" in wait_for(ignored, "the stale task to be ignored", timeout=30)[0]["message"]
+    assert bucket.get_blob(naming.unit_import_name(units(hour)[1])).generation == unit_import
+    assert ledger_entry(bq, config, hour)["import_generation"] == entry["import_generation"]

@@ -1,0 +1,81 @@
+"""A big hour's units: how its parts are cut, how units are named and recognised, what a task
+holds, and which of two objects made from a source is the newer (pure)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import pytest
+
+from ampbq import gcs, hour_parts, naming
+from ampbq.hour_parts import Part
+
+HOUR = datetime(2024, 1, 31, 5, tzinfo=timezone.utc)
+
+
+def parts(*sizes: int) -> list[Part]:
+    start, made = 0, []
+    for index, size in enumerate(sizes):
+        made.append(Part(f"p{index}", start, size))
+        start += size
+    return made
+
+
+@pytest.mark.parametrize("sizes, limit, cut", [
+    ((10, 10, 10, 10), 20, [[0, 1], [2, 3]]),
+    ((10, 10, 10, 10), 25, [[0, 1], [2, 3]]),
+    ((10, 10, 10, 10), 40, [[0, 1, 2, 3]]),
+    ((10, 50, 10), 20, [[0], [1], [2]]),  # a part over the limit is a unit of its own
+    ((5, 5, 50, 5, 5), 10, [[0, 1], [2], [3, 4]]),
+    ((7,), 1, [[0]]),
+    ((3, 3, 3), 1, [[0], [1], [2]]),
+])
+def test_units_are_runs_of_consecutive_parts_within_the_limit(sizes, limit, cut):
+    planned = hour_parts.units(parts(*sizes), limit)
+    assert [[int(p.label[1:]) for p in unit] for unit in planned] == cut
+    assert [p for unit in planned for p in unit] == parts(*sizes)  # every part once, in order
+
+
+def test_no_parts_is_no_units():
+    assert hour_parts.units([], 10) == []
+
+
+def test_a_unit_task_names_the_generation_and_the_byte_ranges_of_its_parts():
+    unit = parts(3, 4, 5)[1:]
+    body = hour_parts.unit_task("export/2024-01-31/05.json.gz", 17, unit)
+    assert hour_parts.parse_unit_task(body) == ("export/2024-01-31/05.json.gz", 17, unit)
+    assert hour_parts.parse_unit_task(body.encode()) == ("export/2024-01-31/05.json.gz", 17, unit)
+
+
+@pytest.mark.parametrize("body", [b"", b"[]", b'{"hour_object": "x"}', b'{"hour_object": "x", "generation": "g", "parts": []}',
+                                  b'{"hour_object": "x", "generation": 1, "parts": [["a", 1]]}'])
+def test_anything_else_is_not_a_unit_task(body):
+    with pytest.raises(ValueError, match="not a unit task"):
+        hour_parts.parse_unit_task(body)
+
+
+@pytest.mark.parametrize("project", ["", "100002"])
+def test_unit_names_round_trip_and_are_not_hour_or_import_objects(project):
+    unit = naming.Unit(project, HOUR, 2, 8)
+    task, rows = naming.unit_task_name(unit), naming.unit_import_name(unit)
+    assert task == f"export/{project + '/' if project else ''}2024-01-31/05/unit-0002-of-0008.json"
+    assert naming.parse_unit_task(task) == unit and naming.parse_unit_import(rows) == unit
+    assert naming.parse_unit_import(task) is None and naming.parse_unit_task(rows) is None
+    assert naming.scoped_hour_object(task) is None and naming.scoped_import_object(rows) is None
+    assert rows.startswith(naming.unit_import_prefix(HOUR, project))
+    assert naming.unit_rejects_name(unit).startswith("rejects/")
+    assert unit.label == "unit 3 of 8"
+
+
+@pytest.mark.parametrize("name", ["export/2024-01-31/05/unit-0008-of-0008.json", "export/2024-01-31/24/unit-0000-of-0002.json",
+                                  "export/2024-01-31/05/unit-1-of-2.json", "import/2024-01-31/05/unit-0000-of-0002.json.gz"])
+def test_what_is_not_a_unit_name(name):
+    assert naming.parse_unit_task(name) is None and naming.parse_unit_import(name) is None
+
+
+def test_newer_is_the_hour_objects_generation_first_then_the_tasks():
+    assert gcs.made_from({"source_generation": "5"}) == (5, 0)
+    assert gcs.made_from({"source_generation": "5", "unit_generation": "9"}) == (5, 9)
+    assert gcs.made_from(None) == gcs.made_from({"source_generation": "x"}) == (0, 0)
+    assert gcs.made_from({"source_generation": "6"}) > gcs.made_from({"source_generation": "5", "unit_generation": "9"})
+    assert gcs.made_from({"source_generation": "5", "unit_generation": "10"}) > gcs.made_from({"source_generation": "5", "unit_generation": "9"})
