@@ -227,6 +227,7 @@ def apply(jobs: list[DeletionJob], config: Config, bucket: storage.Bucket, bq: b
             _clean_hour_outputs(bucket, hour, ids, result, segment)
     names = [name for hour in hours for name in _hour_names(hour, segment)]
     result.generations_deleted += _delete_noncurrent(bucket, names, zips)
+    result.generations_deleted += sum(_delete_stale_units(bucket, hour, segment) for hour in sorted(hours))
     still = _rows_per_hour_and_id(bq, config, ids, project.app)
     if still:
         raise TransientError(f"rows of deleted users are still in upload hours {', '.join(map(naming.api_hour, sorted(still)))}; "
@@ -349,16 +350,43 @@ def _clean_hour_outputs(bucket: storage.Bucket, hour: datetime, ids: frozenset[i
     """An hour whose rows were deleted in the table directly: the project's import object (already
     loaded) goes, and its rejects object is re-written without the users' lines."""
     gcs.delete_if_exists(bucket, naming.import_object_name(hour, segment))
-    name = naming.rejects_object_name(hour, segment)
-    blob = bucket.get_blob(name)
-    if blob is None:
-        return
-    kept, dropped = deletions.drop_in_rejects(blob.download_as_bytes(if_generation_match=blob.generation), ids)
-    if dropped:
-        out = bucket.blob(name)
-        out.metadata = blob.metadata
-        out.upload_from_string(kept, "application/x-ndjson", if_generation_match=blob.generation)
-        result.objects_rewritten.append(name)
+    for unit in gcs.listing(bucket, naming.unit_import_prefix(hour, segment)):
+        gcs.delete_if_exists(bucket, unit.name)
+    rejects = [naming.rejects_object_name(hour, segment)] + [
+        blob.name for blob in gcs.listing(bucket, _unit_prefix(naming.REJECTS_PREFIX, hour, segment))]
+    for name in rejects:
+        blob = bucket.get_blob(name)
+        if blob is None:
+            continue
+        kept, dropped = deletions.drop_in_rejects(blob.download_as_bytes(if_generation_match=blob.generation), ids)
+        if dropped:
+            out = bucket.blob(name)
+            out.metadata = blob.metadata
+            out.upload_from_string(kept, "application/x-ndjson", if_generation_match=blob.generation)
+            result.objects_rewritten.append(name)
+
+
+def _unit_prefix(prefix: str, hour: datetime, segment: str) -> str:
+    """Where a big hour's units are under `prefix` (export/: their tasks; import/, rejects/:
+    their rows and rejects)."""
+    return prefix + naming.unit_import_prefix(hour, segment)[len(naming.IMPORT_PREFIX):]
+
+
+def _delete_stale_units(bucket: storage.Bucket, hour: datetime, segment: str = "") -> int:
+    """Every generation of a big hour's units that is not the live one, and every live unit made
+    from another generation of the hour object than the live one (a fan-out into another number
+    of units leaves its units beside the new ones): each may hold the users' events. How many."""
+    source = bucket.get_blob(naming.hour_object_name(hour, segment))
+    deleted = 0
+    for prefix in (naming.EXPORT_PREFIX, naming.IMPORT_PREFIX, naming.REJECTS_PREFIX):
+        live = {blob.name: blob for blob in gcs.listing(bucket, _unit_prefix(prefix, hour, segment))}
+        for version in bucket.list_blobs(prefix=_unit_prefix(prefix, hour, segment), versions=True):
+            blob = live.get(version.name)
+            current = blob is not None and blob.generation == version.generation
+            stale = current and source is not None and gcs.source_generation(blob) != source.generation
+            if not current or stale:
+                deleted += _delete_generation(bucket, version.name, version.generation)
+    return deleted
 
 
 def _hour_names(hour: datetime, segment: str = "") -> tuple[str, str, str]:

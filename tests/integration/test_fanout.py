@@ -5,15 +5,18 @@ transform and load, with the transform's unit size made tiny so that every part 
 from __future__ import annotations
 
 import json
+import time
 from datetime import date
 
 import pytest
 
-from ampbq import naming
+from ampbq import forgetting, naming
+from ampbq.deletions import DeletionJob
 from ampbq.naming import HourRange
 from ampbq.tools.stub import DatasetSource
 from ampbq.tools.synthetic import Dataset
 from integration_helpers import function_log, hour_rows, ledger_entry, manifest, wait_for, wait_loaded
+from test_forget import ids_in_every_generation
 
 pytestmark = pytest.mark.integration
 DAY = date(2022, 8, 23)
@@ -121,3 +124,26 @@ def test_an_hour_object_dropped_again_fans_out_anew_and_its_old_tasks_change_not
     assert "its newer tasks transform it" in wait_for(ignored, "the stale task to be ignored", timeout=30)[0]["message"]
     assert bucket.get_blob(naming.unit_import_name(units(hour)[1])).generation == unit_import
     assert ledger_entry(bq, config, hour)["import_generation"] == entry["import_generation"]
+
+
+def test_a_deleted_user_leaves_every_unit_and_every_generation_of_a_fanned_out_hour(fanned_out, stack, bucket, bq, config):
+    hour = min(fanned_out)
+    victim = next(iter(DATASET.events(hour)))["amplitude_id"]
+    prefixes = [f"export/{DAY}/", f"import/{DAY}/", f"rejects/{DAY}/"]
+    assert victim in ids_in_every_generation(bucket, prefixes)[0]  # the check below can fail
+    kept = sorted(e["uuid"] for h in fanned_out for e in DATASET.events(h) if e["amplitude_id"] != victim)
+    # Units of about half the hour now: its re-written hour object fans out into fewer units than
+    # before, so the old units are not replaced by name and must be deleted as well.
+    half = bucket.get_blob(naming.hour_object_name(hour)).size // 2 + 1
+    stack.kill("transform")
+    stack.restart("transform", {"AMPBQ_TRANSFORM_UNIT_BYTES": str(half)})
+    result = forgetting.apply([DeletionJob(DAY, "done", (victim,))], config, bucket, bq, time.monotonic() + 120)
+    left = {naming.parse_unit_import(b.name).units for b in bucket.list_blobs(prefix=naming.unit_import_prefix(hour))}
+    assert len(left) == 1 and 1 < left.pop() < PARTS
+    assert result.rows_removed == sum(1 for h in fanned_out for e in DATASET.events(h) if e["amplitude_id"] == victim)
+    assert sorted(r["uuid"] for h in fanned_out for r in hour_rows(bq, config, h)) == kept
+    found, generations = ids_in_every_generation(bucket, prefixes)
+    assert victim not in found and generations > 0
+    for h in fanned_out:
+        entry = ledger_entry(bq, config, h)
+        assert entry["loaded"] == entry["events"] == sum(1 for u in kept if u in {e["uuid"] for e in DATASET.events(h)})
