@@ -353,7 +353,7 @@ def _clean_hour_outputs(bucket: storage.Bucket, hour: datetime, ids: frozenset[i
     for unit in gcs.listing(bucket, naming.unit_import_prefix(hour, segment)):
         gcs.delete_if_exists(bucket, unit.name)
     rejects = [naming.rejects_object_name(hour, segment)] + [
-        blob.name for blob in gcs.listing(bucket, _unit_prefix(naming.REJECTS_PREFIX, hour, segment))]
+        blob.name for blob in gcs.listing(bucket, naming.unit_prefix(naming.REJECTS_PREFIX, hour, segment))]
     for name in rejects:
         blob = bucket.get_blob(name)
         if blob is None:
@@ -366,12 +366,6 @@ def _clean_hour_outputs(bucket: storage.Bucket, hour: datetime, ids: frozenset[i
             result.objects_rewritten.append(name)
 
 
-def _unit_prefix(prefix: str, hour: datetime, segment: str) -> str:
-    """Where a big hour's units are under `prefix` (export/: their tasks; import/, rejects/:
-    their rows and rejects)."""
-    return prefix + naming.unit_import_prefix(hour, segment)[len(naming.IMPORT_PREFIX):]
-
-
 def _delete_stale_units(bucket: storage.Bucket, hour: datetime, segment: str = "") -> int:
     """Every generation of a big hour's units that is not the live one, and every live unit made
     from another generation of the hour object than the live one (a fan-out into another number
@@ -379,8 +373,8 @@ def _delete_stale_units(bucket: storage.Bucket, hour: datetime, segment: str = "
     source = bucket.get_blob(naming.hour_object_name(hour, segment))
     deleted = 0
     for prefix in (naming.EXPORT_PREFIX, naming.IMPORT_PREFIX, naming.REJECTS_PREFIX):
-        live = {blob.name: blob for blob in gcs.listing(bucket, _unit_prefix(prefix, hour, segment))}
-        for version in bucket.list_blobs(prefix=_unit_prefix(prefix, hour, segment), versions=True):
+        live = {blob.name: blob for blob in gcs.listing(bucket, naming.unit_prefix(prefix, hour, segment))}
+        for version in bucket.list_blobs(prefix=naming.unit_prefix(prefix, hour, segment), versions=True):
             blob = live.get(version.name)
             current = blob is not None and blob.generation == version.generation
             stale = current and source is not None and gcs.source_generation(blob) != source.generation

@@ -259,9 +259,14 @@ def unit_rejects_name(unit: Unit) -> str:
     return f"{REJECTS_PREFIX}{_unit_path(unit)}"
 
 
+def unit_prefix(root: str, hour: datetime, project: str = "") -> str:
+    """Where every unit of the hour is (of any fan-out of it) under `root`: EXPORT_PREFIX for
+    their tasks, IMPORT_PREFIX for their rows, REJECTS_PREFIX for their rejects."""
+    return f"{root}{_segment(project)}{_hour_path(hour)}/unit-"
+
+
 def unit_import_prefix(hour: datetime, project: str = "") -> str:
-    """Where every unit import object of the hour is (of any fan-out of it)."""
-    return f"{import_prefix(project)}{_hour_path(hour)}/unit-"
+    return unit_prefix(IMPORT_PREFIX, hour, project)
 
 
 def _parse_unit(pattern: re.Pattern, name: str) -> Unit | None:

@@ -4,6 +4,7 @@ transform and load, with the transform's unit size made tiny so that every part 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from datetime import date
@@ -13,6 +14,7 @@ import pytest
 from ampbq import forgetting, naming
 from ampbq.deletions import DeletionJob
 from ampbq.naming import HourRange
+from ampbq.tools import backfill
 from ampbq.tools.stub import DatasetSource
 from ampbq.tools.synthetic import Dataset
 from integration_helpers import function_log, hour_rows, ledger_entry, manifest, wait_for, wait_loaded
@@ -124,6 +126,21 @@ def test_an_hour_object_dropped_again_fans_out_anew_and_its_old_tasks_change_not
     assert "its newer tasks transform it" in wait_for(ignored, "the stale task to be ignored", timeout=30)[0]["message"]
     assert bucket.get_blob(naming.unit_import_name(units(hour)[1])).generation == unit_import
     assert ledger_entry(bq, config, hour)["import_generation"] == entry["import_generation"]
+
+
+def test_a_local_backfill_transforms_the_units_of_a_big_hour_itself_and_loads_it(fanned_out, bucket, bq, config):
+    """`ampbq backfill --local` does the chain's work in its own process, units included (the
+    session's functions react to the same objects: whichever side does a step, it is done once)."""
+    hour = max(fanned_out)
+    old = bucket.get_blob(naming.hour_object_name(hour))
+    new = bucket.blob(old.name)
+    new.metadata = old.metadata
+    new.upload_from_string(old.download_as_bytes(), "application/gzip")
+    backfill.chain_hour(new.name, dataclasses.replace(config, transform_unit_bytes=1), bucket, bq)
+    entry = ledger_entry(bq, config, hour)
+    assert entry["source_generation"] == new.generation  # loaded by the time it returns
+    assert sorted(r["uuid"] for r in hour_rows(bq, config, hour)) == expected_uuids(hour)
+    assert entry["loaded"] == entry["events"] == len(expected_uuids(hour))
 
 
 def test_a_deleted_user_leaves_every_unit_and_every_generation_of_a_fanned_out_hour(fanned_out, stack, bucket, bq, config):

@@ -19,7 +19,7 @@ from google.api_core.exceptions import GoogleAPICallError
 from google.cloud import bigquery, storage
 
 from .. import bigquery as bq_adapter
-from .. import export_step, load, load_step, naming, transform_step
+from .. import export_step, gcs, load, load_step, naming, transform_step
 from . import calls, inventory
 from ..config import AmplitudeProject, Config
 from ..errors import AmpbqError, Ignored, PermanentError
@@ -202,7 +202,8 @@ def chain_hour(name: str, config: Config, bucket: storage.Bucket, bq: bigquery.C
         raise PermanentError(f"{name} vanished before it could be transformed")
     project, hour = naming.scoped_hour_object(name)
     try:
-        transform_step.transform_hour(StorageObject(bucket.name, name, source.generation, "ampbq-cli"), bucket)
+        transform_step.transform_hour(StorageObject(bucket.name, name, source.generation, "ampbq-cli"), bucket,
+                                      config.transform_unit_bytes)
     except Ignored:
         pass  # already transformed
     except _STEP_FAILURES:
@@ -210,6 +211,8 @@ def chain_hour(name: str, config: Config, bucket: storage.Bucket, bq: bigquery.C
             raise
     target = bucket.get_blob(naming.import_object_name(hour, project))
     if target is None or (target.metadata or {}).get("source_generation") != str(source.generation):
+        target = _transform_units(bucket, source.generation, hour, project)
+    if target is None:
         return  # another worker is writing it; its load will follow
     try:
         load_step.load_hour(StorageObject(bucket.name, target.name, target.generation, "ampbq-cli"), config, bucket, bq)
@@ -219,6 +222,24 @@ def chain_hour(name: str, config: Config, bucket: storage.Bucket, bq: bigquery.C
         entry = bq_adapter.query_rows(bq, load.ledger_entry_sql(config.ledger_table_id, hour, project))
         if not entry or entry[0]["import_generation"] < target.generation:
             raise
+
+
+def _transform_units(bucket: storage.Bucket, generation: int, hour: datetime, project: str):
+    """A big hour fanned out into units: transform each of generation `generation`'s units here
+    (one the functions did already is skipped), and return one unit's import object, whose load
+    loads them all; None when the hour did not fan out."""
+    tasks = [blob for blob in gcs.listing(bucket, naming.unit_prefix(naming.EXPORT_PREFIX, hour, project))
+             if gcs.source_generation(blob) == generation and naming.parse_unit_task(blob.name)]
+    if not tasks:
+        return None
+    for task in tasks:
+        unit = naming.parse_unit_task(task.name)
+        try:
+            transform_step.transform_unit(StorageObject(bucket.name, task.name, task.generation, "ampbq-cli"), unit, bucket)
+        except Ignored:
+            pass  # transformed already, by the functions or an earlier run
+    last = naming.parse_unit_task(tasks[-1].name)
+    return bucket.get_blob(naming.unit_import_name(last))
 
 
 # Any failure of a step (ours, or a Google API's), a race with the deployed functions or not:
