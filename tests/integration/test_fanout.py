@@ -10,11 +10,13 @@ import time
 from datetime import date
 
 import pytest
+from click.testing import CliRunner
 
 from ampbq import forgetting, naming
 from ampbq.deletions import DeletionJob
 from ampbq.naming import HourRange
 from ampbq.tools import backfill
+from ampbq.tools.cli import main
 from ampbq.tools.stub import DatasetSource
 from ampbq.tools.synthetic import Dataset
 from integration_helpers import function_log, hour_rows, ledger_entry, manifest, wait_for, wait_loaded
@@ -71,6 +73,12 @@ def test_each_part_is_transformed_on_its_own_and_the_hour_lands_exactly_once(fan
         tasks = [json.loads(bucket.blob(naming.unit_task_name(u)).download_as_bytes()) for u in units(hour)]
         assert {t["generation"] for t in tasks} == {source.generation}
         assert sorted(p[0] for t in tasks for p in t["parts"]) == sorted(name for name, _ in DATASET.hour_parts(hour))
+    # `ampbq status` takes a fanned-out hour's units together: loaded, with every event counted.
+    result = CliRunner().invoke(main, ["status", "--start", f"{DAY}T00", "--end", f"{DAY}T01", "--json"],
+                                env=stack.client_env(), catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert {h["hour"]: (h["state"], h["events"], h["rows_in_bigquery"]) for h in json.loads(result.stdout)["hours"]} == {
+        f"{hour:%Y-%m-%dT%H}": ("loaded", entry["events"], entry["events"]) for hour, entry in fanned_out.items()}
     # One transform invocation per unit, each its own event, and one hour object fanned out per hour.
     log = function_log(stack, "transform")
     started = [line for line in log if line["message"] == "unit started" and line.get("date") == f"{DAY}"]

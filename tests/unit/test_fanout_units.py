@@ -79,3 +79,27 @@ def test_newer_is_the_hour_objects_generation_first_then_the_tasks():
     assert gcs.made_from(None) == gcs.made_from({"source_generation": "x"}) == (0, 0)
     assert gcs.made_from({"source_generation": "6"}) > gcs.made_from({"source_generation": "5", "unit_generation": "9"})
     assert gcs.made_from({"source_generation": "5", "unit_generation": "10"}) > gcs.made_from({"source_generation": "5", "unit_generation": "9"})
+
+
+def unit_info(index: int, units: int, source: int, generation: int, events: int, rejected: int = 0):
+    from ampbq.tools.status import ObjectInfo
+    unit = naming.Unit("", HOUR, index, units)
+    return unit, ObjectInfo(naming.unit_import_name(unit), generation, 100, {
+        "source_generation": str(source), "events": str(events), "rows": str(events - rejected), "rejected": str(rejected)})
+
+
+def test_status_takes_a_fanned_out_hours_units_together_only_when_all_of_the_live_generation_are_there():
+    from ampbq.tools.status import ObjectInfo, units_as_import
+    hour_object = ObjectInfo(naming.hour_object_name(HOUR), 7)
+    units = [unit_info(0, 3, 7, 101, 10), unit_info(1, 3, 7, 105, 20, 2), unit_info(2, 3, 7, 103, 30)]
+    combined = units_as_import(hour_object, units)
+    assert combined.generation == 105 and combined.name == "import/2024-01-31/05/"
+    assert (combined.count("events"), combined.count("rows"), combined.count("rejected")) == (60, 58, 2)
+    assert combined.metadata["source_generation"] == "7"
+    assert units_as_import(hour_object, units[:2]) is None  # one unit not transformed yet
+    assert units_as_import(ObjectInfo(hour_object.name, 8), units) is None  # made from an older generation
+    assert units_as_import(None, units) is None
+    # Beside an older fan-out of the same generation into two units, the complete newest set counts.
+    older = [unit_info(0, 2, 7, 50, 1), unit_info(1, 2, 7, 51, 1)]
+    assert units_as_import(hour_object, older + units).generation == 105
+    assert units_as_import(hour_object, older + units[:2]).count("events") == 2

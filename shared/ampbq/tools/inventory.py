@@ -23,7 +23,7 @@ from ..config import AmplitudeProject, Config
 from ..load import project_sql, timestamp_literal
 from ..naming import HourRange
 from ..errors import PermanentError
-from .status import HourEvidence, LedgerEntry, ObjectInfo
+from .status import HourEvidence, LedgerEntry, ObjectInfo, units_as_import
 
 # Cloud Functions retries a failing event for up to 24 hours.
 RETRY_WINDOW = timedelta(hours=24)
@@ -55,8 +55,17 @@ def read(bucket: storage.Bucket, bq: bigquery.Client, config: Config, hours: Hou
     days = days_of(hours)
     sources = _listed(bucket, [f"{naming.export_prefix(segment)}{d}/" for d in days],
                       lambda name: naming.parse_hour_object(name, segment))
-    imports = _listed(bucket, [f"{naming.import_prefix(segment)}{d}/" for d in days],
-                      lambda name: naming.parse_import_object(name, segment))
+    listed = _listing(bucket, [f"{naming.import_prefix(segment)}{d}/" for d in days])
+    imports = {hour: info for info in listed if (hour := naming.parse_import_object(info.name, segment)) is not None}
+    units: dict[datetime, list[tuple[naming.Unit, ObjectInfo]]] = {}
+    for info in listed:
+        unit = naming.parse_unit_import(info.name)
+        if unit is not None and unit.project == segment:
+            units.setdefault(unit.hour, []).append((unit, info))
+    for hour, found in units.items():  # a fanned-out hour: its units taken together, once all are there
+        combined = units_as_import(sources.get(hour), found)
+        if combined is not None and hour not in imports:
+            imports[hour] = combined
     coverage = ExportCoverage.read(bucket, hours, needed=[h for h in hours.hours() if h not in sources], project=segment)
     failures = _step_failures(bucket, days, sources, imports, segment)
     ledger, table_rows, fingerprints = _bigquery(bq, config, hours, counts, warnings, waiting=bool(imports), project=project)
@@ -75,14 +84,13 @@ def read(bucket: storage.Bucket, bq: bigquery.Client, config: Config, hours: Hou
     return Inventory(evidence, warnings, project)
 
 
+def _listing(bucket: storage.Bucket, prefixes: list[str]) -> list[ObjectInfo]:
+    return [object_info(blob) for prefix in prefixes for blob in bucket.list_blobs(prefix=prefix, **calls.storage())]
+
+
 def _listed(bucket: storage.Bucket, prefixes: list[str], parse) -> dict[datetime, ObjectInfo]:
-    found = {}
-    for prefix in prefixes:
-        for blob in bucket.list_blobs(prefix=prefix, **calls.storage()):
-            hour = parse(blob.name)
-            if hour is not None:
-                found[hour] = object_info(blob)
-    return found
+    """The objects under `prefixes` whose names `parse` gives an hour, by hour."""
+    return {hour: info for info in _listing(bucket, prefixes) if (hour := parse(info.name)) is not None}
 
 
 @dataclass

@@ -81,6 +81,28 @@ class ObjectInfo:
             return None
 
 
+def units_as_import(hour_object: ObjectInfo | None, units: list[tuple[naming.Unit, ObjectInfo]]) -> ObjectInfo | None:
+    """A fanned-out hour's unit import objects, taken together as the hour's import object when
+    every unit of the live hour object's generation is there (the load takes them as one: its
+    import generation is their newest); None otherwise."""
+    if hour_object is None:
+        return None
+    made_from = str(hour_object.generation)
+    by_count: dict[int, dict[int, ObjectInfo]] = {}
+    for unit, info in units:
+        if info.metadata.get("source_generation") == made_from:
+            by_count.setdefault(unit.units, {})[unit.index] = info
+    complete = [found for count, found in by_count.items() if len(found) == count]
+    if not complete:
+        return None
+    found = max(complete, key=lambda f: max(i.generation for i in f.values()))
+    infos = list(found.values())
+    metadata = {"source_generation": made_from, "units": str(len(infos))} | {
+        key: str(sum(i.count(key) or 0 for i in infos)) for key in ("events", "rows", "rejected")}
+    newest = max(infos, key=lambda i: i.generation)
+    return ObjectInfo(newest.name.rsplit("/", 1)[0] + "/", newest.generation, sum(i.size for i in infos), metadata, newest.updated)
+
+
 @dataclass(frozen=True)
 class LedgerEntry:
     """The load ledger's row for an hour (schema/all_user_events_loads.json)."""
