@@ -6,8 +6,10 @@ from __future__ import annotations
 import gzip
 import json
 import logging
+import secrets
 import time
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Iterator
@@ -20,6 +22,7 @@ from .config import AmplitudeProject, Config
 from .errors import NoData, PermanentError, TooLarge, TransientError
 from .monitoring import hour_fields, log_hour_loaded, project_field
 from .naming import HourRange
+from .transform import DamagedStream
 
 log = logging.getLogger("ampbq.export")
 
@@ -186,7 +189,7 @@ class ExportRun:
             log.warning("splitting range", extra={"fields": {"range": str(hours), "reason": str(why)}})
             return None
         part = ExportResult(hours, archives=[raw_name], project=self.project)
-        unpack_archive(self.bucket, raw_name, hours, part, self.project)
+        unpack_archive(self.bucket, raw_name, hours, part, self.project, self.config.transform_unit_bytes)
         return part
 
     def _split_into_halves(self, hours: HourRange) -> Iterator[ExportResult]:
@@ -245,7 +248,10 @@ def fetch_archive(hours: HourRange, config: Config, bucket, session, project: st
 
 
 
-def unpack_archive(bucket: storage.Bucket, raw_name: str, hours: HourRange, result: ExportResult, project: str = "") -> None:
+def unpack_archive(bucket: storage.Bucket, raw_name: str, hours: HourRange, result: ExportResult, project: str = "",
+                   unit_bytes: int = Config.transform_unit_bytes) -> None:
+    """Write each upload hour of the raw zip as its hour object; a part over `unit_bytes`, too
+    big for one transform invocation, is split at line ends into pieces of about that size."""
     with gcs.reader(bucket, raw_name) as raw:
         try:
             archive = zipfile.ZipFile(raw)
@@ -261,19 +267,48 @@ def unpack_archive(bucket: storage.Bucket, raw_name: str, hours: HourRange, resu
             result.refused.append(record)
         for hour, entries in plan.hours.items():
             name = naming.hour_object_name(hour, project)
-            # Each part's size is the zip's (file_size), known before the copy: the part index
-            # goes into the metadata of the very upload that finalizes the object.
             metadata = {
                 "upload_hour": f"{hour:%Y-%m-%dT%H}",
                 "parts": str(len(entries)),
                 "source_zip": naming.gs_uri(bucket.name, raw_name),
-            } | hour_parts.encode([(entry.label, entry.info.file_size) for entry in entries])
-            with gcs.writer(bucket, name, metadata, "application/gzip") as out:
-                copied = unpack.copy_hour(archive, entries, out)
+            }
+            copied = None
+            if any(entry.info.file_size > unit_bytes for entry in entries):
+                copied = _write_split_hour(bucket, archive, name, entries, unit_bytes, metadata, hour)
+            if copied is None:
+                # Each part's size is the zip's (file_size), known before the copy: the part index
+                # goes into the metadata of the very upload that finalizes the object.
+                metadata |= hour_parts.encode([(entry.label, entry.info.file_size) for entry in entries])
+                with gcs.writer(bucket, name, metadata, "application/gzip") as out:
+                    copied = unpack.copy_hour(archive, entries, out)
             for part in copied:
                 if part.error:
                     log.error("zip entry damaged", extra={"fields": hour_fields(hour, name) | {"entry": part.label, "reason": part.error}})
             result.hours[name] = len(entries)
             log.info("hour object written", extra={"fields": hour_fields(hour, name) | {
-                "parts": len(entries), "bytes": sum(part.size for part in copied)}})
+                "parts": len(entries), "bytes": sum(part.size for part in copied),
+                **({"pieces": len(copied)} if len(copied) != len(entries) else {})}})
 
+
+def _write_split_hour(bucket: storage.Bucket, archive: zipfile.ZipFile, name: str, entries: list, unit_bytes: int,
+                      metadata: dict[str, str], hour: datetime) -> list[unpack.Copied] | None:
+    """The hour object with its parts over `unit_bytes` split (unpack.split_entry); None when one
+    of them cannot be read to its end (the caller copies the hour as it is). The pieces' sizes
+    are known only once written, so it goes to a scratch object first, then into place with its
+    part index in the same request (a compose)."""
+    scratch = naming.scratch_name(name, 0, secrets.token_hex(4))
+    try:
+        with gcs.writer(bucket, scratch, content_type="application/gzip") as out:
+            copied: list[unpack.Copied] = []
+            for entry in entries:
+                if entry.info.file_size > unit_bytes:
+                    copied += unpack.split_entry(archive, entry.info, entry.label, unit_bytes, out)
+                else:
+                    copied += unpack.copy_hour(archive, [entry], out)
+    except (DamagedStream, zipfile.BadZipFile, zlib.error, EOFError) as why:
+        log.warning("part not split", extra={"fields": hour_fields(hour, name) | {"reason": f"{why}; copied whole"}})
+        gcs.delete_if_exists(bucket, scratch)
+        return None
+    gcs.finalize(bucket, scratch, name, metadata | hour_parts.encode([(part.label, part.size) for part in copied]),
+                 "application/gzip")
+    return copied

@@ -157,6 +157,18 @@ def publish_if_newer(bucket: storage.Bucket, scratch: str, name: str, metadata: 
         delete_if_exists(bucket, scratch)
 
 
+def finalize(bucket: storage.Bucket, scratch: str, name: str, metadata: dict[str, str], content_type: str) -> None:
+    """Make the finished `scratch` object `name`, with `metadata` set in the same request that
+    finalizes it (for metadata known only once the content is written), and remove `scratch`."""
+    final = bucket.blob(name)
+    final.metadata = metadata
+    final.content_type = content_type
+    try:
+        final.compose([bucket.blob(scratch)])
+    finally:
+        delete_if_exists(bucket, scratch)
+
+
 def delete_if_older(bucket: storage.Bucket, name: str, source_generation_now: int, unit_generation: int = 0) -> None:
     """Delete `name` if it was made from an older source than (`source_generation_now`,
     `unit_generation`) (made_from; a newer one's object stays)."""

@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import BinaryIO, Iterable
 
+from isal import isal_zlib
+
 from .naming import HourRange, ZipEntry, parse_zip_entry
 from .transform import DamagedStream, open_gzip
 
@@ -166,6 +168,57 @@ def copy_hour(archive: zipfile.ZipFile, entries: list[ZipEntry], out: BinaryIO) 
                 out.write(chunk)
         copied.append(Copied(getattr(entry, "label", "") or entry.name, member.size, member.error))
     return copied
+
+
+# ISA-L's fastest level: re-compressing is the export's whole cost for a part it splits.
+SPLIT_LEVEL = 1
+
+
+def split_entry(archive: zipfile.ZipFile, info: zipfile.ZipInfo, label: str, limit: int, out: BinaryIO) -> list[Copied]:
+    """Append the entry's lines to `out` as gzip members of about `limit` compressed bytes each,
+    each cut after a whole line (a member ends at the first line end once it holds `limit`
+    bytes); the pieces written, each labelled with the line it starts at.
+
+    For a part too big for one transform invocation: each piece becomes a unit of its own.
+    The deflater holds back some output, so a piece can run that much past `limit`. Raises
+    DamagedStream (or the zip's error) when the entry cannot be read to its end; the caller then
+    copies it whole, so the transform counts the damage as it would unsplit."""
+    pieces: list[Copied] = []
+    state = {"deflater": None, "size": 0, "line": 1}
+
+    def start() -> None:
+        state["deflater"] = isal_zlib.compressobj(SPLIT_LEVEL, isal_zlib.DEFLATED, 31)
+        state["size"] = 0
+        pieces.append(Copied(f"{label} from line {state['line']}", 0))
+
+    def feed(data: bytes) -> None:
+        if state["deflater"] is None:
+            start()
+        written = state["deflater"].compress(data)
+        out.write(written)
+        state["size"] += len(written)
+        state["line"] += data.count(b"\n")
+
+    def finish() -> None:
+        if state["deflater"] is not None:
+            tail = state["deflater"].flush()
+            out.write(tail)
+            pieces[-1] = Copied(pieces[-1].label, state["size"] + len(tail))
+            state["deflater"], state["size"] = None, 0
+
+    with archive.open(info) as member:
+        source = open_gzip(member)
+        while data := source.read(COPY_CHUNK):
+            while data:
+                end = data.find(b"\n") + 1 if state["size"] >= limit else 0
+                if not end:
+                    feed(data)
+                    break
+                feed(data[:end])  # the line that crosses the limit ends this piece
+                finish()
+                data = data[end:]
+    finish()
+    return pieces
 
 
 def holds_data(archive: zipfile.ZipFile, info: zipfile.ZipInfo | None) -> bool:

@@ -103,3 +103,45 @@ def test_status_takes_a_fanned_out_hours_units_together_only_when_all_of_the_liv
     older = [unit_info(0, 2, 7, 50, 1), unit_info(1, 2, 7, 51, 1)]
     assert units_as_import(hour_object, older + units).generation == 105
     assert units_as_import(hour_object, older + units[:2]).count("events") == 2
+
+
+def test_a_part_split_at_line_ends_keeps_every_line_once_in_order():
+    import gzip
+    import io
+    import os
+    import zipfile
+
+    from ampbq import unpack
+    lines = b"".join(b'{"uuid": "%d", "x": "%s"}\n' % (i, os.urandom(24).hex().encode()) for i in range(30000))
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:  # two gzip members in one part, as Amplitude's can be
+        archive.writestr("1/1_2024-01-31_5#7.json.gz", gzip.compress(lines[:len(lines) // 3]) + gzip.compress(lines[len(lines) // 3:]))
+    archive = zipfile.ZipFile(buffer)
+    out = io.BytesIO()
+    pieces = unpack.split_entry(archive, archive.infolist()[0], "p", 200_000, out)
+    assert len(pieces) > 2 and out.tell() == sum(p.size for p in pieces)
+    data, start, joined, line = out.getvalue(), 0, b"", 1
+    for piece in pieces:
+        assert piece.label == f"p from line {line}"
+        content = gzip.decompress(data[start:start + piece.size])
+        assert content.endswith(b"\n")
+        joined += content
+        line += content.count(b"\n")
+        start += piece.size
+    assert joined == lines
+
+
+def test_a_damaged_part_is_not_split():
+    import gzip
+    import io
+    import zipfile
+
+    from ampbq import unpack
+    from ampbq.transform import DamagedStream
+    whole = gzip.compress(b'{"uuid": "a"}\n' * 10000)
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("1/1_2024-01-31_5#7.json.gz", whole[: len(whole) // 2])
+    archive = zipfile.ZipFile(buffer)
+    with pytest.raises(DamagedStream):
+        unpack.split_entry(archive, archive.infolist()[0], "p", 10, io.BytesIO())
