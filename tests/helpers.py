@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gzip
 import json
 from pathlib import Path
 
@@ -18,10 +17,6 @@ def sample_records() -> list[tuple[str, int, dict]]:
             if line.strip():
                 records.append((path.name, number, json.loads(line)))
     return records
-
-
-def gzip_ndjson(lines: list[bytes]) -> bytes:
-    return gzip.compress(b"".join(line + b"\n" for line in lines))
 
 
 class RecordingEnv(dict):

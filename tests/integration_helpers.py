@@ -15,13 +15,13 @@ from ampbq.config import Config
 from ampbq.naming import HourRange
 from ampbq.tools.stack import Stack, storage_cloud_event
 from ampbq.tools.synthetic import Dataset
-from helpers import gzip_ndjson
+from factory import gzip_lines
 
 
 def drop_hour(bucket: storage.Bucket, hour: datetime, lines: list[bytes]) -> int:
     """Put an hour object under export/ (as the export step would) and return its generation."""
     blob = bucket.blob(naming.hour_object_name(hour))
-    blob.upload_from_string(gzip_ndjson(lines), content_type="application/gzip")
+    blob.upload_from_string(gzip_lines(lines), content_type="application/gzip")
     return blob.generation
 
 

@@ -9,26 +9,17 @@ import time
 from datetime import date, datetime, timezone
 from pathlib import Path
 
-import orjson
 import pytest
 
 from ampbq import naming, schema
 from ampbq.tools.stub import DatasetSource
 from ampbq.tools.synthetic import Dataset
+from factory import event_line, export_entries, utc, zip_archive
 from integration_helpers import (drop_hour, function_log, hour_rows, ledger_entry, log_lines, post_finalize, wait_for,
                                  wait_loaded)
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
-
-
-def utc(*args) -> datetime:
-    return datetime(*args, tzinfo=timezone.utc)
-
-
-def event_line(uuid: str, hour: datetime, **extra) -> bytes:
-    moment = hour.strftime("%Y-%m-%d %H:%M:%S.000000")
-    return orjson.dumps({"uuid": uuid, "event_time": moment, "server_upload_time": moment, "event_type": "t"} | extra)
 
 
 def test_daily_run_message_lands_every_hour_of_the_day(stack, stub, bq, config):
@@ -163,16 +154,14 @@ def test_stale_generation_event_changes_nothing(stack, bucket, bq, config):
 def _external_stub(tmp_path, extra_entry: bool):
     """Another process's Export API: our stub, serving a zip, reached only by its URL."""
     from ampbq.tools.stub import ExportApiStub, ZipSource
-    from ampbq.tools.synthetic import entry_name, gzip_lines, write_export_zip
+    from ampbq.tools.synthetic import write_export_zip
 
     archive = tmp_path / "external.zip"
     with open(archive, "wb") as sink:
         write_export_zip(Dataset.for_day(date(2021, 8, 1), hours=3, events_per_hour=7), sink)
     if extra_entry:  # an hour outside the requested day: refused, so the counts cannot reconcile
-        import zipfile
-
-        with zipfile.ZipFile(archive, "a") as out:
-            out.writestr(entry_name(203138, utc(2021, 8, 3, 1), 5), gzip_lines([event_line("stray", utc(2021, 8, 3, 1))]))
+        stray = utc(2021, 8, 3, 1)
+        zip_archive(export_entries(stray, [[event_line("stray", stray)]], partitions=[5]), archive, mode="a")
     return ExportApiStub(ZipSource(archive, whole=True), "ext-key", "ext-secret")
 
 

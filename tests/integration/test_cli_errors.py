@@ -23,6 +23,7 @@ import pytest
 
 from ampbq import naming
 from ampbq.tools.cli import main
+from factory import event, utc
 from integration_helpers import drop_hour, wait_loaded
 
 pytestmark = pytest.mark.integration
@@ -150,7 +151,7 @@ def test_hours_over_but_not_yet_exportable_read_not_ready_and_exit_3(stack):
 @pytest.fixture(scope="module")
 def waiting_import_object(stack, bucket, bq):
     """An hour whose import object waits for the load (the load refuses this one; it stays)."""
-    hour = datetime(2023, 3, 3, 4, tzinfo=timezone.utc)
+    hour = utc(2023, 3, 3, 4)
     bucket.blob(naming.import_object_name(hour)).upload_from_string(b"{}\n", content_type="application/x-ndjson")
     return hour
 
@@ -218,7 +219,7 @@ def test_wrong_usage_of_ampbq_itself_exits_2_with_one_error_line(args):
 
 
 # ------------------------------------------------------------------ transform on local files
-EVENT = {"uuid": "a", "event_time": "2020-11-24 09:00:00.000000", "server_upload_time": "2020-11-24 09:00:01.000000"}
+EVENT = event("a", "2020-11-24 09:00:01.000000", "2020-11-24 09:00:00.000000", event_type=None)
 LINES = json.dumps(EVENT).encode() + b"\n" + json.dumps(EVENT | {"uuid": "b"}).encode() + b"\n"
 
 
@@ -288,11 +289,11 @@ def test_help_shows_each_example_on_its_own_line(name):
 
 @pytest.fixture(scope="module")
 def loaded_hour_with_rejects(stack, bucket, bq, config):
-    hour = datetime(2023, 3, 4, 5, tzinfo=timezone.utc)
-    moment = hour.strftime("%Y-%m-%d %H:%M:%S.000000")
-    good = [json.dumps({"uuid": f"w-{n}", "event_time": moment, "server_upload_time": moment}).encode() for n in range(3)]
+    hour = utc(2023, 3, 4, 5)
+    line = lambda uuid, **extra: json.dumps(event(uuid, hour, event_type=None, **extra)).encode()  # noqa: E731 (spaced JSON)
+    good = [line(f"w-{n}") for n in range(3)]
     bad = [b'{"uuid": "broken", "event_type": "a line cut short by something upstream of the export ',
-           json.dumps({"uuid": "w-bad", "event_time": moment, "server_upload_time": moment, "event_id": "twelve"}).encode()]
+           line("w-bad", event_id="twelve")]
     wait_loaded(bq, config, hour, drop_hour(bucket, hour, good + bad))
     return hour
 

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 from collections import Counter
-from datetime import datetime, timezone
 
-import orjson
 import pytest
 
 from ampbq import bigquery as bq_adapter
 from ampbq import views
+from factory import event_line, utc
 from integration_helpers import drop_hour, wait_loaded
 
 pytestmark = pytest.mark.integration
@@ -17,12 +16,11 @@ P = "dedup-view-"  # this test's uuids
 
 
 def line(uuid: str, event_time: str, event_type: str) -> bytes:
-    return orjson.dumps({"uuid": P + uuid, "event_time": event_time, "server_upload_time": "2019-07-14 03:30:00.000000",
-                         "event_type": event_type})
+    return event_line(P + uuid, "2019-07-14 03:30:00.000000", event_time, event_type=event_type)
 
 
 def test_the_dedup_view_holds_one_row_per_exported_event_and_the_table_every_line(bucket, bq, config):
-    first, second = datetime(2019, 7, 14, 3, tzinfo=timezone.utc), datetime(2019, 7, 14, 4, tzinfo=timezone.utc)
+    first, second = utc(2019, 7, 14, 3), utc(2019, 7, 14, 4)
     at = "2019-07-14 02:59:00.000000"
     # The same line twice in one hour object, an event exported again in a later upload hour,
     # and one uuid on two different events (another event_time): those are not copies.

@@ -11,7 +11,8 @@ import pytest
 from ampbq import naming
 from ampbq.naming import HourRange
 from ampbq.tools.stub import DatasetSource, Fault, ZipSource
-from ampbq.tools.synthetic import Dataset, entry_name, gzip_lines
+from ampbq.tools.synthetic import Dataset
+from factory import entry_name, export_entries, gzip_lines, zip_archive
 from integration_helpers import day_rows, function_log, manifest, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.long]
@@ -131,10 +132,8 @@ def test_unexpected_zip_entries_are_refused_and_never_written(stack, fresh_stub,
     dataset = Dataset.for_day(day, hours=24, events_per_hour=3)
     archive = tmp_path / "odd.zip"
     odd = ["../evil.json.gz", "/etc/passwd.json.gz", "203138/notes.txt", entry_name(203138, hour + timedelta(days=2), 1)]
-    with zipfile.ZipFile(archive, "w") as out:
-        out.writestr(entry_name(203138, hour, 627), gzip_lines(dataset.lines(hour)))
-        for name in odd:
-            out.writestr(name, gzip_lines([b'{"uuid": "x"}']))
+    zip_archive([*export_entries(hour, [dataset.lines(hour)], partitions=[627]),
+                 *((name, gzip_lines([b'{"uuid": "x"}'])) for name in odd)], archive)
     fresh_stub.source.current = ZipSource(archive, whole=True)
     stack.publish_run({"date": f"{day}"})
     record = wait_for(lambda: manifest(bucket, HourRange.day(day)), "the manifest")

@@ -2,23 +2,16 @@
 
 from __future__ import annotations
 
-import gzip
 import json
-from datetime import datetime, timezone
 
 import orjson
 import pytest
 
 from ampbq import naming
-from helpers import gzip_ndjson
+from factory import event_line, gzip_lines, utc
 from integration_helpers import hour_rows, wait_loaded
-from test_chain import event_line
 
 pytestmark = pytest.mark.integration
-
-
-def utc(*args) -> datetime:
-    return datetime(*args, tzinfo=timezone.utc)
 
 
 def rejects_of(bucket, hour) -> list[dict]:
@@ -45,7 +38,7 @@ def test_every_kind_of_bad_line_is_quarantined_and_the_good_lines_load(bucket, b
         good("g5", event_properties={"a:b": 1}).replace(b'"a:b"', b'"a\\u003ab"'),    # 14: escaped colon, no repeat
     ]
     generation = bucket.blob(naming.hour_object_name(hour))
-    generation.upload_from_string(gzip_ndjson(lines))
+    generation.upload_from_string(gzip_lines(lines))
     entry = wait_loaded(bq, config, hour, generation.generation)
     rows = hour_rows(bq, config, hour)
     assert [r["uuid"] for r in rows] == ["g1", "g3", "g4", "g5"]
@@ -70,7 +63,7 @@ def test_every_kind_of_bad_line_is_quarantined_and_the_good_lines_load(bucket, b
 
 def test_a_truncated_hour_keeps_its_readable_lines_and_records_the_damage(bucket, bq, config):
     hour = utc(2021, 7, 1, 10)
-    whole = gzip.compress(b"".join(event_line(f"t{i}", hour) + b"\n" for i in range(3000)))
+    whole = gzip_lines(event_line(f"t{i}", hour) for i in range(3000))
     blob = bucket.blob(naming.hour_object_name(hour))
     blob.upload_from_string(whole[: len(whole) * 2 // 3])
     entry = wait_loaded(bq, config, hour, blob.generation)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import date, datetime, timezone
+from datetime import date
 
 import pytest
 
@@ -12,15 +12,11 @@ from ampbq.errors import Ignored
 from ampbq.events import StorageObject
 from ampbq.tools.stub import DatasetSource
 from ampbq.tools.synthetic import Dataset
+from factory import event_line, utc
 from integration_helpers import (day_rows, drop_hour, function_log, hour_rows, ledger_entry, log_lines, post_finalize,
                                  wait_for, wait_loaded)
-from test_chain import event_line
 
 pytestmark = pytest.mark.integration
-
-
-def utc(*args) -> datetime:
-    return datetime(*args, tzinfo=timezone.utc)
 
 
 def test_the_same_finalize_event_three_times_gives_one_copy(stack, bucket, bq, config):

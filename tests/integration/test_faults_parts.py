@@ -6,8 +6,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import warnings
-import zipfile
 from datetime import date, datetime, timezone
 from pathlib import Path
 
@@ -17,7 +15,8 @@ from ampbq import naming
 from ampbq.tools import stub as stub_module
 from ampbq.naming import HourRange
 from ampbq.tools.stub import ZipSource
-from ampbq.tools.synthetic import Dataset, gzip_lines
+from ampbq.tools.synthetic import Dataset
+from factory import gzip_lines, zip_archive
 from integration_helpers import function_log, hour_rows, manifest, wait_for, wait_loaded
 from test_operations import ampbq
 
@@ -38,20 +37,19 @@ REFUSED_NAME = f"elsewhere/203138_{DAY}_3#9.json.gz"  # not in its project's fol
 def write_zip(path: Path) -> dict:
     """Hours 00-03 in three parts each: hour 01's middle part cut short, hour 02's first two parts
     under one name, hour 03 beside a refused entry holding two events. What each hour holds."""
-    held = {}
-    with zipfile.ZipFile(path, "w") as archive, warnings.catch_warnings():
-        warnings.filterwarnings("ignore", "Duplicate name")  # on purpose
-        for hour in DATASET.range.hours():
-            parts = DATASET.hour_parts(hour)
-            held[hour] = parts
-            for index, (name, lines) in enumerate(parts):
-                data = gzip_lines(lines)
-                if hour == DAMAGED_HOUR and index == 1:
-                    data = data[: len(data) // 2]
-                if hour == TWICE_HOUR and index == 1:
-                    name = parts[0][0]
-                archive.writestr(name, data)
-        archive.writestr(REFUSED_NAME, gzip_lines([b'{"uuid": "refused-1"}', b'{"uuid": "refused-2"}']))
+    held, entries = {}, []
+    for hour in DATASET.range.hours():
+        parts = DATASET.hour_parts(hour)
+        held[hour] = parts
+        for index, (name, lines) in enumerate(parts):
+            data = gzip_lines(lines)
+            if hour == DAMAGED_HOUR and index == 1:
+                data = data[: len(data) // 2]
+            if hour == TWICE_HOUR and index == 1:
+                name = parts[0][0]  # on purpose: one name twice
+            entries.append((name, data))
+    entries.append((REFUSED_NAME, gzip_lines([b'{"uuid": "refused-1"}', b'{"uuid": "refused-2"}'])))
+    zip_archive(entries, path)
     return held
 
 

@@ -9,9 +9,8 @@ from __future__ import annotations
 import json
 import threading
 import time
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, datetime, timedelta
 
-import orjson
 import pytest
 from click.testing import CliRunner
 
@@ -20,22 +19,14 @@ from ampbq.tools.cli import main
 from ampbq.naming import HourRange
 from ampbq.tools.stub import DatasetSource
 from ampbq.tools.synthetic import Dataset
+from factory import event_line, utc
 from integration_helpers import drop_hour, hour_rows, land, ledger_entry, load_failures, wait_loaded
 
 pytestmark = pytest.mark.integration
 
 
-def utc(*args) -> datetime:
-    return datetime(*args, tzinfo=timezone.utc)
-
-
 def ts(hour: datetime) -> str:
     return f"TIMESTAMP '{hour:%Y-%m-%d %H}:00:00+00'"
-
-
-def event_line(uuid: str, upload: datetime, event_time: datetime) -> bytes:
-    return orjson.dumps({"uuid": uuid, "event_time": event_time.strftime("%Y-%m-%d %H:%M:%S.000000"),
-                         "server_upload_time": upload.strftime("%Y-%m-%d %H:%M:%S.000000"), "event_type": "t"})
 
 
 def test_a_transaction_arriving_while_another_mutates_its_table_is_cancelled_by_the_rules_layer(stack, bq, config):

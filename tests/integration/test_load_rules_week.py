@@ -5,20 +5,17 @@ longest integration test, and test workers share out whole modules.
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, timedelta
 
 import pytest
 
 from ampbq.naming import HourRange
 from ampbq.tools.stub import DatasetSource
 from ampbq.tools.synthetic import Dataset
+from factory import utc
 from integration_helpers import land, load_failures
 
 pytestmark = [pytest.mark.integration, pytest.mark.long]
-
-
-def utc(*args) -> datetime:
-    return datetime(*args, tzinfo=timezone.utc)
 
 
 def test_a_week_backfill_of_168_hours_published_at_once_lands_exactly(stack, stub, bq, config):

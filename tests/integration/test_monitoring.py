@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import time
-import zipfile
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 
@@ -31,7 +30,8 @@ from ampbq.tools.cli import main
 from ampbq.tools.demo import latest_complete_day
 from ampbq.naming import HourRange
 from ampbq.tools.stub import Fault
-from ampbq.tools.synthetic import Dataset, gzip_lines
+from ampbq.tools.synthetic import Dataset
+from factory import gzip_lines, zip_archive
 from integration_helpers import function_log, manifest, wait_for
 from monitoring_model import Terraform, firing, log_entry, module_metrics, only_value, promql, all_series
 
@@ -58,16 +58,16 @@ class DaySource:
 
     def write(self, hours: HourRange, sink) -> int:
         dataset = Dataset(hours.start, len(hours), EVENTS_PER_HOUR, parts_per_hour=1)
-        count = 0
-        with zipfile.ZipFile(sink, "w", compression=zipfile.ZIP_STORED) as archive:
-            for hour in hours.hours():
-                if hour.hour in self.quiet:
-                    continue
-                for name, lines in dataset.hour_parts(hour):
-                    if hour.hour == self.broken:
-                        lines = [*lines, b'{"uuid": "not json']
-                    archive.writestr(f"exports/{name}" if hour.hour == self.refused else name, gzip_lines(lines))
-                    count += len(lines)
+        count, entries = 0, []
+        for hour in hours.hours():
+            if hour.hour in self.quiet:
+                continue
+            for name, lines in dataset.hour_parts(hour):
+                if hour.hour == self.broken:
+                    lines = [*lines, b'{"uuid": "not json']
+                entries.append((f"exports/{name}" if hour.hour == self.refused else name, gzip_lines(lines)))
+                count += len(lines)
+        zip_archive(entries, sink)
         return count
 
 

@@ -8,23 +8,19 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import datetime, timezone
+from datetime import datetime
 
-import orjson
 import pytest
 from click.testing import CliRunner
 
 from ampbq import naming
 from ampbq.tools.cli import main
 from ampbq.tools.sandbox import GeneratedSource
+from factory import event_line, utc
 from integration_helpers import drop_hour, hour_rows, ledger_entry, wait_loaded
 
 pytestmark = pytest.mark.integration
 DAY = "2022-02-03"  # backfilled once for the module: hours 00-05, hour 02 has no data at "Amplitude"
-
-
-def utc(*args) -> datetime:
-    return datetime(*args, tzinfo=timezone.utc)
 
 
 def ampbq(stack, *args: str):
@@ -128,15 +124,10 @@ def test_reprocess_of_an_hour_without_an_object_says_how_to_re_export_it(stack, 
     assert "ampbq backfill --start 2022-02-03 --hours 10" in result.stdout
 
 
-def event_line(uuid: str, hour: datetime, **extra) -> bytes:
-    moment = hour.strftime("%Y-%m-%d %H:%M:%S.000000")
-    return orjson.dumps({"uuid": uuid, "event_time": moment, "server_upload_time": moment} | extra)
-
-
 def test_rejects_lists_each_quarantined_line_and_replay_reprocesses_its_whole_hour(stack, bucket, bq, config):
     hour = utc(2022, 2, 7, 5)
-    lines = [event_line("r-1", hour), b'{"uuid": "broken", ', event_line("r-2", hour),
-             event_line("r-bad", hour, event_id="twelve"), event_line("r-3", hour)]
+    line = lambda uuid, **extra: event_line(uuid, hour, event_type=None, **extra)  # noqa: E731
+    lines = [line("r-1"), b'{"uuid": "broken", ', line("r-2"), line("r-bad", event_id="twelve"), line("r-3")]
     first = drop_hour(bucket, hour, lines)
     wait_loaded(bq, config, hour, first)
     listed = ampbq(stack, "rejects", "--date", "2022-02-07")

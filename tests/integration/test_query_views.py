@@ -4,7 +4,7 @@ on two upload hours loaded through the real handlers."""
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
 import orjson
@@ -12,18 +12,18 @@ import pytest
 
 from ampbq import bigquery as bq_adapter
 from ampbq import views
+from factory import event as exported_event, utc
 from integration_helpers import drop_hour, wait_loaded
 
 pytestmark = pytest.mark.integration
 P = "query-views-"  # this test's uuids
 USER_A, USER_B = 880000000001, 880000000002  # this test's amplitude_ids
-FIRST, SECOND = datetime(2018, 6, 9, 7, tzinfo=timezone.utc), datetime(2018, 6, 9, 8, tzinfo=timezone.utc)
+FIRST, SECOND = utc(2018, 6, 9, 7), utc(2018, 6, 9, 8)
 SCOPES = ("event_properties", "user_properties", "group_properties", "data")
 
 
 def event(uuid: str, event_time: str, upload: datetime, **fields) -> dict:
-    return {"uuid": P + uuid, "event_time": event_time, "server_upload_time": f"{upload:%Y-%m-%d %H}:30:00.000000",
-            "event_type": "view test", **fields}
+    return exported_event(P + uuid, upload + timedelta(minutes=30), event_time, event_type="view test", **fields)
 
 
 # Hour 07: three events of two users; hour 08: a later event of USER_A and "second" exported again.

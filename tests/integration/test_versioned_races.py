@@ -7,7 +7,6 @@ generation preconditions Cloud Storage enforces, so these races play out as in t
 from __future__ import annotations
 
 import threading
-from datetime import datetime, timezone
 
 import pytest
 from google.api_core import exceptions as gexc
@@ -15,14 +14,10 @@ from google.api_core import exceptions as gexc
 from ampbq import gcs, naming, steps
 from ampbq.errors import Ignored
 from ampbq.events import StorageObject
+from factory import event_line, utc
 from integration_helpers import drop_hour, hour_rows, ledger_entry, wait_for, wait_loaded
-from test_chain import event_line
 
 pytestmark = pytest.mark.integration
-
-
-def utc(*args) -> datetime:
-    return datetime(*args, tzinfo=timezone.utc)
 
 
 def test_the_local_bucket_keeps_old_generations_and_enforces_preconditions(bucket):

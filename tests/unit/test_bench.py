@@ -6,7 +6,6 @@ import json
 import random
 import re
 import zipfile
-from datetime import date, datetime, timezone
 
 import orjson
 import pytest
@@ -16,7 +15,7 @@ from ampbq import transform, unpack
 from ampbq.tools import bench, costs
 from ampbq.naming import HourRange
 from ampbq.shaping import Lineage, RejectedEvent, Shaper, are_amplitude_timestamps, is_amplitude_timestamp, to_timestamp
-from ampbq.tools.synthetic import Dataset
+from factory import generated_events, utc
 
 SUMMARY = re.compile(r"^bench: events=\d+ transform_vs_bare=\d+\.\d\d naive_vs_transform=\d+\.\d transform_peak_mb=\d+ "
                      r"seed_vs_transform=\d+\.\d$")
@@ -191,7 +190,7 @@ def test_a_drifted_hour_declines_the_fast_path_every_nth_event_and_still_loads_w
 
 
 # ---------------------------------------------------------------- the transform's fast path
-LINEAGE = Lineage(datetime(2024, 1, 31, 5, tzinfo=timezone.utc), "gs://b/export/2024-01-31/05.json.gz", 3)
+LINEAGE = Lineage(utc(2024, 1, 31, 5), "gs://b/export/2024-01-31/05.json.gz", 3)
 ODD_VALUES = [
     None, "", " ", "42", "-7", "4.5", "true", "TRUE", 0, 1, -1, 2, 2**63 - 1, 2**63, -(2**63), -(2**63) - 1, 2**64, 10**30,
     1.0, 129.0, 1.5, -0.0, 1e16, 1e300, True, False, [], ["a"], ["a", None], [1, "b"], {}, {"k": 10**25}, {"a": [1, {"b": None}]},
@@ -216,8 +215,7 @@ def typed(value) -> str:
 def test_fast_path_gives_the_general_paths_row_or_declines():
     rng = random.Random(5)
     shaper = Shaper(LINEAGE)
-    events = [*Dataset.for_day(date(2020, 6, 1), hours=1, events_per_hour=150).events(datetime(2020, 6, 1, tzinfo=timezone.utc)),
-              *Dataset.for_day(date(2024, 6, 1), hours=1, events_per_hour=150).events(datetime(2024, 6, 1, tzinfo=timezone.utc))]
+    events = [*generated_events(150, utc(2020, 6, 1)), *generated_events(150, utc(2024, 6, 1))]
     taken = 0
     for number in range(4000):
         event = dict(rng.choice(events))

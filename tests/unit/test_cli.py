@@ -1,15 +1,14 @@
-import gzip
-
 import orjson
 from click.testing import CliRunner
 
 from ampbq.tools.cli import main
+from factory import event_line, gzip_lines
 
 
 def test_transform_command_writes_rows_and_rejects_beside_them(tmp_path):
     src = tmp_path / "203138_2020-11-24_9#627.json.gz"
-    good = {"uuid": "a", "event_time": "2020-11-24 09:00:00.000000", "server_upload_time": "2020-11-24 09:00:01.000000"}
-    src.write_bytes(gzip.compress(orjson.dumps(good) + b"\n{broken\n"))
+    good = event_line("a", "2020-11-24 09:00:01.000000", "2020-11-24 09:00:00.000000", event_type=None)
+    src.write_bytes(gzip_lines([good, b"{broken"]))
     result = CliRunner().invoke(main, ["transform", str(src), str(tmp_path / "rows.json")])
     assert result.exit_code == 0, result.output
     assert result.output.strip().splitlines()[-1] == "transform: events=2 rows=1 rejected=1"
@@ -20,7 +19,7 @@ def test_transform_command_writes_rows_and_rejects_beside_them(tmp_path):
 
 def test_transform_command_needs_an_hour_it_can_tell(tmp_path):
     src = tmp_path / "events.json.gz"
-    src.write_bytes(gzip.compress(b"{}\n"))
+    src.write_bytes(gzip_lines([b"{}"]))
     result = CliRunner().invoke(main, ["transform", str(src), str(tmp_path / "rows.json")])
     assert result.exit_code != 0 and "--hour" in result.output
 

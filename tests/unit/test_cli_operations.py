@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime
 
 import click
 import pytest
@@ -10,12 +10,9 @@ from click.testing import CliRunner
 
 from ampbq.tools.cli import main
 from ampbq.tools.cli_options import HourOrDay, cloud_command, span
+from factory import utc
 
 ENV = {"AMPBQ_BUCKET": "a-bucket", "AMPBQ_PROJECT": "a-project"}
-
-
-def utc(*args) -> datetime:
-    return datetime(*args, tzinfo=timezone.utc)
 
 
 def test_a_day_means_all_of_its_hours_and_an_hour_means_itself():

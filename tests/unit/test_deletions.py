@@ -18,6 +18,7 @@ from ampbq.config import Config
 from ampbq.deletions import DeletionJob, MalformedDeletions
 from ampbq.errors import PermanentError
 from ampbq.tools.stub import ExportApiStub
+from factory import entry_name, event, utc, zip_archive
 
 DOCUMENTED = [{"amplitude_ids": [{"amplitude_id": 356896327775, "requested_on_day": "2022-02-17",
                                   "requester": "employee@yourcompany.com"}], "day": "2022-03-03", "status": "staging"},
@@ -27,7 +28,11 @@ DOCUMENTED = [{"amplitude_ids": [{"amplitude_id": 356896327775, "requested_on_da
 
 
 def line(amplitude_id, uuid="u") -> bytes:
-    return json.dumps({"uuid": uuid, "amplitude_id": amplitude_id, "event_type": "x"}).encode() + b"\n"
+    return json.dumps(event(uuid, event_type="x", amplitude_id=amplitude_id)).encode() + b"\n"
+
+
+def part_name(partition: int) -> str:
+    return entry_name(1, utc(2022, 3, 4, 5), partition)  # 1/1_2022-03-04_5#{partition}.json.gz
 
 
 def test_the_documented_list_parses_into_jobs():
@@ -104,12 +109,8 @@ def test_a_gzip_part_is_rewritten_only_when_it_held_a_deleted_user():
 
 
 def test_a_zip_keeps_its_entries_and_names_without_the_deleted_users():
-    source = io.BytesIO()
-    with zipfile.ZipFile(source, "w") as archive:
-        archive.writestr("1/1_2022-03-04_5#0.json.gz", gzip.compress(line(1) + line(2)))
-        archive.writestr("1/1_2022-03-04_5#1.json.gz", gzip.compress(line(3)))
-        archive.writestr("1/notes.txt", b"amplitude_id 1")
-    source.seek(0)
+    source = zip_archive([(part_name(0), gzip.compress(line(1) + line(2))), (part_name(1), gzip.compress(line(3))),
+                          ("1/notes.txt", b"amplitude_id 1")])
     target = io.BytesIO()
     assert deletions.drop_in_zip(source, target, frozenset({1, 3})) == 2
     with zipfile.ZipFile(target) as archive:
@@ -205,10 +206,7 @@ def test_a_zip_is_streamed_to_a_target_that_cannot_seek():
             self.data += b
             return len(b)
 
-    source = io.BytesIO()
-    with zipfile.ZipFile(source, "w") as archive:
-        archive.writestr("1/1_2022-03-04_5#0.json.gz", gzip.compress(line(1) + line(2)))
-    source.seek(0)
+    source = zip_archive([(part_name(0), gzip.compress(line(1) + line(2)))])
     assert deletions.count_in_zip(source, frozenset({1})) == 1
     source.seek(0)
     target = Unseekable()

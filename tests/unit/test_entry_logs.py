@@ -5,25 +5,20 @@ import io
 import json
 import logging
 
-from cloudevents.http import CloudEvent
-
 from ampbq import entry, logs
+from factory import storage_event
 
 TRACE_ID, SPAN_ID = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
 
 
 def test_an_ignored_object_logs_one_info_line_with_date_hour_labels_and_trace(monkeypatch):
-    for name, value in {"AMPBQ_BUCKET": "b", "AMPBQ_PROJECT": "p", "STORAGE_EMULATOR_HOST": "http://127.0.0.1:9",
-                        "BIGQUERY_EMULATOR_HOST": "http://127.0.0.1:9"}.items():
-        monkeypatch.setenv(name, value)
+    local_env(monkeypatch)
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)
     handler.setFormatter(logs.JsonFormatter())
     logging.getLogger("ampbq").addHandler(handler)
     try:
-        event = CloudEvent({"type": "google.cloud.storage.object.v1.finalized", "source": "//storage", "id": "e-9",
-                            "traceparent": f"00-{TRACE_ID}-{SPAN_ID}-01"},
-                           {"bucket": "b", "name": "import/2024-01-31/05.json", "generation": "7"})
+        event = finalize_event("import/2024-01-31/05.json", "e-9")
         entry.transform(event)  # not an export hour object: ignored before any request
     finally:
         logging.getLogger("ampbq").removeHandler(handler)
@@ -64,9 +59,8 @@ class Captured:
         return [json.loads(line) for line in self.stream.getvalue().splitlines()]
 
 
-def finalize_event(name: str, event_id: str, generation: str = "7") -> CloudEvent:
-    return CloudEvent({"type": "google.cloud.storage.object.v1.finalized", "source": "//storage", "id": event_id,
-                       "traceparent": f"00-{TRACE_ID}-{SPAN_ID}-01"}, {"bucket": "b", "name": name, "generation": generation})
+def finalize_event(name: str, event_id: str, generation: str = "7"):
+    return storage_event(name, generation, event_id=event_id, traceparent=f"00-{TRACE_ID}-{SPAN_ID}-01")
 
 
 def local_env(monkeypatch):

@@ -18,6 +18,7 @@ from google.cloud.storage.exceptions import InvalidResponse
 from ampbq import bigquery as bq_adapter
 from ampbq import gcs
 from ampbq.errors import PermanentError, TransientError
+from factory import storage_event
 
 REPO = Path(__file__).resolve().parents[2]
 OBJECT_URL = "https://storage.googleapis.com/storage/v1/b/the-bucket/o/export%2F2024-01-31%2F05.json.gz"
@@ -212,7 +213,6 @@ def test_a_storage_403_fails_the_transform_event_at_once_acked_with_one_error_li
     for a day), and the ERROR line names the object and the permission."""
     import functions_framework
     from cloudevents.conversion import to_binary
-    from cloudevents.http import CloudEvent
 
     storage = serving(403, forbidden_body())
     with storage as url:
@@ -220,8 +220,8 @@ def test_a_storage_403_fails_the_transform_event_at_once_acked_with_one_error_li
                             "BIGQUERY_EMULATOR_HOST": url}.items():
             monkeypatch.setenv(name, value)
         app = functions_framework.create_app("transform_hour", str(REPO / "functions" / "transform" / "main.py"), "cloudevent")
-        event = CloudEvent({"type": "google.cloud.storage.object.v1.finalized", "source": "//storage.googleapis.com/b",
-                            "id": "e-403"}, {"bucket": "the-bucket", "name": "export/2024-01-31/05.json.gz", "generation": "7"})
+        event = storage_event("export/2024-01-31/05.json.gz", "7", bucket="the-bucket", event_id="e-403",
+                              source="//storage.googleapis.com/b")
         headers, body = to_binary(event)
         started = time.monotonic()
         answer = app.test_client().post("/", headers=headers, data=body)

@@ -1,19 +1,11 @@
-import base64
-import json
 from datetime import date
 
 import pytest
-from cloudevents.http import CloudEvent
 
 from ampbq import events
 from ampbq.errors import PermanentError
 from ampbq.naming import HourRange
-
-
-def pubsub_event(body, time="2024-02-01T03:00:00Z"):
-    data = {"message": {"data": base64.b64encode(body if isinstance(body, bytes) else json.dumps(body).encode()).decode(),
-                        "messageId": "1"}}
-    return CloudEvent({"type": "google.cloud.pubsub.topic.v1.messagePublished", "source": "//pubsub", "time": time}, data)
+from factory import pubsub_event, storage_event
 
 
 def test_empty_message_means_the_utc_day_before_it_was_published():
@@ -44,12 +36,11 @@ def test_bad_run_request_is_a_permanent_error(body):
 
 
 def test_storage_event_decodes_to_bucket_name_and_generation():
-    event = CloudEvent({"type": "google.cloud.storage.object.v1.finalized", "source": "//storage", "id": "e-1"},
-                       {"bucket": "b", "name": "export/2024-01-31/05.json.gz", "generation": "1700000000000001"})
+    event = storage_event("export/2024-01-31/05.json.gz", "1700000000000001", event_id="e-1")
     assert events.storage_object(event) == events.StorageObject("b", "export/2024-01-31/05.json.gz", 1700000000000001, "e-1")
 
 
 def test_storage_event_without_generation_is_permanent():
-    event = CloudEvent({"type": "google.cloud.storage.object.v1.finalized", "source": "//storage"}, {"bucket": "b", "name": "x"})
+    event = storage_event("x", None)
     with pytest.raises(PermanentError):
         events.storage_object(event)

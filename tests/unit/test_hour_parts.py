@@ -3,9 +3,8 @@
 import gzip
 import io
 import json
-import warnings
 import zipfile
-from datetime import date, datetime, timezone
+from datetime import date
 
 import pytest
 
@@ -13,9 +12,10 @@ from ampbq import hour_parts, transform, unpack
 from ampbq.tools import stub
 from ampbq.naming import HourRange
 from ampbq.shaping import Lineage
-from ampbq.tools.synthetic import Dataset, entry_name, gzip_lines
+from ampbq.tools.synthetic import Dataset
+from factory import entry_name, gzip_lines, hour_object, utc, zip_archive
 
-HOUR = datetime(2020, 11, 24, 9, tzinfo=timezone.utc)
+HOUR = utc(2020, 11, 24, 9)
 LINEAGE = Lineage(HOUR, "gs://b/export/2020-11-24/09.json.gz", 1)
 DATASET = Dataset.for_day(date(2020, 11, 24), hours=10, events_per_hour=60, parts_per_hour=3)
 PARTS = DATASET.hour_parts(HOUR)  # three parts of 20 events each
@@ -30,7 +30,7 @@ def corrupt(data: bytes) -> bytes:
     return data[:middle] + bytes(b ^ 0x5A for b in data[middle:middle + 64]) + data[middle + 64:]
 
 
-def hour_object(blobs: list[bytes]) -> tuple[bytes, list[hour_parts.Part]]:
+def indexed_hour_object(blobs: list[bytes]) -> tuple[bytes, list[hour_parts.Part]]:
     """The hour object and the parts its metadata records, as the export writes them."""
     labels = [name for name, _ in PARTS]
     metadata = hour_parts.encode(list(zip(labels, map(len, blobs))))
@@ -50,7 +50,7 @@ def run(data: bytes, parts):
 def test_a_damaged_part_costs_only_its_own_lines(damaged, damage):
     blobs = [gzip_lines(lines) for _, lines in PARTS]
     blobs[damaged] = damage(blobs[damaged])
-    counts, rows, rejects = run(*hour_object(blobs))
+    counts, rows, rejects = run(*indexed_hour_object(blobs))
     intact = {i for i in range(3) if i != damaged}
     uuids = {row["uuid"] for row in rows}
     for i in intact:  # every event of the intact parts, wherever the damage is
@@ -75,19 +75,19 @@ def test_read_as_one_stream_the_same_damage_took_the_later_parts():
     """What the index is for: without it, damage in the first part costs the other two."""
     blobs = [gzip_lines(lines) for _, lines in PARTS]
     blobs[0] = corrupt(blobs[0])
-    data, parts = hour_object(blobs)
+    data, parts = indexed_hour_object(blobs)
     assert run(data, None)[0].rows < 20 < run(data, parts)[0].rows
 
 
 def test_line_numbers_run_on_across_parts_and_a_part_without_a_final_newline_keeps_its_last_line():
     blobs = [gzip.compress(b"\n".join(lines)) for _, lines in PARTS]  # no newline after each part's last line
-    counts, rows, rejects = run(*hour_object(blobs))
+    counts, rows, rejects = run(*indexed_hour_object(blobs))
     assert (counts.events, counts.rows, rejects) == (60, 60, [])
     assert [row["_source_line"] for row in rows] == list(range(1, 61))
 
 
 def test_an_hour_object_without_an_index_or_with_a_wrong_one_is_one_part():
-    data = b"".join(gzip_lines(lines) for _, lines in PARTS)
+    data = hour_object(*(lines for _, lines in PARTS))
     assert hour_parts.decode({}, len(data)) is None
     metadata = hour_parts.encode([(name, 10) for name, _ in PARTS])
     assert hour_parts.decode(metadata, len(data)) is None  # sizes do not add up to the object
@@ -131,20 +131,10 @@ def test_per_part_counts_of_many_parts_fall_back_to_the_parts_with_rejects():
     assert len(transform.part_counts_text([transform.PartCounts("p", 9, 8, 1)] * 2000)) <= transform.PART_COUNTS_BUDGET
 
 
-def zip_with(entries: list[tuple[str, bytes]]) -> io.BytesIO:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive, warnings.catch_warnings():
-        warnings.filterwarnings("ignore", "Duplicate name")  # on purpose: a zip may hold a name twice
-        for name, data in entries:
-            archive.writestr(name, data)
-    buffer.seek(0)
-    return buffer
-
-
 def test_a_name_the_zip_holds_twice_loses_nothing():
     name = PARTS[0][0]
     first, second = gzip_lines(PARTS[0][1]), gzip_lines(PARTS[1][1])
-    archive = zipfile.ZipFile(zip_with([(name, first), (name, second)]))
+    archive = zipfile.ZipFile(zip_archive([(name, first), (name, second)]))  # one name twice, on purpose
     assert len(archive.infolist()) == 2 and archive.namelist() == [name, name]
     plan = unpack.plan(archive.infolist(), HourRange.day(HOUR.date()))
     members = plan.hours[HOUR]
@@ -155,13 +145,13 @@ def test_a_name_the_zip_holds_twice_loses_nothing():
     metadata = hour_parts.encode([(m.label, m.info.file_size) for m in members])
     counts, rows, _ = run(out.getvalue(), hour_parts.decode(metadata, len(out.getvalue())))
     assert (counts.events, counts.rows) == (40, 40)
-    assert stub.events_per_hour(zip_with([(name, first), (name, second)]))[HOUR] == 40
+    assert stub.events_per_hour(zip_archive([(name, first), (name, second)]))[HOUR] == 40
 
 
 def test_refused_entries_record_name_size_hour_and_whether_they_hold_data():
     good = gzip_lines(PARTS[0][1])
-    later = entry_name(203138, datetime(2020, 11, 26, 3, tzinfo=timezone.utc), 1)
-    archive = zipfile.ZipFile(zip_with([(PARTS[0][0], good), ("../evil.json.gz", gzip_lines([b'{"uuid": "x"}'])),
+    later = entry_name(203138, utc(2020, 11, 26, 3), 1)
+    archive = zipfile.ZipFile(zip_archive([(PARTS[0][0], good), ("../evil.json.gz", gzip_lines([b'{"uuid": "x"}'])),
                                         (later, gzip_lines([b'{"uuid": "y"}'])), ("203138/empty.json.gz", gzip.compress(b"\n")),
                                         ("203138/notes.txt", b"")]))
     plan = unpack.plan(archive.infolist(), HourRange.day(HOUR.date()))
@@ -175,11 +165,7 @@ def test_refused_entries_record_name_size_hour_and_whether_they_hold_data():
 
 def test_an_entry_the_zip_cannot_read_is_padded_to_its_size_and_rejected_alone(tmp_path):
     blobs = [gzip_lines(lines) for _, lines in PARTS]
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:
-        for (name, _), blob in zip(PARTS, blobs):
-            archive.writestr(name, blob)
-    raw = bytearray(buffer.getvalue())
+    raw = bytearray(zip_archive([(name, blob) for (name, _), blob in zip(PARTS, blobs)]).getvalue())  # stored
     at = raw.find(blobs[1]) + len(blobs[1]) // 2
     raw[at] ^= 0xFF  # the middle part's bytes no longer match its CRC
     archive = zipfile.ZipFile(io.BytesIO(bytes(raw)))

@@ -1,13 +1,10 @@
-from datetime import date, datetime, timezone
+from datetime import date
 
 import pytest
 
 from ampbq import naming
 from ampbq.naming import HourRange
-
-
-def utc(*args):
-    return datetime(*args, tzinfo=timezone.utc)
+from factory import utc
 
 
 def test_zip_entry_with_unpadded_hour_parses_to_that_hour():

@@ -3,8 +3,6 @@ parts make it (ampbq.naming, ampbq.native, the scan range, the settings)."""
 
 from __future__ import annotations
 
-import base64
-import json
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -13,6 +11,7 @@ from ampbq import events, naming, native
 from ampbq.config import Config
 from ampbq.errors import PermanentError
 from ampbq.naming import HourRange
+from factory import pubsub_event
 
 H5 = datetime(2024, 1, 31, 5, tzinfo=timezone.utc)
 QUIET = timedelta(minutes=30)
@@ -109,14 +108,7 @@ def test_the_digest_names_each_part_its_size_and_its_checksum():
 
 
 def message(body: dict | None, published: str = "2024-02-01T10:05:00Z"):
-    data = base64.b64encode(json.dumps(body).encode()).decode() if body is not None else ""
-    return _Event({"message": {"data": data}}, published)
-
-
-class _Event(dict):
-    def __init__(self, data, time):
-        super().__init__(id="e1", time=time)
-        self.data = data
+    return pubsub_event(b"" if body is None else body, time=published)
 
 
 @pytest.mark.parametrize("body", [None, {}, {"hour": "latest"}])

@@ -3,7 +3,6 @@
 import io
 import json
 import random
-from datetime import date, datetime, timezone
 
 import orjson
 import pytest
@@ -11,9 +10,9 @@ import pytest
 from ampbq import repeated_keys, transform
 from ampbq.repeated_keys import RepeatedKey, colons_match_all
 from ampbq.shaping import Lineage, Shaper
-from ampbq.tools.synthetic import Dataset, gzip_lines
+from factory import generated_events, gzip_lines, utc
 
-LINEAGE = Lineage(datetime(2024, 1, 31, 5, tzinfo=timezone.utc), "gs://b/export/2024-01-31/05.json.gz", 9)
+LINEAGE = Lineage(utc(2024, 1, 31, 5), "gs://b/export/2024-01-31/05.json.gz", 9)
 
 
 @pytest.mark.parametrize("text, key", [
@@ -32,12 +31,6 @@ def test_loads_keeps_big_integers_whole_and_refuses_nan():
     assert repeated_keys.loads('{"n": 123456789012345678901234567890}') == {"n": 123456789012345678901234567890}
     with pytest.raises(ValueError):
         repeated_keys.loads('{"n": NaN}')
-
-
-def generated_events(count: int) -> list[dict]:
-    day = date(2024, 6, 1)
-    events = Dataset.for_day(day, hours=1, events_per_hour=count).events(datetime(2024, 6, 1, tzinfo=timezone.utc))
-    return list(events)
 
 
 def with_repeated_key(rng: random.Random, event: dict) -> bytes:

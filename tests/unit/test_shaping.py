@@ -1,16 +1,14 @@
-from datetime import datetime, timezone
-
 import pytest
 
 from ampbq import schema
 from ampbq.shaping import Lineage, RejectedEvent, Shaper
+from factory import event as exported_event, utc
 
-LINEAGE = Lineage(datetime(2024, 1, 31, 5, tzinfo=timezone.utc), "gs://b/export/2024-01-31/05.json.gz", 42)
+LINEAGE = Lineage(utc(2024, 1, 31, 5), "gs://b/export/2024-01-31/05.json.gz", 42)
 
 
 def event(**fields):
-    base = {"uuid": "u-1", "event_time": "2024-01-31 04:59:01.000000", "server_upload_time": "2024-01-31 05:00:02.000000"}
-    return base | fields
+    return exported_event("u-1", "2024-01-31 05:00:02.000000", "2024-01-31 04:59:01.000000", event_type=None) | fields
 
 
 def shape(**fields):

@@ -1,20 +1,17 @@
-import gzip
 import io
 import json
-from datetime import datetime, timezone
 
 import orjson
 
 from ampbq import transform
 from ampbq.shaping import Lineage
-from helpers import gzip_ndjson
+from factory import event_line, generated_events, gzip_lines, hour_object, ndjson, utc
 
-LINEAGE = Lineage(datetime(2024, 1, 31, 5, tzinfo=timezone.utc), "gs://b/export/2024-01-31/05.json.gz", 9)
+LINEAGE = Lineage(utc(2024, 1, 31, 5), "gs://b/export/2024-01-31/05.json.gz", 9)
 
 
 def good(uuid: str) -> bytes:
-    return orjson.dumps({"uuid": uuid, "event_time": "2024-01-31 04:00:00.000000",
-                         "server_upload_time": "2024-01-31 05:00:00.000000", "event_type": "x"})
+    return event_line(uuid, "2024-01-31 05:00:00.000000", "2024-01-31 04:00:00.000000", event_type="x")
 
 
 def run(raw: bytes):
@@ -26,7 +23,7 @@ def run(raw: bytes):
 
 
 def test_good_lines_become_rows_in_order():
-    counts, rows, rejected = run(gzip_ndjson([good("a"), good("b")]))
+    counts, rows, rejected = run(gzip_lines([good("a"), good("b")]))
     assert (counts.events, counts.rows, counts.rejected) == (2, 2, 0)
     assert [r["uuid"] for r in rows] == ["a", "b"] and [r["_source_line"] for r in rows] == [1, 2]
     assert rejected == []
@@ -34,7 +31,7 @@ def test_good_lines_become_rows_in_order():
 
 def test_bad_lines_are_quarantined_with_line_number_and_reason_and_the_rest_loads():
     lines = [good("a"), b"{not json", b"[1,2]", b'{"uuid":"c"}', b"\xff\xfe garbage", good("d")]
-    counts, rows, rejected = run(gzip_ndjson(lines))
+    counts, rows, rejected = run(gzip_lines(lines))
     assert (counts.events, counts.rows, counts.rejected) == (6, 2, 4)
     assert [r["uuid"] for r in rows] == ["a", "d"]
     assert [r["line"] for r in rejected] == [2, 3, 4, 5]
@@ -46,19 +43,19 @@ def test_bad_lines_are_quarantined_with_line_number_and_reason_and_the_rest_load
 
 
 def test_blank_lines_and_crlf_are_not_events():
-    counts, rows, _ = run(gzip_ndjson([good("a") + b"\r", b"", b"   ", good("b")]))
+    counts, rows, _ = run(gzip_lines([good("a") + b"\r", b"", b"   ", good("b")]))
     assert (counts.events, counts.rows) == (2, 2)
     assert [r["_source_line"] for r in rows] == [1, 4]
 
 
 def test_concatenated_gzip_members_read_as_one_hour():
-    raw = gzip_ndjson([good("a")]) + gzip_ndjson([good("b"), good("c")])
+    raw = hour_object([good("a")], [good("b"), good("c")])
     counts, rows, _ = run(raw)
     assert counts.rows == 3 and [r["_source_line"] for r in rows] == [1, 2, 3]
 
 
 def test_truncated_gzip_keeps_the_lines_before_the_damage_and_records_it():
-    raw = gzip_ndjson([good(str(i)) for i in range(2000)])
+    raw = gzip_lines([good(str(i)) for i in range(2000)])
     counts, rows, rejected = run(raw[: len(raw) // 2])
     assert 0 < counts.rows < 2000
     assert counts.rejected == 1 and counts.rows + counts.rejected == counts.events
@@ -68,7 +65,7 @@ def test_truncated_gzip_keeps_the_lines_before_the_damage_and_records_it():
 def test_huge_integer_inside_properties_survives_and_is_exact():
     line = good("a")[:-1] + b',"event_properties":{"big":123456789012345678901234567890}}'
     out = io.BytesIO()
-    counts = transform.transform_stream(transform.open_gzip(io.BytesIO(gzip_ndjson([line]))), out, io.BytesIO(), LINEAGE)
+    counts = transform.transform_stream(transform.open_gzip(io.BytesIO(gzip_lines([line]))), out, io.BytesIO(), LINEAGE)
     assert counts.rows == 1
     assert json.loads(out.getvalue())["event_properties"]["big"] == 123456789012345678901234567890
 
@@ -76,24 +73,25 @@ def test_huge_integer_inside_properties_survives_and_is_exact():
 def test_line_over_the_limit_is_rejected_whole(monkeypatch):
     monkeypatch.setattr(transform, "MAX_LINE_BYTES", 300)
     long_line = good("a")[:-1] + b',"pad":"' + b"x" * 400 + b'"}'
-    counts, rows, rejected = run(gzip_ndjson([long_line, good("b")]))
+    counts, rows, rejected = run(gzip_lines([long_line, good("b")]))
     assert (counts.rows, counts.rejected) == (1, 1)
     assert "byte limit" in rejected[0]["reason"] and rejected[0]["raw"] == long_line.decode()
 
 
 def test_lines_split_across_read_chunks_are_reassembled(monkeypatch):
     monkeypatch.setattr(transform, "READ_CHUNK", 7)
-    counts, rows, rejected = run(gzip_ndjson([good(str(i)) for i in range(50)]))
+    counts, rows, rejected = run(gzip_lines([good(str(i)) for i in range(50)]))
     assert (counts.rows, rejected) == (50, [])
     assert [(row["uuid"], row["_source_line"]) for row in rows] == [(str(i), i + 1) for i in range(50)]
 
 
 def test_gzip_stream_hands_out_at_most_the_size_asked_for():
-    data = b"".join(good(str(i)) + b"\n" for i in range(2000))
-    stream = transform.open_gzip(io.BytesIO(gzip.compress(data) + gzip.compress(b"second member\n")))
+    lines = [good(str(i)) for i in range(2000)]
+    data = ndjson(lines)
+    stream = transform.open_gzip(io.BytesIO(hour_object(lines, [b"second member"])))
     pieces = iter(lambda: stream.read(1000), b"")
     assert all(len(piece) <= 1000 for piece in pieces)
-    stream = transform.open_gzip(io.BytesIO(gzip.compress(data) + gzip.compress(b"second member\n")))
+    stream = transform.open_gzip(io.BytesIO(hour_object(lines, [b"second member"])))
     assert b"".join(iter(lambda: stream.read(1000), b"")) == data + b"second member\n"
 
 
@@ -105,7 +103,7 @@ def test_lazy_writer_opens_nothing_when_nothing_is_written():
 
 
 def test_samples_transform_with_every_record_kept(samples, tmp_path):
-    raw = gzip.compress(b"".join(orjson.dumps(record) + b"\n" for _, _, record in samples))
+    raw = gzip_lines(orjson.dumps(record) for _, _, record in samples)
     counts, rows, rejected = run(raw)
     assert (counts.events, counts.rows, counts.rejected) == (len(samples), len(samples), 0)
 
@@ -113,14 +111,14 @@ def test_samples_transform_with_every_record_kept(samples, tmp_path):
 def test_a_string_column_holding_an_object_with_a_huge_integer_keeps_it_exactly():
     line = good("a")[:-1] + b',"device_model":{"n":123456789012345678901234567890}}'
     out = io.BytesIO()
-    counts = transform.transform_stream(transform.open_gzip(io.BytesIO(gzip_ndjson([line]))), out, io.BytesIO(), LINEAGE)
+    counts = transform.transform_stream(transform.open_gzip(io.BytesIO(gzip_lines([line]))), out, io.BytesIO(), LINEAGE)
     assert counts.rows == 1
     assert json.loads(out.getvalue())["device_model"] == '{"n":123456789012345678901234567890}'
 
 
 def test_nesting_deeper_than_the_parsers_allow_is_quarantined_not_fatal():
     line = good("a")[:-1] + b',"event_properties":' + b"[" * 100000 + b"]" * 100000 + b"}"
-    counts, rows, rejected = run(gzip_ndjson([line, good("b")]))
+    counts, rows, rejected = run(gzip_lines([line, good("b")]))
     assert (counts.rows, counts.rejected) == (1, 1) and rows[0]["uuid"] == "b"
 
 
@@ -136,12 +134,7 @@ def test_a_failed_read_of_the_source_is_raised_not_recorded_as_damage():
 
 
 def generated_lines(count: int) -> list[bytes]:
-    from datetime import date
-
-    from ampbq.tools.synthetic import Dataset
-
-    hour = datetime(2024, 6, 1, 5, tzinfo=timezone.utc)
-    return [orjson.dumps(event) for event in Dataset.for_day(date(2024, 6, 1), hours=1, events_per_hour=count).events(hour)]
+    return [orjson.dumps(event) for event in generated_events(count, utc(2024, 6, 1, 5))]
 
 
 def test_scan_lines_counts_lines_and_tells_whether_each_is_one_brace_pair():
@@ -157,7 +150,7 @@ def shaped_both_ways(monkeypatch, lines: list[bytes]):
     """The hour shaped as the transform does it (runs of lines where it can), and line by line only."""
     monkeypatch.setattr(transform, "READ_CHUNK", 20_000)  # many chunks, and a chunk with few runs
     monkeypatch.setattr(transform, "RUN_BYTES", 6_000)
-    raw = gzip_ndjson(lines)
+    raw = gzip_lines(lines)
     as_runs = run(raw)
     with monkeypatch.context() as patch:
         patch.setattr(transform, "scan_chunk", lambda text, end, most: (text.count(b"\n", 0, end), False, False))
@@ -230,7 +223,7 @@ def among_ordinary_lines(monkeypatch, odd: list[bytes]):
         position = 7 + i * (190 // max(len(odd), 1))
         lines.insert(position, line)
         at[position + 1] = line
-    counts, rows, rejected = run(gzip_ndjson(lines))
+    counts, rows, rejected = run(gzip_lines(lines))
     assert counts.events == len(lines) and counts.rows + counts.rejected == counts.events
     assert len(rows) == counts.rows and len(rejected) == counts.rejected
     odd_rows = {row["_source_line"]: row for row in rows if row["_source_line"] in at}
