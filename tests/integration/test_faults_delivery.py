@@ -7,7 +7,7 @@ from datetime import date
 
 import pytest
 
-from ampbq import load, naming, steps
+from ampbq import load, load_step, naming
 from ampbq.errors import Ignored
 from ampbq.events import StorageObject
 from ampbq.tools.stub import DatasetSource
@@ -79,11 +79,11 @@ def test_an_older_generation_that_slips_past_the_stale_check_cannot_replace_a_ne
     first = bucket.get_blob(naming.import_object_name(hour))
     wait_loaded(bq, config, hour, drop_hour(bucket, hour, [event_line(f"second-{i}", hour) for i in range(2)]))
     before = ledger_entry(bq, config, hour)
-    monkeypatch.setattr(steps.gcs, "current", lambda bucket_, name: _OldBlob(first.generation, first.metadata))
-    monkeypatch.setattr(steps, "_skip_if_loaded", lambda *args: None)  # it looked before the new one landed
-    monkeypatch.setattr(steps.load, "HourLoad", _rows_as_staged(steps.load.HourLoad))
+    monkeypatch.setattr(load_step.gcs, "current", lambda bucket_, name: _OldBlob(first.generation, first.metadata))
+    monkeypatch.setattr(load_step, "_skip_if_loaded", lambda *args: None)  # it looked before the new one landed
+    monkeypatch.setattr(load_step.load, "HourLoad", _rows_as_staged(load_step.load.HourLoad))
     with pytest.raises(Ignored, match="newer generation"):
-        steps.load_hour(StorageObject(bucket.name, first.name, first.generation), config, bucket, bq)
+        load_step.load_hour(StorageObject(bucket.name, first.name, first.generation), config, bucket, bq)
     assert sorted(r["uuid"] for r in hour_rows(bq, config, hour)) == ["second-0", "second-1"]
     assert ledger_entry(bq, config, hour) == before
 

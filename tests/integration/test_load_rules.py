@@ -119,10 +119,10 @@ def test_rows_replaced_by_as_many_other_rows_or_left_without_their_ledger_entry_
 
 
 def test_the_commit_lease_is_exclusive_until_its_holder_stops_renewing_it(bucket, monkeypatch):
-    from ampbq import steps
+    from ampbq.lease import Lease
 
     name = "load/lease/ops._lease_test.json"
-    holder, waiter = steps._Lease(bucket, name), steps._Lease(bucket, name)
+    holder, waiter = Lease(bucket, name), Lease(bucket, name)
     assert holder.acquire() and not waiter.acquire()  # created only if absent, in the GCS stand-in too
     assert holder.renew() and not waiter.acquire()
     waiter.stale_after = 0.0  # the holder died: its lease is now stale

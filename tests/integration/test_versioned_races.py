@@ -11,7 +11,7 @@ import threading
 import pytest
 from google.api_core import exceptions as gexc
 
-from ampbq import gcs, naming, steps
+from ampbq import gcs, naming, transform_step
 from ampbq.errors import Ignored
 from ampbq.events import StorageObject
 from factory import event_line, utc
@@ -87,13 +87,13 @@ def test_a_transform_of_an_older_generation_that_finishes_last_changes_nothing(s
 
     def replay():
         try:
-            outcome["counts"] = steps.transform_hour(StorageObject(bucket.name, naming.hour_object_name(hour), old), bucket)
+            outcome["counts"] = transform_step.transform_hour(StorageObject(bucket.name, naming.hour_object_name(hour), old), bucket)
         except Ignored as why:
             outcome["ignored"] = str(why)
         except Exception as error:  # reported by the assertion below
             outcome["error"] = error
 
-    monkeypatch.setattr(steps, "_live", lambda bucket, obj: None)  # it was live when it started
+    monkeypatch.setattr(transform_step.gcs, "live", lambda bucket, obj: None)  # it was live when it started
     worker = threading.Thread(target=replay)
     worker.start()
     assert reading.wait(30)

@@ -72,11 +72,11 @@ def local_env(monkeypatch):
 def test_a_line_logged_deep_inside_a_step_carries_the_invocations_context(monkeypatch):
     local_env(monkeypatch)
 
-    def deep_inside(obj, bucket):  # as far from the entry as any module's logger
+    def deep_inside(obj, bucket, config):  # as far from the entry as any module's logger
         logging.getLogger("ampbq.transform").info("a part read", extra={"fields": {"bytes": 12}})
         return None
 
-    monkeypatch.setattr(entry.steps, "transform_hour", deep_inside)
+    monkeypatch.setattr(entry.transform_step, "transform_object", deep_inside)
     with Captured() as captured:
         entry.transform(finalize_event("export/2024-01-31/05.json.gz", "e-deep"))
         logging.getLogger("ampbq.entry").info("after the invocation")
@@ -100,20 +100,20 @@ def test_the_contexts_of_two_invocations_running_at_once_on_two_threads_do_not_m
     local_env(monkeypatch)
     both_inside = threading.Barrier(2, timeout=10)
 
-    def step(obj, bucket):
-        log = logging.getLogger("ampbq.steps")
+    def step(obj, bucket, config):
+        log = logging.getLogger("ampbq.transform")
         log.info("before the other binds")
         both_inside.wait()  # both invocations are bound now
         log.info("while the other runs")
         both_inside.wait()
         return None
 
-    monkeypatch.setattr(entry.steps, "transform_hour", step)
+    monkeypatch.setattr(entry.transform_step, "transform_object", step)
     names = {"e-a": "export/2024-01-31/05.json.gz", "e-b": "export/2024-02-01/17.json.gz"}
     with Captured() as captured, ThreadPoolExecutor(2) as pool:
         list(pool.map(lambda item: entry.transform(finalize_event(item[1], item[0])), names.items()))
         # the same two threads, reused: a line logged there outside an invocation has no context
-        list(pool.map(lambda _: logging.getLogger("ampbq.steps").info("between requests"), range(2)))
+        list(pool.map(lambda _: logging.getLogger("ampbq.transform").info("between requests"), range(2)))
     lines = captured.lines()
     for event_id, name in names.items():
         own = [line for line in lines if line.get("event_id") == event_id]
