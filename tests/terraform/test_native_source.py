@@ -32,7 +32,7 @@ def console(tmp_path: Path, variables: dict[str, str], expression: str) -> subpr
     stand_ins = {"google_storage_bucket.data.name": '"data"', "var.project_id": '"p"', "google_bigquery_dataset.ops.dataset_id": '"ops"',
                  "google_bigquery_table.events.table_id": '"t"', "var.bq_location": '"US"', "var.schedule": '"hourly"',
                  "var.amplitude_region": '"US"', "var.amplitude_url": '""', "local.amplitude_project_list": '""',
-                 "var.amplitude_default_project": '""'}
+                 "var.amplitude_default_project": '""', "var.transform_unit_mb": "256"}
     for reference, value in stand_ins.items():
         env = env.replace(reference, value)
     (tmp_path / "main.tf").write_text("\n".join(blocks) + "\nlocals {\n" + env + "}\n")

@@ -20,7 +20,7 @@ from terraform_hcl import ENVS, MODULE, TERRAFORM
 pytestmark = pytest.mark.terraform
 TERRAFORM_BIN = shutil.which("terraform")
 VARIABLES = ("amplitude_projects", "amplitude_default_project", "secret_ids", "amplitude_source", "native_export_bucket",
-             "native_export_prefix", "native_export_quiet_minutes")
+             "native_export_prefix", "native_export_quiet_minutes", "transform_unit_mb")
 STAND_INS = {"google_storage_bucket.data.name": '"data"', "var.project_id": '"p"', "google_bigquery_dataset.ops.dataset_id": '"ops"',
              "google_bigquery_table.events.table_id": '"t"', "var.bq_location": '"US"', "var.schedule": '"daily"',
              "var.amplitude_region": '"US"', "var.amplitude_url": '""'}
@@ -102,3 +102,15 @@ def test_both_environments_pass_the_map_and_the_default_project_through(name):
     assert 'variable "amplitude_projects"' in variables and 'variable "amplitude_default_project"' in variables
     example = (env / "terraform.tfvars.example").read_text()
     assert "# amplitude_projects        = {}" in example and "# amplitude_default_project" in example
+
+
+@pytest.mark.parametrize("tfvars, expected", [("", Config.transform_unit_bytes), ("transform_unit_mb = 64\n", 64 << 20)])
+def test_the_transform_unit_size_reaches_every_function_as_the_code_reads_it(tmp_path, tfvars, expected):
+    run, value = evaluate(tmp_path, tfvars, "local.function_env")
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert Config.from_env(RecordingEnv(value)).transform_unit_bytes == expected
+
+
+def test_a_unit_size_that_is_not_a_whole_mib_is_refused(tmp_path):
+    run, _ = evaluate(tmp_path, "transform_unit_mb = 0.5\n", "local.function_env")
+    assert run.returncode != 0 and "transform_unit_mb must be a whole number of MiB" in run.stderr

@@ -36,6 +36,7 @@ module "pipeline" {
   native_export_bucket              = var.native_export_bucket
   native_export_prefix              = var.native_export_prefix
   native_export_quiet_minutes       = var.native_export_quiet_minutes
+  transform_unit_mb                 = var.transform_unit_mb
 
   # Each environment's own choice (its main.tf); a value set in terraform.tfvars takes its place.
   export_retention_days      = coalesce(var.export_retention_days, local.retention.export_retention_days)

@@ -26,6 +26,9 @@ locals {
       # (transform and load tell the projects apart by it), only the export function their keys.
       AMPBQ_AMPLITUDE_PROJECTS = local.amplitude_project_list
       AMPBQ_DEFAULT_PROJECT    = var.amplitude_default_project
+      # A big hour's fan-out (docs/transform.md#fan-out): the export splits a part over it, the
+      # transform cuts an hour object over it into units.
+      AMPBQ_TRANSFORM_UNIT_BYTES = tostring(var.transform_unit_mb * 1048576)
     },
     var.amplitude_url == "" ? {} : { AMPLITUDE_URL = var.amplitude_url },
     var.amplitude_source == "export_api" ? {} : {

@@ -301,3 +301,14 @@ variable "native_export_quiet_minutes" {
     error_message = "native_export_quiet_minutes must be a whole number of minutes, at least 1."
   }
 }
+
+variable "transform_unit_mb" {
+  description = "MiB of gzip one transform invocation takes on: a bigger upload hour fans out into units of its parts, transformed in parallel and loaded together, and the export splits a bigger part at line ends (docs/transform.md#fan-out). 256 MiB is about 2.5 GB of NDJSON, some 30 s of one vCPU."
+  type        = number
+  default     = 256
+
+  validation {
+    condition     = var.transform_unit_mb >= 1 && floor(var.transform_unit_mb) == var.transform_unit_mb
+    error_message = "transform_unit_mb must be a whole number of MiB, at least 1."
+  }
+}
