@@ -32,10 +32,11 @@ def _clients(config: Config):
 def _run(step: str, cloud_event, work: Callable[[], object]) -> object:
     """Run `work()` as one invocation: its context (step, event id, trace; then what `work` binds:
     object, generation, date...) is on every line logged meanwhile."""
-    started = time.monotonic()
+    started, cpu_started = time.monotonic(), time.thread_time()
     with logs.invocation(step=step, **_event_fields(cloud_event)):
         def duration() -> dict:
-            return {"duration_s": round(time.monotonic() - started, 3)}
+            # cpu_s: this invocation's own CPU (its thread's; an instance serves several at once).
+            return {"duration_s": round(time.monotonic() - started, 3), "cpu_s": round(time.thread_time() - cpu_started, 3)}
 
         try:
             with _classified():

@@ -21,6 +21,7 @@ An hour object without the key, or with an index that does not add up to the obj
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -119,9 +120,30 @@ class Slice:
         return data
 
 
+# Unit names carry 4 digits, and one BigQuery load job takes at most 10,000 source URIs.
+MAX_UNITS = 9999
+
+
 def units(parts: list[Part], limit: int) -> list[list[Part]]:
     """The hour's parts cut into units of consecutive parts of at most `limit` compressed bytes
-    each (a part bigger than that is a unit of its own), for one transform invocation each."""
+    each (a part bigger than that is a unit of its own), for one transform invocation each; at
+    most MAX_UNITS of them (a limit that small is raised as far as it must be)."""
+    limit = max(limit, -(-sum(p.size for p in parts) // MAX_UNITS))
+    planned = _cut(parts, limit)
+    while len(planned) > MAX_UNITS:
+        limit *= 2
+        planned = _cut(parts, limit)
+    return planned
+
+
+def plan_id(planned: list[list[Part]]) -> str:
+    """What names one cutting of an hour object into units: two fan-outs of the same generation
+    with another unit size are two plans, whose units are never loaded together."""
+    text = "|".join(",".join(f"{p.start}+{p.size}" for p in unit) for unit in planned)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _cut(parts: list[Part], limit: int) -> list[list[Part]]:
     planned: list[list[Part]] = []
     size = 0
     for part in parts:

@@ -221,6 +221,19 @@ def split_entry(archive: zipfile.ZipFile, info: zipfile.ZipInfo, label: str, lim
     return pieces
 
 
+def damage(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> str:
+    """Why the entry cannot be read to its end as gzip ("" when it can): an inflate-only pass,
+    so that only a readable part is split (split_entry) and a damaged one is copied as it is."""
+    try:
+        with archive.open(info) as member:
+            source = open_gzip(member)
+            while source.read(COPY_CHUNK):
+                pass
+    except (DamagedStream, zipfile.BadZipFile, zlib.error, EOFError) as why:
+        return f"{type(why).__name__}: {why}"
+    return ""
+
+
 def holds_data(archive: zipfile.ZipFile, info: zipfile.ZipInfo | None) -> bool:
     """Whether a refused entry holds anything but whitespace, inflated (with the transform's own
     reader) when it is gzip; reading stops at the first byte that is not. One the zip or gzip

@@ -271,3 +271,38 @@ def test_fast_timestamp_check_accepts_only_what_passes_through_unchanged():
     for bad in ("2023-02-29 00:00:00.000000", "2024-01-31T04:59:01.008000", "2024-01-31 04:59:01.00800Z",
                 "2024-01-31 24:00:00.000000", "0000-01-01 00:00:00.000000", '2024-01-31 04:5","2024-01-'):
         assert not are_amplitude_timestamps(["2024-01-31 04:59:01.008000"] * 40 + [bad] + ["2024-01-31 04:59:01.008000"])
+
+
+def test_the_big_hour_zip_is_one_hour_in_parts_with_the_last_holding_the_part_twice(hours, tmp_path):
+    part = hours[60]
+    path, entries, copies = bench.big_hour_zip(tmp_path, part.ndjson_bytes * 4.5 / 1e9, part, echo=lambda _: None)
+    assert (entries, copies) == (4, 5)
+    with zipfile.ZipFile(path) as archive:
+        plan = unpack.plan(archive.infolist(), HourRange(bench.BIG_HOUR, bench.BIG_HOUR))
+        assert plan.refusals == [] and list(plan.hours) == [bench.BIG_HOUR] and len(plan.hours[bench.BIG_HOUR]) == 4
+        sizes = sorted(info.file_size for info in archive.infolist())
+        events = sum(len(gzip.decompress(archive.read(info)).splitlines()) for info in archive.infolist())
+    assert sizes == [part.gzip_bytes] * 3 + [2 * part.gzip_bytes] and events == copies * part.events
+
+
+def test_an_hour_projects_onto_units_running_at_once():
+    hour = costs.project_hour(50_000_000, 2000, 5.0, 256 << 20, transform_cpu_s_per_gb=10.0, export_s_per_gzip_gb=10.0)
+    assert hour.ndjson_gb == 100.0 and hour.gzip_gb == 20.0
+    assert hour.units == 75  # 20 GB of gzip in 256 MiB units
+    assert hour.unit_s == pytest.approx(10.0 * 100 / 75)
+    assert hour.export_s == 200.0 and hour.wall_s == pytest.approx(200.0 + 10.0 * 100 / 75)
+    assert hour.invocations == 2 + 2 * 75 and hour.fits
+    assert not costs.project_hour(50_000_000, 2000, 5.0, 256 << 20, 10.0, 30.0).fits  # a 600 s export
+
+
+def test_the_big_hour_ends_with_its_bighour_line(hours):
+    from ampbq.tools.demo import DemoReport, HourReport
+    part = hours[60]
+    report = DemoReport(bench.BENCH_DAY, hours=[HourReport(bench.BIG_HOUR, 300, 299, 1)])
+    result = {"report": report, "wall_s": 12.34, "entries": 4, "copies": 5, "events": 300, "ndjson_bytes": 5 * part.ndjson_bytes,
+              "units": [{"unit": "unit 1 of 2", "duration_s": 2.0, "cpu_s": 1.5}, {"unit": "unit 2 of 2", "duration_s": 3.0, "cpu_s": 1.0}],
+              "loads": [{"duration_s": 4.0, "loaded": 299}], "export": [{"duration_s": 5.0}]}
+    lines = bench.big_hour_lines(result, part)
+    assert lines[-1] == f"bighour: gb={5 * part.ndjson_bytes / 1e9:.2f} parts=4 events=300 loaded=299 rejected=1 wall_s=12.3"
+    assert any("2 transform invocations" in line for line in lines)
+    assert any("50,000,000 events" in line and "invocations" in line for line in lines)

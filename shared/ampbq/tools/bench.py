@@ -480,6 +480,117 @@ def bench_export(cache: Path, gigabytes: float, part: HourFile, echo: Callable[[
                  "chunk": CHUNK, "emulator_peak_rss": emulator_peak}
 
 
+# ------------------------------------------------------------------------------------ one big hour
+BIG_HOUR = datetime(BENCH_DAY.year, BENCH_DAY.month, BENCH_DAY.day, 5, tzinfo=timezone.utc)
+BIG_HOUR_PART_EVENTS = 100_000  # events of one generated part of the big hour (about 230 MB of NDJSON)
+
+
+def big_hour_zip(cache: Path, gigabytes: float, part: HourFile, echo: Callable[[str], None] = print) -> tuple[Path, int, int]:
+    """An Export API zip of one upload hour of about `gigabytes` GB of NDJSON in Amplitude's `#n`
+    parts, each the generated part's gzip (real gzip NDJSON; the bytes are repeated, so each uuid
+    is there once per copy), the last part holding it twice (two gzip members): bigger than one
+    unit, for the export to split. Its path, its entries, and the copies of the part it holds."""
+    from .synthetic import PARTITION_IDS, entry_name
+
+    copies = max(3, math.ceil(gigabytes * 1e9 / part.ndjson_bytes))
+    entries = copies - 1
+    path = cache / f"bighour-{copies}x{part.events}-{generator_tag()}.zip"
+    if not path.exists():
+        echo(f"writing a {copies * part.gzip_bytes / 1e9:.2f} GB zip of one hour in {entries} parts (once; cached) ...")
+        tmp = path.with_suffix(".partial")
+        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as archive:
+            for index in range(entries):
+                partition = PARTITION_IDS[index % len(PARTITION_IDS)] + 1000 * (index // len(PARTITION_IDS))
+                with archive.open(entry_name(203138, BIG_HOUR, partition), "w", force_zip64=True) as member:
+                    for _ in range(2 if index == entries - 1 else 1):
+                        with open(part.path, "rb") as source:
+                            shutil.copyfileobj(source, member, 8 << 20)
+        os.replace(tmp, path)
+    return path, entries, copies
+
+
+def _unit_lines(logs_dir: Path) -> dict[str, list[dict]]:
+    """The functions' "<step> done" lines, by step."""
+    found: dict[str, list[dict]] = {}
+    for step in ("export", "transform", "load"):
+        path = logs_dir / f"{step}.log"
+        for line in (path.read_text(errors="replace").splitlines() if path.exists() else []):
+            if line.startswith("{"):
+                try:
+                    record = json.loads(line)
+                except ValueError:
+                    continue
+                if record.get("message") == f"{step} done":
+                    found.setdefault(step, []).append(record)
+    return found
+
+
+def bench_big_hour(cache: Path, gigabytes: float, part: HourFile, timeout: float, echo: Callable[[str], None] = print) -> dict:
+    """One upload hour of about `gigabytes` GB through the local stack, fanned out: every
+    generated part is one unit (the transform's unit size is set to its gzip size), the doubled
+    last part is split by the export. Waits until the hour is loaded."""
+    from collections import Counter
+
+    from .demo import wait_for_hours
+    from .stack import Stack, StackSettings
+    from .stub import ExportApiStub, ZipSource
+
+    zip_path, entries, copies = big_hour_zip(cache, gigabytes, part, echo)
+    events = copies * part.events
+    workdir = (cache / "bighour-stack").resolve()
+    shutil.rmtree(workdir, ignore_errors=True)
+    env = {"AMPBQ_TRANSFORM_UNIT_BYTES": str(part.gzip_bytes), "AMPBQ_HTTP_BACKOFF_SECONDS": "0.5"}
+    echo(f"one hour, {copies * part.ndjson_bytes / 1e9:.2f} GB NDJSON, {events:,} events in {entries} parts, "
+         f"through the local stack (units of {part.gzip_bytes / MB:.1f} MB of gzip) ...")
+    with ExportApiStub(ZipSource(zip_path), "bench-key", "bench-secret") as stub:
+        # Not versioned: fake-gcs-server keeps every generation in memory, and an hour of many GB
+        # writes each unit twice (scratch, then the import object).
+        settings = StackSettings(workdir=workdir, amplitude_url=stub.url, api_key="bench-key", secret_key="bench-secret",
+                                 extra_env=env, versioned=False)
+        with Stack(settings) as stack:
+            started = time.monotonic()
+            stack.publish_run({"start": f"{BIG_HOUR:%Y%m%dT%H}", "end": f"{BIG_HOUR:%Y%m%dT%H}"})
+            report = wait_for_hours(stack, BENCH_DAY, Counter({BIG_HOUR: events}), timeout)
+            wall = time.monotonic() - started
+            done = _unit_lines(workdir / "logs")
+    units = [line for line in done.get("transform", []) if line.get("unit")]
+    fan_out = [line for line in done.get("transform", []) if "units" in line]
+    loads = [line for line in done.get("load", []) if "loaded" in line]
+    return {"report": report, "wall_s": wall, "entries": entries, "copies": copies, "events": events,
+            "ndjson_bytes": copies * part.ndjson_bytes, "units": units, "fan_out": fan_out, "loads": loads,
+            "export": done.get("export", []), "unit_bytes": part.gzip_bytes}
+
+
+def big_hour_lines(result: dict, part: HourFile, unit_bytes: int = 256 << 20) -> list[str]:
+    """The big hour's per-unit and whole-hour times, the projection for 50 M events, and the
+    `bighour:` line."""
+    report, units = result["report"], result["units"]
+    hour = report.hours[0] if report.hours else None
+    lines = [f"  export: {sum(l['duration_s'] for l in result['export']):.1f} s (download, unpack, split)"]
+    if units:
+        walls, cpus = [u["duration_s"] for u in units], [u["cpu_s"] for u in units]
+        lines.append(f"  units: {len(units)} transform invocations, each {min(walls):.1f}-{max(walls):.1f} s wall, "
+                     f"{min(cpus):.1f}-{max(cpus):.1f} CPU s (the stack's one transform process serves them side by side)")
+    for load in result["loads"]:
+        lines.append(f"  load of the whole hour: {load['duration_s']:.1f} s, {load.get('loaded', 0):,} rows")
+    lines.append(f"  whole hour, publish to loaded: {result['wall_s']:.1f} s")
+    cpu_per_gb = (sum(u["cpu_s"] for u in units) / (result["ndjson_bytes"] / 1e9)) if units else float("nan")
+    lines.append(f"  transform CPU per GB of NDJSON, summed over the units: {cpu_per_gb:.1f} s")
+    projection = costs.project_hour(50_000_000, part.ndjson_bytes / part.events, part.ndjson_bytes / part.gzip_bytes,
+                                    unit_bytes, cpu_per_gb, costs.ASSUMED_COPY_S_PER_GB)
+    lines.append(f"  projected on Cloud Functions for an hour of 50,000,000 events ({projection.ndjson_gb:,.0f} GB NDJSON, "
+                 f"{projection.gzip_gb:,.1f} GB gzip; over the Export API's 4 GB, so through Amplitude's own export): "
+                 f"{projection.units} units of {unit_bytes >> 20} MiB, {projection.invocations} invocations; "
+                 f"the export copying its parts {projection.export_s:.0f} s (at an assumed {1 / costs.ASSUMED_COPY_S_PER_GB * 1e3:.0f} MB/s), "
+                 f"then every unit at once, {projection.unit_s:.0f} s each on one vCPU: {projection.wall_s:.0f} s "
+                 f"before BigQuery's load job" + ("" if projection.fits else f" (a step over the {costs.FUNCTION_TIMEOUT_S} s limit)"))
+    loaded = hour.loaded if hour else 0
+    rejected = hour.rejected if hour else 0
+    lines.append(f"bighour: gb={result['ndjson_bytes'] / 1e9:.2f} parts={result['entries']} events={result['events']} "
+                 f"loaded={loaded} rejected={rejected} wall_s={result['wall_s']:.1f}")
+    return lines
+
+
 def _vm_hwm(pid: int) -> int:
     try:
         with open(f"/proc/{pid}/status") as status:
@@ -667,6 +778,9 @@ def _sizes(text: str) -> list[int]:
               help="Unpack an export zip of at least this many GB through fake-gcs-server (0 to skip).")
 @click.option("--export-part-events", default=20_000, show_default=True,
               help="Events in each part of the export zip (every part is the same generated hour).")
+@click.option("--hour-gb", default=0.0, show_default=True,
+              help="Also run one upload hour of this many GB of NDJSON, fanned out over its parts, through the local stack.")
+@click.option("--hour-timeout", default=3600, show_default=True, help="Seconds to wait for the --hour-gb hour to land.")
 @click.option("--costs/--no-costs", "show_costs", default=True, show_default=True,
               help="Print CPU and memory per GB and the cost of a day in dollars.")
 @click.option("--e2e", is_flag=True, help="Also run the demo day end to end on the local stack.")
@@ -674,7 +788,8 @@ def _sizes(text: str) -> list[int]:
 @click.option("--e2e-timeout", default=3600, show_default=True, help="Seconds to wait for the --e2e day to land.")
 @click.option("--cache", "cache", type=click.Path(file_okay=False, path_type=Path), default=DEFAULT_CACHE, show_default=True,
               help="Where generated hours and zips are kept between runs.")
-def bench(events, sizes, repeat, naive, seed, formats, drift, profile, export_gb, export_part_events, show_costs, e2e, e2e_events_per_hour, e2e_timeout, cache) -> None:
+def bench(events, sizes, repeat, naive, seed, formats, drift, profile, export_gb, export_part_events, hour_gb, hour_timeout,
+          show_costs, e2e, e2e_events_per_hour, e2e_timeout, cache) -> None:
     """Measure the transform against a bare parse/serialize loop and a naive script, on one generated hour.
 
     Each variant runs in a fresh process; it prints events/s, MB/s and peak RSS for each, the
@@ -689,7 +804,8 @@ def bench(events, sizes, repeat, naive, seed, formats, drift, profile, export_gb
     scaling = _sizes(sizes)
     cache = cache.resolve()
     part_events = export_part_events
-    files = hour_files(cache, sorted({events, *scaling, *([part_events] if export_gb else [])}), echo=echo)
+    files = hour_files(cache, sorted({events, *scaling, *([part_events] if export_gb else []),
+                                      *([BIG_HOUR_PART_EVENTS] if hour_gb else [])}), echo=echo)
     hour = files[events]
     echo(f"machine: {machine()}")
     echo(f"hour: {hour.events:,} events, {hour.ndjson_bytes / MB:.1f} MB NDJSON ({hour.ndjson_bytes / hour.events:,.0f} B/event), "
@@ -794,6 +910,10 @@ def bench(events, sizes, repeat, naive, seed, formats, drift, profile, export_gb
                 echo(f"  {step:<9} runs={len(values):<3} slowest={max(values):7.2f} s  total={sum(values):8.2f} s"
                      f"  peak RSS {peaks.get(step, 0) / MB:6.0f} MB")
 
+    big_hour = None
+    if hour_gb:
+        big_hour = bench_big_hour(cache, hour_gb, files[BIG_HOUR_PART_EVENTS], hour_timeout, echo)
+
     if show_costs:
         per_gb = {"transform": (transform, hour.ndjson_bytes)}
         if export_run:
@@ -817,6 +937,10 @@ def bench(events, sizes, repeat, naive, seed, formats, drift, profile, export_gb
 
     echo(summary_line(events, transform.busy, bare.busy, best["naive"].busy if naive else float("nan"), transform_peak,
                       best["seed"].busy if seed else float("nan")))
+    if big_hour:
+        echo("\none big hour, fanned out over its parts, through the local stack:")
+        for line in big_hour_lines(big_hour, files[BIG_HOUR_PART_EVENTS]):
+            echo(line)
 
 
 if __name__ == "__main__":

@@ -116,3 +116,42 @@ def day_costs(events: int, ndjson_bytes_per_event: float, steps: list[Step], see
     if seed is not None:
         result["seed"] = function_day(seed, gb)
     return result
+
+
+# Cloud Run functions' request timeout for the storage-triggered steps (terraform: timeout_seconds).
+FUNCTION_TIMEOUT_S = 540
+# An assumption, not a measurement: one invocation streams Cloud Storage to Cloud Storage at about
+# 100 MB/s (the local stand-in, a Python proxy in front of fake-gcs-server, is far slower).
+ASSUMED_COPY_S_PER_GB = 10.0
+
+
+@dataclass(frozen=True)
+class HourProjection:
+    """One upload hour of `events` on Cloud Functions, from figures measured locally."""
+
+    events: int
+    ndjson_gb: float
+    gzip_gb: float
+    units: int
+    unit_s: float  # one unit's transform on one vCPU
+    export_s: float  # the export writing the hour object (copying its parts), one invocation
+    wall_s: float  # export, then the units side by side; BigQuery's load job not included
+    invocations: int
+
+    @property
+    def fits(self) -> bool:
+        return self.unit_s < FUNCTION_TIMEOUT_S and self.export_s < FUNCTION_TIMEOUT_S
+
+
+def project_hour(events: int, ndjson_bytes_per_event: float, gzip_ratio: float, unit_bytes: int,
+                 transform_cpu_s_per_gb: float, export_s_per_gzip_gb: float) -> HourProjection:
+    """An hour fanned out as the transform does (units of `unit_bytes` of gzip, each its own
+    invocation on its own instance): the export's time for its gzip bytes, then one unit's time,
+    as every unit runs at once; invocations: export, the hour object's transform, each unit's
+    transform and load."""
+    ndjson_gb = events * ndjson_bytes_per_event / GB
+    gzip_gb = ndjson_gb / gzip_ratio
+    units = max(1, math.ceil(gzip_gb * GB / unit_bytes))
+    unit_s = transform_cpu_s_per_gb * ndjson_gb / units
+    export_s = export_s_per_gzip_gb * gzip_gb
+    return HourProjection(events, ndjson_gb, gzip_gb, units, unit_s, export_s, export_s + unit_s, 2 + 2 * units)

@@ -53,8 +53,8 @@ def read(bucket: storage.Bucket, bq: bigquery.Client, config: Config, hours: Hou
     segment = project.segment
     warnings: list[str] = []
     days = days_of(hours)
-    sources = _listed(bucket, [f"{naming.export_prefix(segment)}{d}/" for d in days],
-                      lambda name: naming.parse_hour_object(name, segment))
+    exported = _listing(bucket, [f"{naming.export_prefix(segment)}{d}/" for d in days])
+    sources = {hour: info for info in exported if (hour := naming.parse_hour_object(info.name, segment)) is not None}
     listed = _listing(bucket, [f"{naming.import_prefix(segment)}{d}/" for d in days])
     imports = {hour: info for info in listed if (hour := naming.parse_import_object(info.name, segment)) is not None}
     units: dict[datetime, list[tuple[naming.Unit, ObjectInfo]]] = {}
@@ -64,10 +64,18 @@ def read(bucket: storage.Bucket, bq: bigquery.Client, config: Config, hours: Hou
             units.setdefault(unit.hour, []).append((unit, info))
     for hour, found in units.items():  # a fanned-out hour: its units taken together, once all are there
         combined = units_as_import(sources.get(hour), found)
-        if combined is not None and hour not in imports:
-            imports[hour] = combined
+        whole = imports.get(hour)
+        if combined is not None and (whole is None or whole.metadata.get("source_generation") != combined.metadata["source_generation"]):
+            imports[hour] = combined  # made from the live hour object, unlike a whole-hour import left from before
     coverage = ExportCoverage.read(bucket, hours, needed=[h for h in hours.hours() if h not in sources], project=segment)
-    failures = _step_failures(bucket, days, sources, imports, segment)
+    # A fanned-out hour's tasks and unit imports of its live hour object: a dead letter of any
+    # of them fails the hour.
+    unit_objects = {}
+    for info, unit in [(i, naming.parse_unit_task(i.name)) for i in exported] + [(i, u) for found in units.values() for u, i in found]:
+        source = sources.get(unit.hour) if unit is not None and unit.project == segment else None
+        if source is not None and info.metadata.get("source_generation") == str(source.generation):
+            unit_objects[(info.name, info.generation)] = unit.hour
+    failures = _step_failures(bucket, days, sources, imports, segment, unit_objects)
     ledger, table_rows, fingerprints = _bigquery(bq, config, hours, counts, warnings, waiting=bool(imports), project=project)
     evidence = []
     now = datetime.now(timezone.utc)
@@ -86,11 +94,6 @@ def read(bucket: storage.Bucket, bq: bigquery.Client, config: Config, hours: Hou
 
 def _listing(bucket: storage.Bucket, prefixes: list[str]) -> list[ObjectInfo]:
     return [object_info(blob) for prefix in prefixes for blob in bucket.list_blobs(prefix=prefix, **calls.storage())]
-
-
-def _listed(bucket: storage.Bucket, prefixes: list[str], parse) -> dict[datetime, ObjectInfo]:
-    """The objects under `prefixes` whose names `parse` gives an hour, by hour."""
-    return {hour: info for info in _listing(bucket, prefixes) if (hour := parse(info.name)) is not None}
 
 
 @dataclass
@@ -234,9 +237,11 @@ def error_text(blob: storage.Blob) -> str:
         return f"see {blob.name}"
 
 
-def _step_failures(bucket, days, sources: dict, imports: dict, project: str = "") -> dict[datetime, tuple[str, ...]]:
-    """Dead letters of transform/load for exactly the live generation of an hour's object."""
-    live = {(o.name, o.generation): hour for objects in (sources, imports) for hour, o in objects.items()}
+def _step_failures(bucket, days, sources: dict, imports: dict, project: str = "",
+                   unit_objects: dict | None = None) -> dict[datetime, tuple[str, ...]]:
+    """Dead letters of transform/load for exactly the live generation of an hour's object (or
+    of one of its units: `unit_objects`, (name, generation) → hour)."""
+    live = {(o.name, o.generation): hour for objects in (sources, imports) for hour, o in objects.items()} | (unit_objects or {})
     found: dict[datetime, tuple[str, ...]] = {}
     for step, prefix in (("transform", naming.export_prefix(project)), ("load", naming.import_prefix(project))):
         for day in days:

@@ -17,7 +17,7 @@ from datetime import datetime
 
 from google.cloud import storage
 
-from .. import naming
+from .. import gcs, naming
 from . import calls
 from ..naming import HourRange
 from .reprocess import Redrop, reprocess
@@ -77,15 +77,31 @@ def parse_records(hour: datetime, data: bytes, source_generation: str = "") -> l
 def read(bucket: storage.Bucket, hours: HourRange, project: str = "") -> list[Reject]:
     """Every reject record of the range's hours of `project` (its segment, "" the default one),
     in hour and line order."""
-    found = []
+    found, units = [], {}
     for day in sorted({h.date() for h in hours.hours()}):
         for blob in bucket.list_blobs(prefix=f"{naming.rejects_prefix(project)}{day}/", **calls.storage()):
+            unit = _unit(blob.name, project)
+            if unit is not None and unit.hour in hours:
+                units.setdefault(unit.hour, []).append(blob)
             hour = parse_hour(blob.name, project)
             if hour is None or hour not in hours:
                 continue
             generation = (blob.metadata or {}).get("source_generation", "")
             found.extend(parse_records(hour, blob.download_as_bytes(**calls.storage()), generation))
-    return sorted(found, key=lambda r: (r.hour, r.line))
+    for hour, blobs in units.items():  # a fanned-out hour: its newest fan-out's units' rejects
+        newest = max(gcs.source_generation(blob) for blob in blobs)
+        for blob in blobs:
+            if gcs.source_generation(blob) == newest:
+                found.extend(parse_records(hour, blob.download_as_bytes(**calls.storage()), str(newest)))
+    return sorted(found, key=lambda r: (r.hour, r.source_object, r.line))
+
+
+def _unit(name: str, project: str) -> naming.Unit | None:
+    """The unit of a fanned-out hour's `rejects/…/HH/unit-KKKK-of-PPPP.json`, or None."""
+    if not name.startswith(naming.REJECTS_PREFIX):
+        return None
+    unit = naming.parse_unit_import(naming.IMPORT_PREFIX + name.removeprefix(naming.REJECTS_PREFIX))
+    return unit if unit is not None and unit.project == project else None
 
 
 def reason_kind(reason: str) -> str:

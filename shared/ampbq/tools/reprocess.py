@@ -68,6 +68,8 @@ def reprocess(bucket: storage.Bucket, hours: list[datetime], stage: str, project
     done = []
     for hour in hours:
         name = STAGES[stage](hour, project)
+        if stage == "import" and bucket.get_blob(name, **calls.storage()) is None:
+            name = _unit_import(bucket, hour, project) or name
         if bucket.get_blob(name, **calls.storage()) is None:
             done.append(Redrop(hour, name, None, error=_MISSING_HINT[stage].format(hour=hour)))
             continue
@@ -77,6 +79,18 @@ def reprocess(bucket: storage.Bucket, hours: list[datetime], stage: str, project
         except PermanentError as why:
             done.append(Redrop(hour, name, None, error=str(why)))
     return done
+
+
+def _unit_import(bucket: storage.Bucket, hour: datetime, project: str = "") -> str | None:
+    """A fanned-out hour's unit import object made from its live hour object: dropping any one
+    of them again loads the hour again from all of them (docs/transform.md#fan-out)."""
+    source = bucket.get_blob(naming.hour_object_name(hour, project), **calls.storage())
+    if source is None:
+        return None
+    for blob in bucket.list_blobs(prefix=naming.unit_import_prefix(hour, project), **calls.storage()):
+        if naming.parse_unit_import(blob.name) is not None and gcs.source_generation(blob) == source.generation:
+            return blob.name
+    return None
 
 
 _MISSING_HINT = {
@@ -93,6 +107,9 @@ def existing_hours(bucket: storage.Bucket, hours: HourRange, stage: str, project
     for day in inventory.days_of(hours):
         for blob in bucket.list_blobs(prefix=f"{prefix}{day}/", **calls.storage()):
             hour = parse(blob.name, project)
+            unit = naming.parse_unit_import(blob.name) if stage == "import" else None
+            if unit is not None and unit.project == project:
+                hour = unit.hour  # a fanned-out hour
             if hour is not None and hour in hours:
                 found.add(hour)
     return sorted(found)

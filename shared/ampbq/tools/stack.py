@@ -172,6 +172,9 @@ class StackSettings:
     # it and the export function reads parts from it (AMPBQ_SOURCE=native_export).
     native_bucket: str = ""
     native_prefix: str = ""
+    # Our bucket keeps old generations, as production's does. The emulator holds every one of
+    # them in memory, so a run of many GB (the bench's big hour) may turn it off.
+    versioned: bool = True
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.function_sources) - set(FUNCTIONS))
@@ -293,7 +296,7 @@ class Stack:
             ], env={**self.function_env(), "THREADS": str(DELIVERIES_AT_ONCE)})
         self._wait_for("gcs-server", "gcs", "fake-gcs-server")
         self._gcs_rules = GcsRules(self.ports["gcs-server"], self.ports["gcs"]).start()
-        self.create_bucket(self.settings.bucket)
+        self.create_bucket(self.settings.bucket, versioned=self.settings.versioned)
         if self.settings.native_bucket:
             self.create_bucket(self.settings.native_bucket, versioned=False)
         for name in ("bigquery-emulator", "bigquery", *FUNCTIONS):

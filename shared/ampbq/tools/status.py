@@ -88,11 +88,11 @@ def units_as_import(hour_object: ObjectInfo | None, units: list[tuple[naming.Uni
     if hour_object is None:
         return None
     made_from = str(hour_object.generation)
-    by_count: dict[int, dict[int, ObjectInfo]] = {}
+    by_plan: dict[tuple, dict[int, ObjectInfo]] = {}
     for unit, info in units:
         if info.metadata.get("source_generation") == made_from:
-            by_count.setdefault(unit.units, {})[unit.index] = info
-    complete = [found for count, found in by_count.items() if len(found) == count]
+            by_plan.setdefault((unit.units, info.metadata.get("plan", "")), {})[unit.index] = info
+    complete = [found for (count, _), found in by_plan.items() if len(found) == count]
     if not complete:
         return None
     found = max(complete, key=lambda f: max(i.generation for i in f.values()))
