@@ -17,7 +17,6 @@ import time
 from collections import defaultdict
 from datetime import datetime, timedelta, timezone
 
-from google.api_core import exceptions as gexc
 from google.cloud import storage
 
 from . import gcs, hour_parts, naming, native
@@ -35,10 +34,7 @@ def app_folders(source: storage.Bucket, prefix: str) -> list[str]:
     """The project (app) ids with a folder under the prefix; merged-id folders (`-{org}/`) and
     anything else that is not a number are not projects."""
     folder = naming.native_folder(prefix)
-    listing = source.list_blobs(prefix=folder, delimiter="/")
-    for _ in listing.pages:
-        pass
-    apps = [p[len(folder):].rstrip("/") for p in listing.prefixes]
+    apps = [p[len(folder):].rstrip("/") for p in gcs.folders(source, folder)]
     return sorted(a for a in apps if a.isdigit())
 
 
@@ -49,7 +45,7 @@ def list_parts(source: storage.Bucket, prefix: str, hours: HourRange, summary: n
     for app in app_folders(source, prefix):
         for day in days:
             day_prefix = f"{naming.native_folder(prefix)}{app}/{app}_{day:%Y-%m-%d}_"
-            for blob in source.list_blobs(prefix=day_prefix):
+            for blob in gcs.listing(source, day_prefix):
                 part = naming.parse_native_part(blob.name, prefix)
                 if part is None:
                     summary.ignored.append(blob.name)
@@ -109,7 +105,7 @@ def scan_range(hours: HourRange, config: Config, bucket: storage.Bucket, source:
     record = result.record(run) | {"source": naming.gs_uri(source.name, naming.native_folder(config.native_prefix)),
                                    "written": sorted(summary.written), "waiting": summary.waiting,
                                    "superseded": summary.superseded, "ignored": summary.ignored}
-    bucket.blob(naming.manifest_name(hours)).upload_from_string(json.dumps(record, indent=1), "application/json")
+    gcs.put(bucket, naming.manifest_name(hours), json.dumps(record, indent=1), "application/json")
     return result
 
 
@@ -129,7 +125,7 @@ def write_hour(bucket: storage.Bucket, source: storage.Bucket, config: Config, p
         with gcs.writer(bucket, name, metadata, "application/gzip", if_generation_match=live.generation if live else 0) as out:
             for part in plan.parts:
                 copy_part(source, part, out)
-    except gexc.PreconditionFailed:
+    except gcs.GenerationChanged:
         log.info("hour object written meanwhile", extra={"fields": hour_fields(hour, name) | {
             "reason": "another run replaced it first; the next look compares its parts again"}})
         return False
@@ -140,14 +136,9 @@ def write_hour(bucket: storage.Bucket, source: storage.Bucket, config: Config, p
 
 def copy_part(source: storage.Bucket, part: native.ListedPart, out) -> None:
     """Append exactly the listed generation of a part; a part gone or changed meanwhile is retried."""
-    copied = 0
-    try:
-        with gcs.reader(source, part.name, part.generation or None) as raw:
-            while chunk := raw.read(COPY_CHUNK):
-                out.write(chunk)
-                copied += len(chunk)
-    except gexc.NotFound:
+    copied = gcs.copy_generation(source, part.name, part.generation or None, out, COPY_CHUNK)
+    if copied is None:
         raise TransientError(f"{naming.gs_uri(source.name, part.name)} generation {part.generation} is gone; "
-                             "the retry lists the hour's parts again") from None
+                             "the retry lists the hour's parts again")
     if copied != part.size:
         raise TransientError(f"{naming.gs_uri(source.name, part.name)}: read {copied} bytes, listed {part.size}")

@@ -168,6 +168,26 @@ def run_job_once(bq: bigquery.Client, job_id: Callable[[int], str], submit: Call
     raise PermanentError(f"job {job_id(0)} failed {MAX_ATTEMPTS} times")
 
 
+def run_script(bq: bigquery.Client, sql: str, labels: dict[str, str], job_id: Callable[[int], str]) -> bigquery.QueryJob:
+    """Run a query or a script (a transaction) with `labels`, once (run_job_once, with
+    `job_id(attempt)`). The client does not retry the job itself: a failed id is never run again."""
+    job_config = bigquery.QueryJobConfig(labels=labels)
+    return run_job_once(bq, job_id, lambda name: bq.query(sql, job_config=job_config, job_id=name, job_retry=None))
+
+
+def table_exists(bq: bigquery.Client, table_id: str) -> bool:
+    try:
+        bq.get_table(table_id)
+        return True
+    except gexc.NotFound:
+        return False
+
+
+def drop_table(bq: bigquery.Client, table_id: str) -> None:
+    """Delete the table; one already gone is no error."""
+    bq.delete_table(table_id, not_found_ok=True)
+
+
 def create_stage(bq: bigquery.Client, table_id: str, expires: datetime) -> None:
     """A staging table of the events schema, dropped by BigQuery at `expires` if no one does."""
     stage = bigquery.Table(table_id, schema=schema_fields())

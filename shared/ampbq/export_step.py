@@ -71,8 +71,7 @@ def export_range(
     for part in export.parts(hours):
         result.add(part)
     write_empty_hours(bucket, hours, result, project.segment)
-    bucket.blob(naming.manifest_name(hours, project.segment)).upload_from_string(
-        json.dumps(result.record(run), indent=1), "application/json")
+    gcs.put(bucket, naming.manifest_name(hours, project.segment), json.dumps(result.record(run), indent=1), "application/json")
     export.clean_up()
     return result
 
@@ -113,9 +112,7 @@ def write_empty_hours(bucket: storage.Bucket, hours: HourRange, result: ExportRe
         log.warning("hour emptied", extra={"fields": hour_fields(hour, name) | {"reason":
                     "the latest export of its range has no events for it; its rows will be removed"}})
         metadata = {"upload_hour": f"{hour:%Y-%m-%dT%H}", "parts": "0", "exported_range": str(hours)}
-        blob = bucket.blob(name)
-        blob.metadata = metadata
-        blob.upload_from_string(EMPTY_HOUR, "application/gzip")
+        gcs.put(bucket, name, EMPTY_HOUR, "application/gzip", metadata)
         result.emptied.append(name)
         log.info("hour object written", extra={"fields": hour_fields(hour, name) | {"parts": 0, "reason": "no data at Amplitude"}})
 
@@ -167,7 +164,7 @@ class ExportRun:
             return
         if self.run:
             if hours != self.requested:  # the whole range's manifest is written once, by export_range
-                self.bucket.blob(naming.manifest_name(hours, self.project)).upload_from_string(json.dumps(part.record(self.run)), "application/json")
+                gcs.put(self.bucket, naming.manifest_name(hours, self.project), json.dumps(part.record(self.run)), "application/json")
             self._unmark(hours)
         self._finished_here += 1
         yield part
@@ -225,7 +222,7 @@ class ExportRun:
 
     def _mark(self, hours: HourRange, state: str) -> None:
         name = naming.attempt_name(hours, state, self.project)
-        self.bucket.blob(name).upload_from_string(json.dumps({"run": self.run}), "application/json")
+        gcs.put(self.bucket, name, json.dumps({"run": self.run}), "application/json")
         if state == "split":
             self._split.add(name)
 

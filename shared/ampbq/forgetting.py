@@ -52,7 +52,6 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 
 import requests
-from google.api_core import exceptions as gexc
 from google.cloud import bigquery, storage
 
 from . import amplitude, deletions, gcs, hour_parts, load, naming
@@ -206,9 +205,8 @@ def apply(jobs: list[DeletionJob], config: Config, bucket: storage.Bucket, bq: b
     marker = running_name(segment)
     running = gcs.read_json(bucket, marker) or {}
     hours = set(before) | {naming.parse_api_hour(h) for h in running.get("hours", [])}
-    bucket.blob(marker).upload_from_string(json.dumps({"jobs": [f"{j.day}" for j in jobs],
-                                                        "hours": sorted(naming.api_hour(h) for h in hours)}),
-                                            "application/json")
+    gcs.put(bucket, marker, json.dumps({"jobs": [f"{j.day}" for j in jobs], "hours": sorted(naming.api_hour(h) for h in hours)}),
+            "application/json")
     label = ",".join(sorted({f"{j.day}" for j in jobs}))
     targets = {}  # hour → the hour object generation whose load replaces the hour's rows
     for hour in sorted(hours):
@@ -236,8 +234,8 @@ def apply(jobs: list[DeletionJob], config: Config, bucket: storage.Bucket, bq: b
     result.rows_removed = sum(before.values())
     _record(bq, config, jobs, per_id, result)
     gcs.delete_if_exists(bucket, marker)
-    for noncurrent in bucket.list_blobs(prefix=marker, versions=True):  # it names hours, not users, but goes too
-        _delete_generation(bucket, noncurrent.name, noncurrent.generation)
+    for noncurrent in gcs.versions(bucket, marker):  # it names hours, not users, but goes too
+        gcs.delete_generation(bucket, noncurrent.name, noncurrent.generation)
     log.info("deletions applied", extra={"fields": result.log_fields() | ({"project": project.app} if segment else {})})
     return result
 
@@ -266,7 +264,7 @@ def _rewrite_hour_object(bucket: storage.Bucket, hour: datetime, ids: frozenset[
     which is set when the upload starts), the second writes them; a part the users were not in
     is copied as it is."""
     name = naming.hour_object_name(hour, segment)
-    blob = bucket.get_blob(name)
+    blob = gcs.current(bucket, name)
     if blob is None:
         return None
     parts = hour_parts.decode(blob.metadata, blob.size) or [hour_parts.Part("", 0, int(blob.size or 0))]
@@ -297,9 +295,9 @@ def _rewrite_hour_object(bucket: storage.Bucket, hour: datetime, ids: frozenset[
                 if written.size != size:  # the index would lie: leave the upload unfinished
                     raise TransientError(f"{name}: part {part.label or 0} came out {written.size} bytes, "
                                          f"not the {size} measured; retrying")
-    except gexc.PreconditionFailed:
+    except gcs.GenerationChanged:
         raise TransientError(f"{name} was replaced while its deleted users' events were being removed; retrying") from None
-    live = bucket.get_blob(name)
+    live = gcs.current(bucket, name)
     result.objects_rewritten.append(name)
     log.info("hour object rewritten", extra={"fields": {"object": name, "date": f"{hour:%Y-%m-%d}", "hour": f"{hour:%H}",
                                                          "generation": live.generation if live else None,
@@ -322,12 +320,12 @@ def _rewrite_zips(bucket: storage.Bucket, hours: set[datetime], ids: frozenset[i
     is streamed from its live generation into the new one (a first pass finds whether it holds
     the users at all)."""
     names = set()
-    for blob in bucket.list_blobs(prefix=naming.raw_prefix(segment), versions=True):
+    for blob in gcs.versions(bucket, naming.raw_prefix(segment)):
         parsed = naming.parse_raw_name(blob.name, segment)
         if parsed and parsed[1] == "zip" and any(hour in parsed[0] for hour in hours):
             names.add(blob.name)
     for name in sorted(names):
-        live = bucket.get_blob(name)
+        live = gcs.current(bucket, name)
         if live is None:
             continue
         with gcs.reader(bucket, name, live.generation) as source:
@@ -338,7 +336,7 @@ def _rewrite_zips(bucket: storage.Bucket, hours: set[datetime], ids: frozenset[i
             with gcs.reader(bucket, name, live.generation) as source, \
                     gcs.writer(bucket, name, metadata, "application/zip", if_generation_match=live.generation) as target:
                 dropped = deletions.drop_in_zip(source, target, ids)
-        except gexc.PreconditionFailed:
+        except gcs.GenerationChanged:
             raise TransientError(f"{name} was replaced while its deleted users' events were being removed; retrying") from None
         result.objects_rewritten.append(name)
         log.info("raw archive rewritten", extra={"fields": {"object": name, "events_removed": dropped}})
@@ -355,14 +353,12 @@ def _clean_hour_outputs(bucket: storage.Bucket, hour: datetime, ids: frozenset[i
     rejects = [naming.rejects_object_name(hour, segment)] + [
         blob.name for blob in gcs.listing(bucket, naming.unit_prefix(naming.REJECTS_PREFIX, hour, segment))]
     for name in rejects:
-        blob = bucket.get_blob(name)
+        blob = gcs.current(bucket, name)
         if blob is None:
             continue
-        kept, dropped = deletions.drop_in_rejects(blob.download_as_bytes(if_generation_match=blob.generation), ids)
+        kept, dropped = deletions.drop_in_rejects(gcs.read_live(blob), ids)
         if dropped:
-            out = bucket.blob(name)
-            out.metadata = blob.metadata
-            out.upload_from_string(kept, "application/x-ndjson", if_generation_match=blob.generation)
+            gcs.put_if_generation(bucket, name, kept, "application/x-ndjson", blob.generation, blob.metadata)
             result.objects_rewritten.append(name)
 
 
@@ -370,16 +366,16 @@ def _delete_stale_units(bucket: storage.Bucket, hour: datetime, segment: str = "
     """Every generation of a big hour's units that is not the live one, and every live unit made
     from another generation of the hour object than the live one (a fan-out into another number
     of units leaves its units beside the new ones): each may hold the users' events. How many."""
-    source = bucket.get_blob(naming.hour_object_name(hour, segment))
+    source = gcs.current(bucket, naming.hour_object_name(hour, segment))
     deleted = 0
     for prefix in (naming.EXPORT_PREFIX, naming.IMPORT_PREFIX, naming.REJECTS_PREFIX):
         live = {blob.name: blob for blob in gcs.listing(bucket, naming.unit_prefix(prefix, hour, segment))}
-        for version in bucket.list_blobs(prefix=naming.unit_prefix(prefix, hour, segment), versions=True):
+        for version in gcs.versions(bucket, naming.unit_prefix(prefix, hour, segment)):
             blob = live.get(version.name)
             current = blob is not None and blob.generation == version.generation
             stale = current and source is not None and gcs.source_generation(blob) != source.generation
             if not current or stale:
-                deleted += _delete_generation(bucket, version.name, version.generation)
+                deleted += gcs.delete_generation(bucket, version.name, version.generation)
     return deleted
 
 
@@ -394,24 +390,16 @@ def _delete_noncurrent(bucket: storage.Bucket, names: list[str], zips: list[str]
     how many."""
     deleted = 0
     for prefix in sorted(set(names) | set(zips)):
-        versions = [(v.name, v.generation) for v in bucket.list_blobs(prefix=prefix, versions=True)]
+        versions = [(v.name, v.generation) for v in gcs.versions(bucket, prefix)]
         live = {}
         for name in {name for name, _ in versions}:
-            blob = bucket.get_blob(name)
+            blob = gcs.current(bucket, name)
             live[name] = blob.generation if blob is not None else None
         for name, generation in versions:
             scratch = name.endswith(".partial")  # a transform's, finished or left by a crash: never needed now
             if (name == prefix and generation != live[name]) or scratch:
-                deleted += _delete_generation(bucket, name, generation)
+                deleted += gcs.delete_generation(bucket, name, generation)
     return deleted
-
-
-def _delete_generation(bucket: storage.Bucket, name: str, generation: int) -> int:
-    try:
-        bucket.blob(name, generation=generation).delete()
-        return 1
-    except gexc.NotFound:
-        return 0
 
 
 # ---------------------------------------------------------------- BigQuery

@@ -13,7 +13,8 @@ import os
 import re
 import traceback
 import urllib.parse
-from typing import BinaryIO, Iterator
+from datetime import datetime, timezone
+from typing import BinaryIO, Iterable, Iterator
 
 from google.api_core import exceptions as gexc
 from google.auth.credentials import AnonymousCredentials
@@ -32,9 +33,46 @@ def client(project: str) -> storage.Client:
     return storage.Client(project=project)
 
 
+class GenerationChanged(TransientError):
+    """A request conditional on an object's generation found another one live (412): the object
+    was replaced or deleted meanwhile. A step with its own answer to that catches it; one that
+    does not gets what `classify` makes of the 412 (transient, with the same message)."""
+
+
+@contextlib.contextmanager
+def _conditional(condition: dict):
+    """Raise a 412 of the requests made under `condition` (if_generation_match=...) as
+    GenerationChanged; with no condition, errors go through as they are."""
+    try:
+        yield
+    except gexc.PreconditionFailed as error:
+        if not condition:
+            raise
+        raise GenerationChanged(str(classify(error))) from error
+
+
 def current(bucket: storage.Bucket, name: str) -> storage.Blob | None:
     """The live object (with its generation and metadata), or None."""
     return bucket.get_blob(name)
+
+
+def exists(bucket: storage.Bucket, name: str) -> bool:
+    """Whether `name` has a live object (a metadata read of its own)."""
+    return bucket.get_blob(name) is not None
+
+
+def version(bucket: storage.Bucket, name: str, generation: int) -> storage.Blob | None:
+    """The metadata (size, custom metadata) of that one generation of `name`, or None when it is gone."""
+    return bucket.get_blob(name, generation=generation)
+
+
+def age(bucket: storage.Bucket, name: str) -> tuple[int, float] | None:
+    """The live object's generation and the seconds since it was written (0 when the server does
+    not say); None when there is no live object."""
+    blob = bucket.get_blob(name)
+    if blob is None:
+        return None
+    return blob.generation, (datetime.now(timezone.utc) - blob.updated).total_seconds() if blob.updated else 0
 
 
 def live(bucket: storage.Bucket, obj) -> storage.Blob:
@@ -70,26 +108,79 @@ def writer(
     blob = bucket.blob(name)
     blob.metadata = metadata
     condition = {} if if_generation_match is None else {"if_generation_match": if_generation_match}
-    with blob.open("wb", chunk_size=CHUNK, content_type=content_type, ignore_flush=True, **condition) as stream:
+    with _conditional(condition), blob.open("wb", chunk_size=CHUNK, content_type=content_type, ignore_flush=True,
+                                            **condition) as stream:
         yield stream
 
 
 def put(bucket: storage.Bucket, name: str, data: str | bytes, content_type: str, metadata: dict[str, str] | None = None) -> int:
-    """Write a small object in one request, its metadata with it; its new generation."""
+    """Write a small object in one request, its metadata (when given) with it; its new generation."""
+    return _upload(bucket, name, data, content_type, metadata, {})
+
+
+def put_if_generation(bucket: storage.Bucket, name: str, data: str | bytes, content_type: str, generation: int,
+                      metadata: dict[str, str] | None = None) -> int:
+    """put, only while `generation` is the live one (0: only if there is no live object); its new
+    generation. GenerationChanged when another one is live."""
+    return _upload(bucket, name, data, content_type, metadata, {"if_generation_match": generation})
+
+
+def _upload(bucket: storage.Bucket, name: str, data: str | bytes, content_type: str, metadata: dict[str, str] | None,
+            condition: dict) -> int:
     blob = bucket.blob(name)
-    blob.metadata = metadata
-    blob.upload_from_string(data, content_type)
+    if metadata is not None:
+        blob.metadata = metadata
+    with _conditional(condition):
+        blob.upload_from_string(data, content_type, **condition)
     return blob.generation
 
 
-def read_bytes(bucket: storage.Bucket, name: str, generation: int) -> bytes:
-    """One generation of a small object, whole (NotFound when that generation is gone)."""
-    return bucket.blob(name, generation=generation).download_as_bytes()
+def read_bytes(bucket: storage.Bucket, name: str, generation: int) -> bytes | None:
+    """One generation of a small object, whole; None when that generation is gone."""
+    try:
+        return bucket.blob(name, generation=generation).download_as_bytes()
+    except gexc.NotFound:
+        return None
+
+
+def read_live(blob: storage.Blob) -> bytes:
+    """The content of `blob` (a small object as `current` returned it), read only while its
+    generation is still the live one (PreconditionFailed, classified like any, when it is not)."""
+    return blob.download_as_bytes(if_generation_match=blob.generation)
+
+
+def copy_generation(bucket: storage.Bucket, name: str, generation: int | None, out: BinaryIO, chunk: int = CHUNK) -> int | None:
+    """Append one generation of `name` (None: the live one) to `out`, `chunk` bytes at a time
+    (through `reader`); the bytes copied, or None when that generation is gone (404)."""
+    copied = 0
+    try:
+        with reader(bucket, name, generation) as raw:
+            while data := raw.read(chunk):
+                out.write(data)
+                copied += len(data)
+    except gexc.NotFound:
+        return None
+    return copied
 
 
 def listing(bucket: storage.Bucket, prefix: str) -> list[storage.Blob]:
     """The live objects under `prefix`, with their generations and metadata."""
     return list(bucket.list_blobs(prefix=prefix))
+
+
+def versions(bucket: storage.Bucket, prefix: str) -> Iterable[storage.Blob]:
+    """Every generation, live and noncurrent, of the objects under `prefix` (listed page by page
+    as it is iterated)."""
+    return bucket.list_blobs(prefix=prefix, versions=True)
+
+
+def folders(bucket: storage.Bucket, prefix: str) -> set[str]:
+    """The "folders" directly under `prefix`: the prefixes, each ending in "/", that a listing
+    with the delimiter "/" reports (every page of it read)."""
+    pages = bucket.list_blobs(prefix=prefix, delimiter="/")
+    for _ in pages.pages:
+        pass
+    return set(pages.prefixes)
 
 
 def read_json(bucket: storage.Bucket, name: str):
@@ -105,6 +196,34 @@ def delete_if_exists(bucket: storage.Bucket, name: str) -> bool:
         bucket.blob(name).delete()
         return True
     except gexc.NotFound:
+        return False
+
+
+def delete_generation(bucket: storage.Bucket, name: str, generation: int) -> bool:
+    """Delete that one generation of `name` (live or noncurrent); False when it is already gone."""
+    try:
+        bucket.blob(name, generation=generation).delete()
+        return True
+    except gexc.NotFound:
+        return False
+
+
+def delete_if_generation(bucket: storage.Bucket, name: str, generation: int) -> bool:
+    """Delete the live `name` only while `generation` is the live one; False when it was replaced
+    or deleted meanwhile (412, 404): whoever did it decided."""
+    return _delete_conditionally(bucket.blob(name), generation)
+
+
+def delete_generation_if_live(bucket: storage.Bucket, name: str, generation: int) -> bool:
+    """delete_if_generation, with the request naming that generation too."""
+    return _delete_conditionally(bucket.blob(name, generation=generation), generation)
+
+
+def _delete_conditionally(blob: storage.Blob, generation: int) -> bool:
+    try:
+        blob.delete(if_generation_match=generation)
+        return True
+    except (gexc.NotFound, gexc.PreconditionFailed):
         return False
 
 
@@ -186,10 +305,7 @@ def _delete_if(bucket: storage.Bucket, name: str, made_from_matches) -> None:
     live = bucket.get_blob(name)
     if live is None or not made_from_matches(made_from(live.metadata)):
         return
-    try:
-        bucket.blob(name).delete(if_generation_match=live.generation)
-    except (gexc.NotFound, gexc.PreconditionFailed):
-        pass  # replaced or deleted meanwhile: whoever did it decided
+    delete_if_generation(bucket, name, live.generation)  # False: replaced or deleted meanwhile
 
 
 # By status code. 403 is Cloud Storage's answer for a missing IAM role (reason "forbidden" or

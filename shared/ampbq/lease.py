@@ -7,8 +7,9 @@ import json
 import logging
 from datetime import datetime, timezone
 
-from google.api_core import exceptions as gexc
 from google.cloud import storage
+
+from . import gcs
 
 log = logging.getLogger("ampbq.lease")
 
@@ -25,15 +26,13 @@ class Lease:
         self.bucket, self.name, self.generation, self.stale_after = bucket, name, None, stale_after
 
     def acquire(self) -> bool:
-        held = self.bucket.get_blob(self.name)
+        held = gcs.age(self.bucket, self.name)
         if held is not None:
-            age = (datetime.now(timezone.utc) - held.updated).total_seconds() if held.updated else 0
+            generation, age = held
             if age < self.stale_after:
                 return False
             log.warning("breaking a stale lease", extra={"fields": {"object": self.name, "age_seconds": round(age)}})
-            try:
-                held.delete(if_generation_match=held.generation)
-            except (gexc.NotFound, gexc.PreconditionFailed):
+            if not gcs.delete_generation_if_live(self.bucket, self.name, generation):
                 return False  # someone else broke or renewed it first
         return self._write(0)
 
@@ -46,19 +45,15 @@ class Lease:
 
     def release(self) -> None:
         if self.generation is not None:
-            try:
-                self.bucket.blob(self.name).delete(if_generation_match=self.generation)
-            except (gexc.NotFound, gexc.PreconditionFailed):
-                pass  # broken by a waiter meanwhile: the lease is theirs now
+            # False: broken by a waiter meanwhile, the lease is theirs now.
+            gcs.delete_if_generation(self.bucket, self.name, self.generation)
             self.generation = None
 
     def _write(self, expected: int) -> bool:
-        blob = self.bucket.blob(self.name)
         try:
-            blob.upload_from_string(json.dumps({"at": datetime.now(timezone.utc).isoformat()}), "application/json",
-                                    if_generation_match=expected)
-        except gexc.PreconditionFailed:
+            self.generation = gcs.put_if_generation(self.bucket, self.name, json.dumps({"at": datetime.now(timezone.utc).isoformat()}),
+                                                    "application/json", expected)
+        except gcs.GenerationChanged:
             return False
-        self.generation = blob.generation
         return True
 

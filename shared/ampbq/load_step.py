@@ -10,7 +10,6 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
-from google.api_core import exceptions as gexc
 from google.cloud import bigquery, storage
 
 from . import gcs, load, naming
@@ -210,7 +209,7 @@ def _wait_for_commit(bq: bigquery.Client, config: Config, bucket: storage.Bucket
     """Until the hour's marker is gone (committed, or superseded by a newer generation): take the
     lease when it is free and commit everything waiting, else wait for the holder."""
     marker = load.waiting_name(config.table_id, hour_load.hour, hour_load.import_generation, hour_load.project)
-    while bucket.get_blob(marker) is not None:
+    while gcs.exists(bucket, marker):
         if time.monotonic() > deadline:
             raise TransientError(f"hour {hour_load.hour:%Y-%m-%dT%H} is staged but not committed within the "
                                  f"invocation's budget; the retry waits for it again")
@@ -226,7 +225,7 @@ def _wait_for_commit(bq: bigquery.Client, config: Config, bucket: storage.Bucket
 
 def _waiting(bucket: storage.Bucket, config: Config) -> list[tuple[storage.Blob, load.Staged]]:
     found = []
-    for blob in bucket.list_blobs(prefix=load.waiting_prefix(config.table_id)):
+    for blob in gcs.listing(bucket, load.waiting_prefix(config.table_id)):
         record = (blob.metadata or {}).get("staged")
         if record:
             found.append((blob, load.Staged.from_json(record)))
@@ -283,7 +282,7 @@ def _commit_waiting(bq: bigquery.Client, config: Config, bucket: storage.Bucket,
             # A staging table gone (expired after a day, or dropped with a duplicate's marker
             # left behind) must not block every other hour: drop those, whose loads re-stage on
             # their retry, and plan again. Any other permanent failure is the holder's to report.
-            gone = [staged for staged in batch if not _stage_exists(bq, staged)]
+            gone = [staged for staged in batch if not bq_adapter.table_exists(bq, staged.stage_id)]
             if not gone:
                 raise
             for staged in gone:
@@ -300,20 +299,12 @@ def _commit_waiting(bq: bigquery.Client, config: Config, bucket: storage.Bucket,
                  "waiting": len(waiting), "bytes_billed": billed or 0}})
 
 
-def _stage_exists(bq: bigquery.Client, staged: load.Staged) -> bool:
-    try:
-        bq.get_table(staged.stage_id)
-        return True
-    except gexc.NotFound:
-        return False
-
-
 def _drop_staged(bq: bigquery.Client, bucket: storage.Bucket, markers: dict, staged: load.Staged) -> None:
     """The hour is committed (or superseded): its waiter may go, its staging table is done."""
     blob = markers.get((staged.load.key, staged.load.import_generation))
     if blob is not None:
         gcs.delete_if_exists(bucket, blob.name)
-    bq.delete_table(staged.stage_id, not_found_ok=True)
+    bq_adapter.drop_table(bq, staged.stage_id)
 
 
 def _commit_batch(bq: bigquery.Client, config: Config, batch: list[load.Staged],
@@ -334,12 +325,8 @@ def _commit_batch(bq: bigquery.Client, config: Config, batch: list[load.Staged],
         insert_ranges = load.date_ranges(dates) if len(dates) > load.MAX_PARTITIONS_PER_STATEMENT else None
     sql = load.group_commit_script(config.table_id, config.ledger_table_id, batch, ledger, token, delete_ranges, insert_ranges)
     first = batch[0].load
-    job_config = bigquery.QueryJobConfig(labels=_labels(first.hour, first.import_generation) | {"step": "commit", "hours": str(len(batch))})
-    job = bq_adapter.run_job_once(
-        bq,
-        lambda n: f"ampbq_commit_{token}" + (f"_r{n}" if n else ""),
-        lambda job_id: bq.query(sql, job_config=job_config, job_id=job_id, job_retry=None),
-    )
+    labels = _labels(first.hour, first.import_generation) | {"step": "commit", "hours": str(len(batch))}
+    job = bq_adapter.run_script(bq, sql, labels, lambda n: f"ampbq_commit_{token}" + (f"_r{n}" if n else ""))
     billed = getattr(job, "total_bytes_billed", None)
     if billed is not None:
         # Still under the lease: no transaction of ours can run on the ledger meanwhile.

@@ -15,7 +15,6 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime
 
-from google.api_core import exceptions as gexc
 from google.cloud import storage
 
 from . import gcs, hour_parts, naming, transform
@@ -70,10 +69,11 @@ def transform_unit(obj: StorageObject, unit: naming.Unit, bucket: storage.Bucket
     """Transform the parts one task names, of the hour object generation it names, if that is
     still the live one (else the newer generation's fan-out has its own tasks)."""
     gcs.live(bucket, obj)
+    task = gcs.read_bytes(bucket, obj.name, obj.generation)
+    if task is None:
+        raise Ignored(f"{obj.name} generation {obj.generation} is gone")
     try:
-        hour_object, generation, parts = hour_parts.parse_unit_task(gcs.read_bytes(bucket, obj.name, obj.generation))
-    except gexc.NotFound:
-        raise Ignored(f"{obj.name} generation {obj.generation} is gone") from None
+        hour_object, generation, parts = hour_parts.parse_unit_task(task)
     except ValueError as why:
         raise PermanentError(f"{obj.name}: {why}") from None
     source = gcs.current(bucket, hour_object)
@@ -143,7 +143,7 @@ def _fan_out(obj: StorageObject, bucket: storage.Bucket, project: str, hour: dat
 def _parts(bucket: storage.Bucket, obj: StorageObject) -> list[hour_parts.Part] | None:
     """The part index of exactly the generation the transform reads (None: read it as one part).
     Its own small read, so the index always belongs to the bytes being read."""
-    blob = bucket.get_blob(obj.name, generation=obj.generation)
+    blob = gcs.version(bucket, obj.name, obj.generation)
     return hour_parts.decode(blob.metadata, blob.size) if blob is not None else None
 
 
