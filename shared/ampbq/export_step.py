@@ -270,8 +270,9 @@ def unpack_archive(bucket: storage.Bucket, raw_name: str, hours: HourRange, resu
                 "source_zip": naming.gs_uri(bucket.name, raw_name),
             }
             copied = None
-            if any(entry.info.file_size > unit_bytes for entry in entries):
-                copied = _write_split_hour(bucket, archive, name, entries, unit_bytes, metadata, hour)
+            split = _parts_to_split(archive, entries, unit_bytes, hour, name)
+            if split:
+                copied = _write_split_hour(bucket, archive, name, entries, split, unit_bytes, metadata, hour)
             if copied is None:
                 # Each part's size is the zip's (file_size), known before the copy: the part index
                 # goes into the metadata of the very upload that finalizes the object.
@@ -287,18 +288,33 @@ def unpack_archive(bucket: storage.Bucket, raw_name: str, hours: HourRange, resu
                 **({"pieces": len(copied)} if len(copied) != len(entries) else {})}})
 
 
-def _write_split_hour(bucket: storage.Bucket, archive: zipfile.ZipFile, name: str, entries: list, unit_bytes: int,
-                      metadata: dict[str, str], hour: datetime) -> list[unpack.Copied] | None:
-    """The hour object with its parts over `unit_bytes` split (unpack.split_entry); None when one
-    of them cannot be read to its end (the caller copies the hour as it is). The pieces' sizes
-    are known only once written, so it goes to a scratch object first, then into place with its
-    part index in the same request (a compose)."""
+def _parts_to_split(archive: zipfile.ZipFile, entries: list, unit_bytes: int, hour: datetime, name: str) -> set[int]:
+    """The entries (by position) over `unit_bytes` that can be read to their end: only those are
+    split; a damaged one is copied as it is, for the transform to count its damage."""
+    split = set()
+    for index, entry in enumerate(entries):
+        if entry.info.file_size > unit_bytes:
+            damage = unpack.damage(archive, entry.info)
+            if damage:
+                log.warning("part not split", extra={"fields": hour_fields(hour, name) | {
+                    "entry": entry.label, "reason": f"{damage}; copied whole"}})
+            else:
+                split.add(index)
+    return split
+
+
+def _write_split_hour(bucket: storage.Bucket, archive: zipfile.ZipFile, name: str, entries: list, split: set[int],
+                      unit_bytes: int, metadata: dict[str, str], hour: datetime) -> list[unpack.Copied] | None:
+    """The hour object with the entries at positions `split` split (unpack.split_entry); None
+    when one of them cannot be read to its end after all (the caller copies the hour as it is).
+    The pieces' sizes are known only once written, so it goes to a scratch object first, then
+    into place with its part index in the same request (a compose)."""
     scratch = naming.scratch_name(name, 0, secrets.token_hex(4))
     try:
         with gcs.writer(bucket, scratch, content_type="application/gzip") as out:
             copied: list[unpack.Copied] = []
-            for entry in entries:
-                if entry.info.file_size > unit_bytes:
+            for index, entry in enumerate(entries):
+                if index in split:
                     copied += unpack.split_entry(archive, entry.info, entry.label, unit_bytes, out)
                 else:
                     copied += unpack.copy_hour(archive, [entry], out)

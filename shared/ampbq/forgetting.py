@@ -363,9 +363,10 @@ def _clean_hour_outputs(bucket: storage.Bucket, hour: datetime, ids: frozenset[i
 
 
 def _delete_stale_units(bucket: storage.Bucket, hour: datetime, segment: str = "") -> int:
-    """Every generation of a big hour's units that is not the live one, and every live unit made
-    from another generation of the hour object than the live one (a fan-out into another number
-    of units leaves its units beside the new ones): each may hold the users' events. How many."""
+    """Every generation of a big hour's units that is not the live one, and every live unit (or
+    whole-hour import and rejects object) made from another generation of the hour object than
+    the live one (a fan-out into another number of units leaves its units beside the new ones):
+    each may hold the users' events. How many."""
     source = gcs.current(bucket, naming.hour_object_name(hour, segment))
     deleted = 0
     for prefix in (naming.EXPORT_PREFIX, naming.IMPORT_PREFIX, naming.REJECTS_PREFIX):
@@ -376,6 +377,12 @@ def _delete_stale_units(bucket: storage.Bucket, hour: datetime, segment: str = "
             stale = current and source is not None and gcs.source_generation(blob) != source.generation
             if not current or stale:
                 deleted += gcs.delete_generation(bucket, version.name, version.generation)
+    # The hour's whole-hour import and rejects objects, when made from another generation than the
+    # live one (left from before the hour fanned out): they may hold the users' events too.
+    for name in (naming.import_object_name(hour, segment), naming.rejects_object_name(hour, segment)):
+        whole = gcs.current(bucket, name)
+        if source is not None and whole is not None and gcs.source_generation(whole) != source.generation:
+            deleted += gcs.delete_generation(bucket, name, whole.generation)
     return deleted
 
 

@@ -121,11 +121,15 @@ def _units_load(obj: StorageObject, unit: naming.Unit, bucket: storage.Bucket, c
     The hour's import generation is the newest of its units' generations: a unit transformed or
     dropped again makes the hour newer, so it is loaded again; two loads that find the same
     units stage the same thing under the same names."""
-    made_from = gcs.source_generation(gcs.live(bucket, obj))
+    live = gcs.live(bucket, obj)
+    made_from, plan = gcs.source_generation(live), (live.metadata or {}).get("plan", "")
     found: dict[int, storage.Blob] = {}
     for blob in gcs.listing(bucket, naming.unit_import_prefix(unit.hour, unit.project)):
         other = naming.parse_unit_import(blob.name)
-        if other is not None and other.units == unit.units and gcs.source_generation(blob) == made_from:
+        # Units of the same plan of the same generation only: another cutting of the hour into
+        # as many units holds other lines under the same names.
+        if (other is not None and other.units == unit.units and gcs.source_generation(blob) == made_from
+                and (blob.metadata or {}).get("plan", "") == plan):
             found[other.index] = blob
     if len(found) < unit.units:
         raise Ignored(f"{len(found)} of the {unit.units} units of generation {made_from} of the hour are transformed; "

@@ -317,19 +317,21 @@ class _ChunkShaper:
 
 
 def transform_parts(raw: BinaryIO, parts: list[Part] | None, out: BinaryIO, rejects: BinaryIO, lineage: Lineage,
-                    whole: bool = True) -> Counts:
+                    whole: bool = True, first_line: int = 0) -> Counts:
     """Transform an hour object of `parts` (hour_parts.decode; None: unknown, one part), each
     part inflated on its own: damage in one ends only that part, and the next starts clean at
     its own first byte. Line numbers run on across the parts, as in the hour object. `whole`:
-    `parts` are all of `raw`'s (False for a unit of a big hour: some of them, read by range)."""
+    `parts` are all of `raw`'s (False for a unit of a big hour: some of them, read by range);
+    lines are numbered from `first_line + 1`."""
     if not parts or (len(parts) == 1 and whole):
         # The whole object is the one part: read it straight, without a Slice in between.
-        counts = transform_stream(open_gzip(raw), out, rejects, lineage, part=parts[0].label if parts else "")
+        counts = transform_stream(open_gzip(raw), out, rejects, lineage, first_line=first_line,
+                                  part=parts[0].label if parts else "")
         if parts:
             counts.parts = [PartCounts(parts[0].label, counts.events, counts.rows, counts.rejected)]
         return counts
     shaper = Shaper(lineage)
-    total = Counts()
+    total = Counts(lines=first_line)
     for part in parts:
         counts = transform_stream(open_gzip(Slice(raw, part.start, part.size)), out, rejects, lineage,
                                   first_line=total.lines, part=part.label, shaper=shaper)

@@ -12,13 +12,16 @@ from datetime import date
 import pytest
 from click.testing import CliRunner
 
-from ampbq import forgetting, naming
+from ampbq import forgetting, hour_parts, naming, transform_step
 from ampbq.deletions import DeletionJob
+from ampbq.errors import Ignored
+from ampbq.events import StorageObject
 from ampbq.naming import HourRange
-from ampbq.tools import backfill
+from ampbq.tools import backfill, rejects
 from ampbq.tools.cli import main
 from ampbq.tools.stub import DatasetSource
-from ampbq.tools.synthetic import Dataset
+from ampbq.tools.synthetic import Dataset, gzip_lines
+from factory import event_line, utc
 from integration_helpers import function_log, hour_rows, ledger_entry, manifest, wait_for, wait_loaded
 from test_forget import ids_in_every_generation
 
@@ -87,6 +90,41 @@ def test_each_part_is_transformed_on_its_own_and_the_hour_lands_exactly_once(fan
     assert len([line for line in log if line["message"] == "hour fanned out" and line.get("date") == f"{DAY}"]) == len(fanned_out)
 
 
+def test_a_late_fan_out_of_an_older_generation_leaves_the_newer_tasks_alone(fanned_out, bucket):
+    hour = min(fanned_out)
+    live = bucket.get_blob(naming.hour_object_name(hour))
+    task = bucket.get_blob(naming.unit_task_name(units(hour)[0]))
+    older = StorageObject(bucket.name, live.name, live.generation - 1)  # an event of an older generation, late
+    with pytest.raises(Ignored, match="newer than"):
+        transform_step._fan_out(older, bucket, "", hour, [[p] for p in hour_parts.decode(live.metadata, live.size)])
+    assert bucket.get_blob(task.name).generation == task.generation
+    # The same plan of the live generation again (a duplicate delivery) writes no task.
+    again = transform_step._fan_out(StorageObject(bucket.name, live.name, live.generation), bucket, "", hour,
+                                    [[p] for p in hour_parts.decode(live.metadata, live.size)])
+    assert again.written == 0 and bucket.get_blob(task.name).generation == task.generation
+
+
+def test_a_bad_line_in_one_unit_is_that_units_reject_and_ampbq_rejects_lists_it(fanned_out, bucket, bq, config):
+    hour = utc(2022, 8, 23, 10)
+    parts = [[event_line(f"bad-unit-{i}", hour) for i in range(3)],
+             [event_line("bad-unit-3", hour), b'{"uuid": "bad-unit-4", "event_type":', event_line("bad-unit-5", hour)]]
+    members = [gzip_lines(lines) for lines in parts]
+    labels = [f"203138/203138_{DAY}_10#{n}.json.gz" for n in (70, 627)]
+    blob = bucket.blob(naming.hour_object_name(hour))
+    blob.metadata = {"upload_hour": f"{hour:%Y-%m-%dT%H}", "parts": "2"} | hour_parts.encode(
+        [(label, len(member)) for label, member in zip(labels, members)])
+    blob.upload_from_string(b"".join(members), "application/gzip")
+    entry = wait_loaded(bq, config, hour, blob.generation, timeout=60)
+    assert (entry["events"], entry["rows_written"], entry["rejected"], entry["loaded"]) == (6, 5, 1, 5)
+    found = rejects.read(bucket, HourRange(hour, hour))
+    # Unit 2's lines are numbered from 10^9 + 1: a line is named once in the hour, as in any other.
+    line = transform_step.UNIT_LINE_STRIDE + 2
+    assert [(r.line, r.raw) for r in found] == [(line, b'{"uuid": "bad-unit-4", "event_type":')]
+    record = json.loads(bucket.blob(naming.unit_rejects_name(naming.Unit("", hour, 1, 2))).download_as_bytes())
+    assert record["part"] == labels[1] and record["line"] == line
+    assert sorted(r["_source_line"] for r in hour_rows(bq, config, hour)) == [1, 2, 3, line - 1, line + 1]
+
+
 def test_a_unit_task_dropped_again_transforms_that_unit_again_and_reloads_its_hour(fanned_out, bucket, bq, config):
     hour = min(fanned_out)
     before = ledger_entry(bq, config, hour)
@@ -109,6 +147,18 @@ def test_a_unit_task_dropped_again_transforms_that_unit_again_and_reloads_its_ho
     assert {u.index: bucket.get_blob(naming.unit_import_name(u)).generation for u in units(hour) if u.index != 2} == others
     assert sorted(r["uuid"] for r in hour_rows(bq, config, hour)) == expected_uuids(hour)
     assert entry["loaded"] == entry["events"] == before["events"]
+
+
+def test_reprocess_from_import_of_a_fanned_out_hour_loads_it_again_from_its_units(fanned_out, stack, bq, config):
+    hour = min(fanned_out)
+    before = ledger_entry(bq, config, hour)
+    result = CliRunner().invoke(main, ["reprocess", "--hour", f"{hour:%Y-%m-%dT%H}", "--from", "import", "--poll", "0.3",
+                                       "--timeout", "60"], env=stack.client_env() | {"COLUMNS": "250"}, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    entry = ledger_entry(bq, config, hour)
+    assert entry["import_generation"] > before["import_generation"]
+    assert entry["source_generation"] == before["source_generation"]
+    assert sorted(r["uuid"] for r in hour_rows(bq, config, hour)) == expected_uuids(hour)
 
 
 def test_an_hour_object_dropped_again_fans_out_anew_and_its_old_tasks_change_nothing(fanned_out, stack, bucket, bq, config):

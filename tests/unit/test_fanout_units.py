@@ -145,3 +145,33 @@ def test_a_damaged_part_is_not_split():
     archive = zipfile.ZipFile(buffer)
     with pytest.raises(DamagedStream):
         unpack.split_entry(archive, archive.infolist()[0], "p", 10, io.BytesIO())
+
+
+def test_never_more_units_than_names_and_one_load_job_allow():
+    many = parts(*([10] * 30000))
+    planned = hour_parts.units(many, 1)
+    assert len(planned) <= hour_parts.MAX_UNITS
+    assert [p for unit in planned for p in unit] == many
+
+
+def test_a_plan_is_named_by_how_it_cuts_the_hour():
+    four = parts(10, 10, 10, 10)
+    assert hour_parts.plan_id(hour_parts.units(four, 20)) == hour_parts.plan_id(hour_parts.units(four, 25))
+    assert hour_parts.plan_id(hour_parts.units(four, 20)) != hour_parts.plan_id(hour_parts.units(four, 10))
+    assert hour_parts.plan_id(hour_parts.units(four, 20)) != hour_parts.plan_id(hour_parts.units(parts(10, 10, 10, 11), 21))
+
+
+def test_only_a_part_readable_to_its_end_is_told_fit_to_split():
+    import gzip
+    import io
+    import zipfile
+
+    from ampbq import unpack
+    whole = gzip.compress(b'{"uuid": "a"}\n' * 1000)
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("good.json.gz", whole)
+        archive.writestr("cut.json.gz", whole[: len(whole) // 2])
+    archive = zipfile.ZipFile(buffer)
+    assert unpack.damage(archive, archive.getinfo("good.json.gz")) == ""
+    assert "DamagedStream" in unpack.damage(archive, archive.getinfo("cut.json.gz"))

@@ -172,8 +172,9 @@ class StackSettings:
     # it and the export function reads parts from it (AMPBQ_SOURCE=native_export).
     native_bucket: str = ""
     native_prefix: str = ""
-    # Our bucket keeps old generations, as production's does. The emulator holds every one of
-    # them in memory, so a run of many GB (the bench's big hour) may turn it off.
+    # Our bucket keeps old generations, as production's does. That needs the emulator's memory
+    # backend, which holds every object in memory: a run of many GB (the bench's big hour) turns
+    # it off, and its objects go to disk.
     versioned: bool = True
 
     def __post_init__(self) -> None:
@@ -272,9 +273,13 @@ class Stack:
         self._spawn("pubsub", [str(PUBSUB_EMULATOR), "--host=127.0.0.1", f"--port={self.ports['pubsub']}"])
         self._wait_for("pubsub", "pubsub", "Pub/Sub emulator")
         self._create_topics()
+        # The memory backend, as versioning needs it; an unversioned stack keeps its objects on
+        # disk instead, so that many GB of them do not have to fit in memory.
+        backend = ["-backend", "memory"] if self.settings.versioned else [
+            "-backend", "filesystem", "-filesystem-root", str(self.workdir / "gcs-data")]
         self._spawn("gcs", [
             str(fake_gcs_binary()), "-scheme", "http", "-host", "127.0.0.1", "-port", str(self.ports["gcs-server"]),
-            "-backend", "memory", "-external-url", self.storage_host,
+            *backend, "-external-url", self.storage_host,
             "-event.pubsub-project-id", self.settings.project, "-event.pubsub-topic", GCS_TOPIC, "-event.list", "finalize",
             "-log-level", "warn",
         ], env={"PUBSUB_EMULATOR_HOST": self.pubsub_host})
