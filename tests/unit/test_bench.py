@@ -18,7 +18,7 @@ from ampbq.shaping import Lineage, RejectedEvent, Shaper, are_amplitude_timestam
 from factory import generated_events, utc
 
 SUMMARY = re.compile(r"^bench: events=\d+ transform_vs_bare=\d+\.\d\d naive_vs_transform=\d+\.\d transform_peak_mb=\d+ "
-                     r"seed_vs_transform=\d+\.\d$")
+                     r"seed_vs_transform=\d+\.\d( usd_day_1m=\d+\.\d\d usd_day_100m=\d+\.\d\d usd_day_1b=\d+\.\d\d)?$")
 
 
 @pytest.fixture(scope="module")
@@ -38,6 +38,13 @@ def test_summary_line_has_the_agreed_format():
     assert SUMMARY.match(line)
     assert line == ("bench: events=200000 transform_vs_bare=1.17 naive_vs_transform=10.0 transform_peak_mb=61 "
                     "seed_vs_transform=12.0")
+
+
+def test_summary_line_ends_with_the_cost_of_a_day_of_each_size():
+    line = bench.summary_line(200000, 7.0, 6.0, 70.0, 61_400_000, 84.0,
+                              {"usd_day_1m": 0.011, "usd_day_100m": 0.864, "usd_day_1b": 8.5612})
+    assert SUMMARY.match(line)
+    assert line.endswith(" seed_vs_transform=12.0 usd_day_1m=0.01 usd_day_100m=0.86 usd_day_1b=8.56")
 
 
 def test_smaller_hours_are_the_first_events_of_larger_ones(hours):

@@ -548,15 +548,20 @@ def bench_big_hour(cache: Path, gigabytes: float, part: HourFile, timeout: float
         settings = StackSettings(workdir=workdir, amplitude_url=stub.url, api_key="bench-key", secret_key="bench-secret",
                                  extra_env=env, versioned=False)
         with Stack(settings) as stack:
-            started = time.monotonic()
+            started, published = time.monotonic(), datetime.now(timezone.utc)
             stack.publish_run({"start": f"{BIG_HOUR:%Y%m%dT%H}", "end": f"{BIG_HOUR:%Y%m%dT%H}"})
             report = wait_for_hours(stack, BENCH_DAY, Counter({BIG_HOUR: events}), timeout)
             wall = time.monotonic() - started
             done = _unit_lines(workdir / "logs")
+            for _ in range(60):  # the load that committed logs its done line a moment after the rows are in
+                if any("loaded" in line for line in done.get("load", [])):
+                    break
+                time.sleep(0.5)
+                done = _unit_lines(workdir / "logs")
     units = [line for line in done.get("transform", []) if line.get("unit")]
     fan_out = [line for line in done.get("transform", []) if "units" in line]
     loads = [line for line in done.get("load", []) if "loaded" in line]
-    return {"report": report, "wall_s": wall, "entries": entries, "copies": copies, "events": events,
+    return {"report": report, "wall_s": wall, "published": published, "entries": entries, "copies": copies, "events": events,
             "ndjson_bytes": copies * part.ndjson_bytes, "units": units, "fan_out": fan_out, "loads": loads,
             "export": done.get("export", []), "unit_bytes": part.gzip_bytes}
 
@@ -573,6 +578,9 @@ def big_hour_lines(result: dict, part: HourFile, unit_bytes: int = 256 << 20) ->
                      f"{min(cpus):.1f}-{max(cpus):.1f} CPU s (the stack's one transform process serves them side by side)")
     for load in result["loads"]:
         lines.append(f"  load of the whole hour: {load['duration_s']:.1f} s, {load.get('loaded', 0):,} rows")
+    phases = _phases(result)
+    if phases:
+        lines.append("  phases after publishing: " + ", ".join(f"{name} {seconds:.0f} s" for name, seconds in phases))
     lines.append(f"  whole hour, publish to loaded: {result['wall_s']:.1f} s")
     cpu_per_gb = (sum(u["cpu_s"] for u in units) / (result["ndjson_bytes"] / 1e9)) if units else float("nan")
     lines.append(f"  transform CPU per GB of NDJSON, summed over the units: {cpu_per_gb:.1f} s")
@@ -589,6 +597,19 @@ def big_hour_lines(result: dict, part: HourFile, unit_bytes: int = 256 << 20) ->
     lines.append(f"bighour: gb={result['ndjson_bytes'] / 1e9:.2f} parts={result['entries']} events={result['events']} "
                  f"loaded={loaded} rejected={rejected} wall_s={result['wall_s']:.1f}")
     return lines
+
+
+def _phases(result: dict) -> list[tuple[str, float]]:
+    """How long after publishing the export finished, then the last unit, then the hour was in
+    BigQuery (from the done lines' times)."""
+    published = result.get("published")
+    times = {step: [datetime.fromisoformat(line["time"]) for line in result[key] if "time" in line]
+             for step, key in (("export", "export"), ("units", "units"))}
+    if published is None or not times["export"] or not times["units"]:
+        return []
+    exported, transformed = max(times["export"]), max(times["units"])
+    return [("export", (exported - published).total_seconds()), ("transform of every unit", (transformed - exported).total_seconds()),
+            ("load and commit", result["wall_s"] - (transformed - published).total_seconds())]
 
 
 def _vm_hwm(pid: int) -> int:
@@ -686,11 +707,18 @@ def machine() -> str:
             f"(ampbq.allocator, in every variant)")
 
 
+# The days whose cost the `bench:` line carries, by the key it gives each.
+COST_DAYS = {"usd_day_1m": 1_000_000, "usd_day_100m": 100_000_000, "usd_day_1b": 1_000_000_000}
+
+
 def summary_line(events: int, transform_s: float, bare_s: float, naive_s: float, transform_peak: int,
-                 seed_s: float = float("nan")) -> str:
+                 seed_s: float = float("nan"), day_usd: dict[str, float] | None = None) -> str:
+    """The last line: every ratio, the transform's peak memory, and (`day_usd`, by COST_DAYS key)
+    what a day of that many events costs on Cloud Functions and BigQuery."""
     return (f"bench: events={events} transform_vs_bare={transform_s / bare_s:.2f} "
             f"naive_vs_transform={naive_s / transform_s:.1f} transform_peak_mb={round(transform_peak / MB)} "
-            f"seed_vs_transform={seed_s / transform_s:.1f}")
+            f"seed_vs_transform={seed_s / transform_s:.1f}"
+            + "".join(f" {key}={day_usd[key]:.2f}" for key in COST_DAYS if day_usd and key in day_usd))
 
 
 def _row(label: str, run: Run, hour: HourFile) -> str:
@@ -934,9 +962,13 @@ def bench(events, sizes, repeat, naive, seed, formats, drift, profile, export_gb
              "counted; the seed loop on the transform's instance):")
         for line in cost_lines(hour.ndjson_bytes / hour.events, steps, seed_step, row_bytes, ledger_bytes):
             echo(line)
+        day_usd = {key: costs.day_costs(n, hour.ndjson_bytes / hour.events, steps, seed_step, row_bytes, ledger_bytes)["ampbq_day"]
+                   for key, n in COST_DAYS.items()}
+    else:
+        day_usd = None
 
     echo(summary_line(events, transform.busy, bare.busy, best["naive"].busy if naive else float("nan"), transform_peak,
-                      best["seed"].busy if seed else float("nan")))
+                      best["seed"].busy if seed else float("nan"), day_usd))
     if big_hour:
         echo("\none big hour, fanned out over its parts, through the local stack:")
         for line in big_hour_lines(big_hour, files[BIG_HOUR_PART_EVENTS]):
