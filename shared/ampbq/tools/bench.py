@@ -782,7 +782,8 @@ def cost_lines(per_event: float, steps: list, seed, row_bytes: float, ledger_byt
     biggest = costs.day_costs(days[-1], per_event, steps, seed, row_bytes, ledger_bytes)["functions"]
     out.append(f"  (storage $/mo: each day's rows, per month kept. CPU s per invocation at {days[-1]:,} events a day: "
                + ", ".join(f"{name} {day['per_invocation_s']:,.0f}" for name, day in biggest.items())
-               + "; the functions' timeout is 540 s.)")
+               + "; a transform's is its whole hour's, which its fan-out spreads over units of 256 MiB of gzip, "
+               "each an invocation of its own within the 540 s timeout.)")
     return out
 
 
