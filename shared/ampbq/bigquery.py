@@ -76,7 +76,7 @@ def _add_ledger_columns(bq: bigquery.Client, config: Config) -> None:
     if missing:
         # DDL rather than a schema patch: the local stand-in changes its storage only for DDL.
         for column in missing:
-            query_rows(bq, f"ALTER TABLE `{config.ledger_table_id}` ADD COLUMN IF NOT EXISTS `{column.name}` {column.field_type}")
+            query_rows(bq, load.add_column_sql(config.ledger_table_id, column.name, column.field_type))
         log.warning("ledger columns added", extra={"fields": {"table": config.ledger_table_id,
                                                               "columns": [f.name for f in missing]}})
 

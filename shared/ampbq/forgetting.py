@@ -183,8 +183,7 @@ def forget_project(config: Config, project: AmplitudeProject, bucket: storage.Bu
 
 def applied_jobs(bq: bigquery.Client, config: Config, project: AmplitudeProject | None = None) -> set[tuple[date, str]]:
     """The keys of the jobs applied so far (of `project`, by its `app`, when given)."""
-    rows = bq_adapter.query_rows(bq, f"SELECT DISTINCT job_day, IFNULL(app, '') AS app FROM `{config.forgets_table_id}` "
-                                     f"WHERE upload_hour IS NULL")
+    rows = bq_adapter.query_rows(bq, load.applied_jobs_sql(config.forgets_table_id))
     found = [(_day(r["job_day"]), r["app"]) for r in rows]
     return deletions.applied_keys(found, project.app, project.segment == "") if project else set(found)
 
@@ -240,13 +239,8 @@ def apply(jobs: list[DeletionJob], config: Config, bucket: storage.Bucket, bq: b
     return result
 
 
-def _ids_sql(ids: frozenset[int]) -> str:
-    return ", ".join(str(int(i)) for i in sorted(ids))
-
-
 def _rows_per_hour_and_id(bq: bigquery.Client, config: Config, ids: frozenset[int], app: str) -> dict[datetime, dict[int, int]]:
-    rows = bq_adapter.query_rows(bq, f"SELECT _upload_hour AS h, amplitude_id AS id, COUNT(*) AS n FROM `{config.table_id}` "
-                                     f"WHERE amplitude_id IN ({_ids_sql(ids)}){app_filter(app)} GROUP BY h, id")
+    rows = bq_adapter.query_rows(bq, load.rows_per_hour_and_id_sql(config.table_id, ids, app))
     found: dict[datetime, dict[int, int]] = {}
     for row in rows:
         found.setdefault(naming.utc_hour(row["h"]), {})[int(row["id"])] = int(row["n"])
@@ -441,46 +435,19 @@ def _delete_in_table(bq: bigquery.Client, config: Config, bucket: storage.Bucket
         time.sleep(POLL_SECONDS)
     try:
         ids = frozenset(i for counts in left.values() for i in counts)
-        hours = ", ".join(load.timestamp_literal(h) for h in sorted(left))
-        gone = bq_adapter.query_rows(bq, f"SELECT _upload_hour AS h, COUNT(*) AS n, BIT_XOR(FARM_FINGERPRINT(uuid)) AS fp "
-                                         f"FROM `{config.table_id}` WHERE _upload_hour IN ({hours}) "
-                                         f"AND amplitude_id IN ({_ids_sql(ids)}){app_filter(project.app)} GROUP BY h")
-        bq_adapter.query_rows(bq, delete_script(config.table_id, config.ledger_table_id, ids,
+        gone = bq_adapter.query_rows(bq, load.users_rows_sql(config.table_id, sorted(left), ids, project.app))
+        bq_adapter.query_rows(bq, load.delete_users_script(config.table_id, config.ledger_table_id, ids,
                                                 {naming.utc_hour(r["h"]): (int(r["n"]), int(r["fp"])) for r in gone},
                                                 secrets.token_hex(8), project.app, project.segment))
     finally:
         lease.release()
 
 
-def app_filter(app: str) -> str:
-    """The project's rows only, when its id is known (every row in the one-project form)."""
-    return f" AND app = {int(app)}" if app else ""
-
-
-def delete_script(table_id: str, ledger_id: str, ids: frozenset[int], gone: dict[datetime, tuple[int, int]],
-                  token: str, app: str = "", segment: str = "") -> str:
-    """One transaction: the users' rows of project `app` out of the table, and (rows,
-    fingerprint) of each hour out of the project's (`segment`) ledger entry (events = rows +
-    rejected and loaded = rows keep holding)."""
-    statements = ["BEGIN TRANSACTION;",
-                  f"UPDATE `{load.commit_lock_id(table_id)}` SET holder = {load.literal(token)}, "
-                  f"locked_at = CURRENT_TIMESTAMP() WHERE TRUE;"]
-    hours = ", ".join(load.timestamp_literal(h) for h in sorted(gone))
-    statements.append(f"DELETE FROM `{table_id}` WHERE _upload_hour IN ({hours}) AND amplitude_id IN ({_ids_sql(ids)})"
-                      f"{app_filter(app)};")
-    for hour, (n, fp) in sorted(gone.items()):
-        statements.append(f"UPDATE `{ledger_id}` SET events = events - {n}, rows_written = rows_written - {n}, "
-                          f"loaded = loaded - {n}, fingerprint = IFNULL(fingerprint, 0) ^ {fp} "
-                          f"WHERE upload_hour = {load.timestamp_literal(hour)} AND {load.project_sql(segment)};")
-    statements.append("COMMIT TRANSACTION;")
-    return "\n".join(statements) + "\n"
-
-
 def _record(bq: bigquery.Client, config: Config, jobs: list[DeletionJob], per_id: dict[datetime, dict[int, int]],
             result: ForgetResult) -> None:
     rows = record_rows(jobs, per_id, len(result.objects_rewritten), result.generations_deleted)
     if rows:
-        bq_adapter.query_rows(bq, record_sql(config.forgets_table_id, rows))
+        bq_adapter.query_rows(bq, load.forgets_insert_sql(config.forgets_table_id, rows))
 
 
 def record_rows(jobs: list[DeletionJob], per_id: dict[datetime, dict[int, int]], objects_rewritten: int,
@@ -499,32 +466,6 @@ def record_rows(jobs: list[DeletionJob], per_id: dict[datetime, dict[int, int]],
                      "rows_removed": totals.get(job.key, 0), "objects_rewritten": objects_rewritten,
                      "generations_deleted": generations_deleted})
     return rows
-
-
-FORGETS_COLUMNS = ("job_day", "app", "upload_hour", "amplitude_ids", "rows_removed", "objects_rewritten",
-                   "generations_deleted", "applied_at")
-
-
-def record_sql(forgets_id: str, rows: list[dict]) -> str:
-    def value(v) -> str:
-        if v is None:
-            return "NULL"
-        if isinstance(v, datetime):
-            return load.timestamp_literal(v)
-        if isinstance(v, date):
-            return f"DATE '{v:%Y-%m-%d}'"
-        if isinstance(v, int):
-            return str(v)
-        return load.literal(str(v))
-
-    selects = [", ".join([f"{value(r['job_day'])} AS job_day", f"{value(r['app'] or None)} AS app",
-                          f"{value(r['upload_hour'])} AS upload_hour", f"{value(r['amplitude_ids'])} AS amplitude_ids",
-                          f"{value(r['rows_removed'])} AS rows_removed", f"{value(r['objects_rewritten'])} AS objects_rewritten",
-                          f"{value(r['generations_deleted'])} AS generations_deleted"]) for r in rows]
-    union = " UNION ALL ".join(f"SELECT {s}" for s in selects)
-    return (f"INSERT INTO `{forgets_id}` ({', '.join(FORGETS_COLUMNS)}) SELECT job_day, CAST(app AS STRING), "
-            f"CAST(upload_hour AS TIMESTAMP), CAST(amplitude_ids AS INT64), rows_removed, CAST(objects_rewritten AS INT64), "
-            f"CAST(generations_deleted AS INT64), CURRENT_TIMESTAMP() FROM ({union})")
 
 
 def exit_code(run: ForgetRun) -> int:
@@ -548,7 +489,7 @@ def owner(app: str, configured: tuple[AmplitudeProject, ...]) -> AmplitudeProjec
 
 def applied_of(rows: list[dict], configured: tuple[AmplitudeProject, ...],
                chosen: tuple[AmplitudeProject, ...] | None = None) -> list[dict]:
-    """applied_sql's rows, each with the `project` (its label) whose job it is; only those of the
+    """load.applied_sql's rows, each with the `project` (its label) whose job it is; only those of the
     `chosen` projects when given."""
     shown = []
     for row in rows:
@@ -557,11 +498,3 @@ def applied_of(rows: list[dict], configured: tuple[AmplitudeProject, ...],
             continue
         shown.append({"project": project.label if project else row.get("app") or "", **row})
     return shown
-
-
-def applied_sql(forgets_id: str) -> str:
-    """What `ampbq forget --status` shows: one row per applied job."""
-    return (f"SELECT job_day, IFNULL(app, '') AS app, amplitude_ids, rows_removed, objects_rewritten, generations_deleted, "
-            f"applied_at, (SELECT COUNT(*) FROM `{forgets_id}` AS h WHERE h.job_day = j.job_day "
-            f"AND IFNULL(h.app, '') = IFNULL(j.app, '') AND h.upload_hour IS NOT NULL) AS hours "
-            f"FROM `{forgets_id}` AS j WHERE upload_hour IS NULL ORDER BY job_day, app")

@@ -1,4 +1,6 @@
-"""The load step's plan and SQL, built as plain values and strings (pure, tested without a server).
+"""The SQL that changes the table and its ledger, and the load step's plan, built as plain values
+and strings (pure, tested without a server): the load's replace of an hour, and forget's delete
+of deleted users' rows (at the end).
 
 An upload hour is replaced atomically, and the commits of many hours are grouped:
 
@@ -352,6 +354,11 @@ def project_sql(project: str) -> str:
     return f"IFNULL(project, '') = {literal(project)}"
 
 
+def add_column_sql(table_id: str, name: str, field_type: str) -> str:
+    """A NULLABLE column added to a table in place (an older ledger, upgraded)."""
+    return f"ALTER TABLE `{table_id}` ADD COLUMN IF NOT EXISTS `{name}` {field_type}"
+
+
 def ledger_entry_sql(ledger_id: str, hour: datetime, project: str = "") -> str:
     return (
         f"SELECT import_generation, source_generation, events, rows_written, rejected, loaded FROM `{ledger_id}` "
@@ -374,3 +381,86 @@ def staged_summary_sql(stage_id: str, app: str = "") -> str:
     foreign = f"COUNTIF(app IS NULL OR app != {int(app)})" if app else "0"
     return (f"SELECT COUNT(*) AS n, MIN(event_time) AS lo, MAX(event_time) AS hi, "
             f"COUNT(DISTINCT DATE(event_time)) AS days, {foreign} AS foreign_rows FROM `{stage_id}`")
+
+
+# ---------------------------------------------------------------- forgetting users (forgetting.py)
+def applied_jobs_sql(forgets_id: str) -> str:
+    """The (job day, project id) of every deletion job applied so far."""
+    return f"SELECT DISTINCT job_day, IFNULL(app, '') AS app FROM `{forgets_id}` WHERE upload_hour IS NULL"
+
+
+def rows_per_hour_and_id_sql(table_id: str, ids: frozenset[int], app: str) -> str:
+    """How many rows each of the users `ids` has in each upload hour (of project `app`)."""
+    return (f"SELECT _upload_hour AS h, amplitude_id AS id, COUNT(*) AS n FROM `{table_id}` "
+            f"WHERE amplitude_id IN ({ids_sql(ids)}){app_filter(app)} GROUP BY h, id")
+
+
+def users_rows_sql(table_id: str, hours: list[datetime], ids: frozenset[int], app: str) -> str:
+    """Per upload hour of `hours`: how many rows of the users `ids` (of project `app`), and their
+    uuid fingerprint, which the ledger entry gives up with them."""
+    listed = ", ".join(timestamp_literal(h) for h in sorted(hours))
+    return (f"SELECT _upload_hour AS h, COUNT(*) AS n, BIT_XOR(FARM_FINGERPRINT(uuid)) AS fp FROM `{table_id}` "
+            f"WHERE _upload_hour IN ({listed}) AND amplitude_id IN ({ids_sql(ids)}){app_filter(app)} GROUP BY h")
+
+
+def ids_sql(ids: frozenset[int]) -> str:
+    """Amplitude ids as a list of SQL integers."""
+    return ", ".join(str(int(i)) for i in sorted(ids))
+
+
+def app_filter(app: str) -> str:
+    """The project's rows only, when its id is known (every row in the one-project form)."""
+    return f" AND app = {int(app)}" if app else ""
+
+
+def delete_users_script(table_id: str, ledger_id: str, ids: frozenset[int], gone: dict[datetime, tuple[int, int]],
+                        token: str, app: str = "", segment: str = "") -> str:
+    """One transaction: the users' rows of project `app` out of the table, and (rows,
+    fingerprint) of each hour out of the project's (`segment`) ledger entry (events = rows +
+    rejected and loaded = rows keep holding)."""
+    statements = ["BEGIN TRANSACTION;",
+                  f"UPDATE `{commit_lock_id(table_id)}` SET holder = {literal(token)}, "
+                  f"locked_at = CURRENT_TIMESTAMP() WHERE TRUE;"]
+    hours = ", ".join(timestamp_literal(h) for h in sorted(gone))
+    statements.append(f"DELETE FROM `{table_id}` WHERE _upload_hour IN ({hours}) AND amplitude_id IN ({ids_sql(ids)})"
+                      f"{app_filter(app)};")
+    for hour, (n, fp) in sorted(gone.items()):
+        statements.append(f"UPDATE `{ledger_id}` SET events = events - {n}, rows_written = rows_written - {n}, "
+                          f"loaded = loaded - {n}, fingerprint = IFNULL(fingerprint, 0) ^ {fp} "
+                          f"WHERE upload_hour = {timestamp_literal(hour)} AND {project_sql(segment)};")
+    statements.append("COMMIT TRANSACTION;")
+    return "\n".join(statements) + "\n"
+
+
+FORGETS_COLUMNS = ("job_day", "app", "upload_hour", "amplitude_ids", "rows_removed", "objects_rewritten",
+                   "generations_deleted", "applied_at")
+
+
+def forgets_insert_sql(forgets_id: str, rows: list[dict]) -> str:
+    def value(v) -> str:
+        if v is None:
+            return "NULL"
+        if isinstance(v, datetime):
+            return timestamp_literal(v)
+        if isinstance(v, date):
+            return f"DATE '{v:%Y-%m-%d}'"
+        if isinstance(v, int):
+            return str(v)
+        return literal(str(v))
+
+    selects = [", ".join([f"{value(r['job_day'])} AS job_day", f"{value(r['app'] or None)} AS app",
+                          f"{value(r['upload_hour'])} AS upload_hour", f"{value(r['amplitude_ids'])} AS amplitude_ids",
+                          f"{value(r['rows_removed'])} AS rows_removed", f"{value(r['objects_rewritten'])} AS objects_rewritten",
+                          f"{value(r['generations_deleted'])} AS generations_deleted"]) for r in rows]
+    union = " UNION ALL ".join(f"SELECT {s}" for s in selects)
+    return (f"INSERT INTO `{forgets_id}` ({', '.join(FORGETS_COLUMNS)}) SELECT job_day, CAST(app AS STRING), "
+            f"CAST(upload_hour AS TIMESTAMP), CAST(amplitude_ids AS INT64), rows_removed, CAST(objects_rewritten AS INT64), "
+            f"CAST(generations_deleted AS INT64), CURRENT_TIMESTAMP() FROM ({union})")
+
+
+def applied_sql(forgets_id: str) -> str:
+    """What `ampbq forget --status` shows: one row per applied job."""
+    return (f"SELECT job_day, IFNULL(app, '') AS app, amplitude_ids, rows_removed, objects_rewritten, generations_deleted, "
+            f"applied_at, (SELECT COUNT(*) FROM `{forgets_id}` AS h WHERE h.job_day = j.job_day "
+            f"AND IFNULL(h.app, '') = IFNULL(j.app, '') AND h.upload_hour IS NOT NULL) AS hours "
+            f"FROM `{forgets_id}` AS j WHERE upload_hour IS NULL ORDER BY job_day, app")

@@ -13,7 +13,7 @@ from datetime import date, datetime, timezone
 import pytest
 import requests
 
-from ampbq import amplitude, deletions, forgetting
+from ampbq import amplitude, deletions, forgetting, load
 from ampbq.config import Config
 from ampbq.deletions import DeletionJob, MalformedDeletions
 from ampbq.errors import PermanentError
@@ -132,9 +132,9 @@ def test_the_ledger_rows_and_the_table_transaction():
     hour = datetime(2022, 2, 1, 5, tzinfo=timezone.utc)
     rows = forgetting.record_rows(jobs, {hour: {1: 3, 2: 1}}, objects_rewritten=4, generations_deleted=9)
     assert [(r["upload_hour"], r["rows_removed"], r["amplitude_ids"]) for r in rows] == [(hour, 4, None), (None, 4, 2)]
-    sql = forgetting.record_sql("p.d.t_forgets", rows)
+    sql = load.forgets_insert_sql("p.d.t_forgets", rows)
     assert "DATE '2022-03-04'" in sql and "TIMESTAMP '2022-02-01 05:00:00+00'" in sql and "'7' AS app" in sql
-    script = forgetting.delete_script("p.d.t", "p.d.t_loads", frozenset({2, 1}), {hour: (4, 12345)}, "tok")
+    script = load.delete_users_script("p.d.t", "p.d.t_loads", frozenset({2, 1}), {hour: (4, 12345)}, "tok")
     assert "amplitude_id IN (1, 2)" in script and "loaded = loaded - 4" in script and "^ 12345" in script
     assert script.startswith("BEGIN TRANSACTION;") and script.strip().endswith("COMMIT TRANSACTION;")
 

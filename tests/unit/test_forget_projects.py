@@ -9,7 +9,7 @@ from datetime import date, datetime, timezone
 import pytest
 import requests
 
-from ampbq import amplitude, deletions, entry, forgetting
+from ampbq import amplitude, deletions, entry, forgetting, load
 from ampbq.config import Config
 from ampbq.deletions import DeletionJob
 from ampbq.errors import PermanentError, TransientError
@@ -37,12 +37,12 @@ def test_a_projects_markers_table_rows_and_ledger_rows_are_its_own():
     assert forgetting.running_name("") == forgetting.RUNNING == "forget/running.json"
     assert forgetting.running_name("200") == "forget/200/running.json"
     hour = datetime(2022, 2, 1, 5, tzinfo=timezone.utc)
-    script = forgetting.delete_script("p.d.t", "p.d.t_loads", frozenset({7}), {hour: (1, 9)}, "tok", "200", "200")
+    script = load.delete_users_script("p.d.t", "p.d.t_loads", frozenset({7}), {hour: (1, 9)}, "tok", "200", "200")
     assert "amplitude_id IN (7) AND app = 200;" in script and "IFNULL(project, '') = '200'" in script
-    default = forgetting.delete_script("p.d.t", "p.d.t_loads", frozenset({7}), {hour: (1, 9)}, "tok", "100", "")
+    default = load.delete_users_script("p.d.t", "p.d.t_loads", frozenset({7}), {hour: (1, 9)}, "tok", "100", "")
     assert "AND app = 100;" in default and "IFNULL(project, '') = ''" in default
     rows = forgetting.record_rows([DeletionJob(DAY, "done", (7,), "200")], {hour: {7: 1}}, 2, 3)
-    assert "'200' AS app" in forgetting.record_sql("p.d.t_forgets", rows)
+    assert "'200' AS app" in load.forgets_insert_sql("p.d.t_forgets", rows)
 
 
 def test_forget_status_names_each_jobs_project_and_shows_one_project_when_asked():

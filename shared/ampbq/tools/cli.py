@@ -456,14 +456,14 @@ def forget(ops: Ops, start_day, end_day, show_status, as_json, timeout, wide, am
         ampbq forget --amplitude-project 123456
         ampbq forget --status
     """
-    from .. import deletions, forgetting
+    from .. import deletions, forgetting, load
     from ..errors import TransientError
 
     def chosen() -> tuple | None:  # after the usage checks that need no configuration
         return _select(ops, amplitude_project) if amplitude_project is not None else None
 
     def show(title: str, projects: tuple | None) -> None:
-        applied = bq_adapter.query_rows(ops.bq, forgetting.applied_sql(ops.config.forgets_table_id))
+        applied = bq_adapter.query_rows(ops.bq, load.applied_sql(ops.config.forgets_table_id))
         applied = forgetting.applied_of(applied, ops.config.projects, projects)
         if as_json:
             click.echo(json.dumps({"applied": applied}, indent=1, default=str))
