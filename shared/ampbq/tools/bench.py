@@ -576,6 +576,9 @@ def big_hour_lines(result: dict, part: HourFile, unit_bytes: int = 256 << 20) ->
         walls, cpus = [u["duration_s"] for u in units], [u["cpu_s"] for u in units]
         lines.append(f"  units: {len(units)} transform invocations, each {min(walls):.1f}-{max(walls):.1f} s wall, "
                      f"{min(cpus):.1f}-{max(cpus):.1f} CPU s (the stack's one transform process serves them side by side)")
+        ordered = sorted(units, key=lambda u: int(u["unit"].split()[1]))
+        lines.append("  per unit, wall/CPU s: " + ", ".join(f"{u['unit'].split()[1]}: {u['duration_s']:.0f}/{u['cpu_s']:.1f}"
+                                                            for u in ordered))
     for load in result["loads"]:
         lines.append(f"  load of the whole hour: {load['duration_s']:.1f} s, {load.get('loaded', 0):,} rows")
     phases = _phases(result)
