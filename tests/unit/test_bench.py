@@ -6,6 +6,7 @@ import json
 import random
 import re
 import zipfile
+from datetime import datetime, timezone
 
 import orjson
 import pytest
@@ -311,5 +312,11 @@ def test_the_big_hour_ends_with_its_bighour_line(hours):
               "loads": [{"duration_s": 4.0, "loaded": 299}], "export": [{"duration_s": 5.0}]}
     lines = bench.big_hour_lines(result, part)
     assert lines[-1] == f"bighour: gb={5 * part.ndjson_bytes / 1e9:.2f} parts=4 events=300 loaded=299 rejected=1 wall_s=12.3"
+    assert "  per unit, wall/CPU s: 1: 2/1.5, 2: 3/1.0" in lines
+    assert not any(line.startswith("  phases") for line in lines)  # no times in the lines: no phases
+    timed = dict(result, published=datetime(2024, 1, 31, 5, 0, 0, tzinfo=timezone.utc),
+                 export=[{"duration_s": 5.0, "time": "2024-01-31T05:00:05+00:00"}],
+                 units=[dict(u, time=f"2024-01-31T05:00:0{7 + n}+00:00") for n, u in enumerate(result["units"])])
+    assert "  phases after publishing: export 5 s, transform of every unit 3 s, load and commit 4 s" in bench.big_hour_lines(timed, part)
     assert any("2 transform invocations" in line for line in lines)
     assert any("50,000,000 events" in line and "invocations" in line for line in lines)
