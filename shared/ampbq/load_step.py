@@ -123,14 +123,11 @@ def _units_load(obj: StorageObject, unit: naming.Unit, bucket: storage.Bucket, c
     units stage the same thing under the same names."""
     live = gcs.live(bucket, obj)
     made_from, plan = gcs.source_generation(live), (live.metadata or {}).get("plan", "")
-    found: dict[int, storage.Blob] = {}
-    for blob in gcs.listing(bucket, naming.unit_import_prefix(unit.hour, unit.project)):
-        other = naming.parse_unit_import(blob.name)
-        # Units of the same plan of the same generation only: another cutting of the hour into
-        # as many units holds other lines under the same names.
-        if (other is not None and other.units == unit.units and gcs.source_generation(blob) == made_from
-                and (blob.metadata or {}).get("plan", "") == plan):
-            found[other.index] = blob
+    listed = [(naming.parse_unit_import(blob.name), blob.metadata, blob)
+              for blob in gcs.listing(bucket, naming.unit_import_prefix(unit.hour, unit.project))]
+    # Units of the same plan of the same generation only: another cutting of the hour into as
+    # many units holds other lines under the same names.
+    found = naming.unit_sets([u for u in listed if u[0] is not None], made_from).get((unit.units, plan), {})
     if len(found) < unit.units:
         raise Ignored(f"{len(found)} of the {unit.units} units of generation {made_from} of the hour are transformed; "
                       f"the load of the last one loads the hour")

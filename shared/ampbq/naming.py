@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
-from typing import Iterator
+from typing import Iterable, Iterator, TypeVar
 
 EXPORT_PREFIX = "export/"
 IMPORT_PREFIX = "import/"
@@ -37,6 +37,7 @@ _API_HOUR = re.compile(r"^(\d{8})T(\d{2})$")
 _NATIVE_PART = re.compile(r"^(\d+)/(\d+)_(\d{4}-\d{2}-\d{2})_(\d{1,2})#(\d+)\.json\.gz$")
 
 HOUR = timedelta(hours=1)
+T = TypeVar("T")
 
 
 def utc_hour(value: datetime) -> datetime:
@@ -271,13 +272,24 @@ def unit_import_prefix(hour: datetime, project: str = "") -> str:
 
 def _parse_unit(pattern: re.Pattern, name: str) -> Unit | None:
     match = pattern.match(name)
-    if not match:
+    scoped = _scoped(match) if match else None
+    if scoped is None or not 0 <= int(match.group(4)) < int(match.group(5)):
         return None
-    scoped = _parse_scoped(pattern, name)
-    index, units = int(match.group(4)), int(match.group(5))
-    if scoped is None or not 0 <= index < units:
-        return None
-    return Unit(scoped[0], scoped[1], index, units)
+    return Unit(scoped[0], scoped[1], int(match.group(4)), int(match.group(5)))
+
+
+def unit_sets(units: Iterable[tuple[Unit, dict[str, str] | None, T]], source_generation: int
+              ) -> dict[tuple[int, str], dict[int, T]]:
+    """The units made from generation `source_generation` of their hour object, grouped by
+    fan-out ((how many units, plan): two cuttings of one generation are two sets) and keyed by
+    index; each unit comes with its object's metadata and whatever stands for the object. A set
+    is complete when it holds as many units as it counts."""
+    sets: dict[tuple[int, str], dict[int, T]] = {}
+    for unit, metadata, item in units:
+        metadata = metadata or {}
+        if metadata.get("source_generation") == str(source_generation):
+            sets.setdefault((unit.units, metadata.get("plan", "")), {})[unit.index] = item
+    return sets
 
 
 def parse_unit_task(name: str) -> Unit | None:
@@ -299,8 +311,11 @@ def scratch_name(name: str, source_generation: int, token: str) -> str:
 
 def _parse_scoped(pattern: re.Pattern, name: str) -> tuple[str, datetime] | None:
     match = pattern.match(name)
-    if not match:
-        return None
+    return _scoped(match) if match else None
+
+
+def _scoped(match: re.Match) -> tuple[str, datetime] | None:
+    """(project segment, upload hour) of a name matched as `(project)?/(date)/(hour)…`."""
     day = datetime.strptime(match.group(2), "%Y-%m-%d").replace(tzinfo=timezone.utc)
     hour = int(match.group(3))
     return (match.group(1) or "", day.replace(hour=hour)) if hour < 24 else None

@@ -175,3 +175,11 @@ def test_only_a_part_readable_to_its_end_is_told_fit_to_split():
     archive = zipfile.ZipFile(buffer)
     assert unpack.damage(archive, archive.getinfo("good.json.gz")) == ""
     assert "DamagedStream" in unpack.damage(archive, archive.getinfo("cut.json.gz"))
+
+
+def test_unit_sets_group_a_generations_units_by_fan_out():
+    def unit(index, units, source, plan="a"):
+        return naming.Unit("", HOUR, index, units), {"source_generation": str(source), "plan": plan}, f"{index}/{units}{plan}@{source}"
+    sets = naming.unit_sets([unit(0, 2, 7), unit(1, 2, 7), unit(0, 2, 7, "b"), unit(0, 3, 7), unit(1, 2, 6),
+                             (naming.Unit("", HOUR, 2, 3), None, "no metadata")], 7)
+    assert sets == {(2, "a"): {0: "0/2a@7", 1: "1/2a@7"}, (2, "b"): {0: "0/2b@7"}, (3, "a"): {0: "0/3a@7"}}

@@ -228,18 +228,16 @@ def _transform_units(bucket: storage.Bucket, generation: int, hour: datetime, pr
     """A big hour fanned out into units: transform each of generation `generation`'s units here
     (one the functions did already is skipped), and return one unit's import object, whose load
     loads them all; None when the hour did not fan out."""
-    tasks = [blob for blob in gcs.listing(bucket, naming.unit_prefix(naming.EXPORT_PREFIX, hour, project))
-             if gcs.source_generation(blob) == generation and naming.parse_unit_task(blob.name)]
+    tasks = [(blob, unit) for blob in gcs.listing(bucket, naming.unit_prefix(naming.EXPORT_PREFIX, hour, project))
+             if gcs.source_generation(blob) == generation and (unit := naming.parse_unit_task(blob.name))]
     if not tasks:
         return None
-    for task in tasks:
-        unit = naming.parse_unit_task(task.name)
+    for task, unit in tasks:
         try:
             transform_step.transform_unit(StorageObject(bucket.name, task.name, task.generation, "ampbq-cli"), unit, bucket)
         except Ignored:
             pass  # transformed already, by the functions or an earlier run
-    last = naming.parse_unit_task(tasks[-1].name)
-    return bucket.get_blob(naming.unit_import_name(last))
+    return bucket.get_blob(naming.unit_import_name(tasks[-1][1]))
 
 
 # Any failure of a step (ours, or a Google API's), a race with the deployed functions or not:

@@ -88,11 +88,8 @@ def units_as_import(hour_object: ObjectInfo | None, units: list[tuple[naming.Uni
     if hour_object is None:
         return None
     made_from = str(hour_object.generation)
-    by_plan: dict[tuple, dict[int, ObjectInfo]] = {}
-    for unit, info in units:
-        if info.metadata.get("source_generation") == made_from:
-            by_plan.setdefault((unit.units, info.metadata.get("plan", "")), {})[unit.index] = info
-    complete = [found for (count, _), found in by_plan.items() if len(found) == count]
+    sets = naming.unit_sets([(unit, info.metadata, info) for unit, info in units], hour_object.generation)
+    complete = [found for (count, _), found in sets.items() if len(found) == count]
     if not complete:
         return None
     found = max(complete, key=lambda f: max(i.generation for i in f.values()))
